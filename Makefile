@@ -1,0 +1,37 @@
+# The two commands: `make dev` runs the local stack, `make test` runs the suite.
+# Both do their own set-up on a fresh machine (virtualenv, Python and Node deps).
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PY_STAMP := $(VENV)/.installed
+JS_DIR := tests/js
+JS_STAMP := $(JS_DIR)/node_modules/.installed
+export PYTHONPATH := $(CURDIR)/layers/ripple
+
+.PHONY: dev test lint sam-check bench clean
+
+$(PY_STAMP): requirements-dev.txt layers/ripple/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -r requirements-dev.txt
+	touch $@
+
+$(JS_STAMP): $(JS_DIR)/package.json $(JS_DIR)/package-lock.json
+	cd $(JS_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+dev: $(PY_STAMP)
+	$(PY) -m ripple.local
+
+test: $(PY_STAMP) $(JS_STAMP)
+	$(PY) -m pytest
+
+lint: $(PY_STAMP)
+	$(VENV)/bin/cfn-lint template.yaml
+
+bench: $(PY_STAMP)
+	$(PY) bench/fanout.py
+
+clean:
+	rm -rf $(VENV) $(JS_DIR)/node_modules .aws-sam
