@@ -1,0 +1,6 @@
+"""Outbox wake-up: drain committed changes and push them to matching subscribers."""
+from ripple.changes.fanout import WakeEvent, on_wake
+
+
+def handler(event, context):
+    return on_wake(WakeEvent.model_validate(event or {}))

@@ -1,0 +1,1 @@
+"""Ripple: serverless realtime for PostgreSQL, speaking the Supabase Realtime protocol."""

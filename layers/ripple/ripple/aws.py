@@ -1,0 +1,32 @@
+"""AWS clients, created once per Lambda container and shared across invocations."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
+
+import boto3
+from botocore.config import Config
+
+# Standard retry mode backs off on throttling; connection pool sized for concurrent posts.
+_CONFIG = Config(retries={"mode": "standard", "max_attempts": 4}, max_pool_connections=64)
+
+
+@dataclass
+class Clients:
+    """Lazily created boto3 clients; endpoints follow AWS_ENDPOINT_URL_* (moto locally)."""
+
+    @cached_property
+    def dynamodb(self):
+        return boto3.client("dynamodb", config=_CONFIG)
+
+    @cached_property
+    def secretsmanager(self):
+        return boto3.client("secretsmanager", config=_CONFIG)
+
+    def connections_api(self, endpoint: str):
+        return boto3.client("apigatewaymanagementapi", endpoint_url=endpoint, config=_CONFIG)
+
+
+@lru_cache(maxsize=1)
+def clients() -> Clients:
+    return Clients()

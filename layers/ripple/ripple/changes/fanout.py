@@ -1,0 +1,194 @@
+"""Drain the outbox and push each change to the bindings it matches.
+
+Per drained batch: two Postgres statements (drain lock, drain), DynamoDB Queries on the buckets
+the changes name (never a Scan), filters evaluated here, one PostToConnection per
+(connection, channel, change), each distinct message encoded once. Posts to one connection keep
+the changes' order; different connections are posted to concurrently.
+"""
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+
+from pydantic import BaseModel
+
+from ripple.changes.binding import MAX_INDEXED_VALUE, Binding, eq_key, table_key
+from ripple.changes.change import Change
+from ripple.changes.filters import FilterError, canonical, parse_filter
+from ripple.config import settings
+from ripple.db import Database, database
+from ripple.gateway import ConnectionsApi, Gone, connections_api
+from ripple.log import logger
+from ripple.protocol.message import Message
+from ripple.protocol.serializer import encode
+from ripple.store import Store, store
+
+DRAIN_LOCK = "select pg_advisory_xact_lock(hashtext('realtime.drain'))"
+DRAIN = "select * from realtime.drain(%s)"
+# A wake-up can arrive before its transaction finishes committing (aws_lambda.invoke runs in the
+# commit path); waiting on the writer's xid closes that window.
+AWAIT_COMMIT = "select pg_xact_status(%s::xid8)"
+
+
+class WakeEvent(BaseModel):
+    """What wakes the fanout: the writer's xid from Postgres, or a scheduled sweep."""
+
+    xid: str | None = None
+    sweep: bool = False
+
+
+@dataclass
+class Stats:
+    """What one wake-up did; also the benchmark's per-change cost counters."""
+
+    batches: int = 0
+    changes: int = 0
+    deliveries: int = 0
+    gone: int = 0
+    failed: int = 0
+    dynamodb_calls: int = 0
+    pg_round_trips: int = 0
+    posts: int = 0
+
+
+@dataclass
+class Delivery:
+    """The frames owed to one connection, in change order."""
+
+    connection_id: str
+    frames: list[str]
+
+
+@dataclass
+class Fanout:
+    db: Database
+    store: Store
+    api: ConnectionsApi
+    pool: ThreadPoolExecutor
+    batch_size: int = 500
+
+    def run(self, wake: WakeEvent, budget_seconds: float = 50.0) -> Stats:
+        """Drain until the outbox is empty or the time budget is spent."""
+        stats = Stats()
+        calls0, trips0, posts0 = self.store.calls, self.db.round_trips, self.api.posts
+        if wake.xid:
+            self._await_commit(wake.xid)
+        deadline = time.monotonic() + budget_seconds
+        while time.monotonic() < deadline:
+            with self.db.transaction() as conn:
+                self.db.execute(conn, DRAIN_LOCK)
+                rows = self.db.execute(conn, DRAIN, (self.batch_size,))
+                if not rows:
+                    break
+                # Posting inside the drain transaction: a crash before commit redelivers the
+                # batch instead of losing it (at-least-once).
+                self._deliver([Change.from_outbox(r) for r in rows if r["kind"] == "change"], stats)
+            stats.batches += 1
+            stats.changes += len(rows)
+            if len(rows) < self.batch_size:
+                break
+        stats.dynamodb_calls = self.store.calls - calls0
+        stats.pg_round_trips = self.db.round_trips - trips0
+        stats.posts = self.api.posts - posts0
+        return stats
+
+    def _await_commit(self, xid: str, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        with self.db.transaction() as conn:
+            while time.monotonic() < deadline:
+                status = self.db.execute(conn, AWAIT_COMMIT, (xid,))[0]["pg_xact_status"]
+                if status != "in progress":
+                    return
+                time.sleep(0.01)
+
+    def _deliver(self, changes: list[Change], stats: Stats) -> None:
+        if not changes:
+            return
+        deliveries = plan(changes, self.store)
+        stats.deliveries += sum(len(d.frames) for d in deliveries)
+        for outcome in self.pool.map(self._post_all, deliveries):
+            if outcome == "gone":
+                stats.gone += 1
+            elif outcome == "failed":
+                stats.failed += 1
+
+    def _post_all(self, delivery: Delivery) -> str:
+        try:
+            for frame in delivery.frames:
+                self.api.post(delivery.connection_id, frame)
+        except Gone:
+            self.store.delete_connection(delivery.connection_id)
+            return "gone"
+        except Exception:
+            logger.exception("delivery failed", extra={"connection_id": delivery.connection_id})
+            return "failed"
+        return "ok"
+
+
+def plan(changes: list[Change], store: Store) -> list[Delivery]:
+    """The frames each connection must receive for `changes`, in order, each encoded once."""
+    buckets = {k for c in changes for k in _table_buckets(c)}
+    found, registry = store.bindings_under(buckets)
+    change_eq: dict[int, list[str]] = {}
+    for change in changes:
+        keys = []
+        for column in registry.get(table_key(change.schema, change.table), ()):
+            if column not in change.row:
+                continue
+            value = canonical(change.row[column], change.types.get(column, "text"))
+            if value is not None and len(value) <= MAX_INDEXED_VALUE:
+                keys.append(eq_key(change.schema, change.table, column, value))
+        change_eq[change.id] = keys
+    more, _ = store.bindings_under({k for keys in change_eq.values() for k in keys} - set(found))
+    found.update(more)
+
+    frames: dict[str, list[str]] = defaultdict(list)
+    encoded: dict[tuple, str] = {}
+    for change in changes:
+        matched: dict[tuple[str, str, tuple[str, ...] | None, str], set[int]] = defaultdict(set)
+        for key in (*_table_buckets(change), *change_eq[change.id]):
+            for binding in found.get(key, ()):
+                if _matches(binding, change):
+                    matched[(binding.connection_id, binding.topic, binding.select, binding.vsn)].add(binding.id)
+        for (connection_id, topic, select, vsn), ids in matched.items():
+            key = (change.id, topic, select, vsn, tuple(sorted(ids)))
+            if key not in encoded:
+                payload = {"ids": list(key[4]), "data": change.data(select)}
+                encoded[key] = encode(Message(topic=topic, event="postgres_changes", payload=payload), vsn)
+            frames[connection_id].append(encoded[key])
+    return [Delivery(cid, f) for cid, f in frames.items()]
+
+
+def _table_buckets(change: Change) -> tuple[str, str, str]:
+    return (table_key(change.schema, change.table), table_key(change.schema, "*"), table_key("*", "*"))
+
+
+def _matches(binding: Binding, change: Change) -> bool:
+    if not binding.wants(change.type):
+        return False
+    if not binding.filter:
+        return True
+    try:
+        return parse_filter(binding.filter).matches(change.row, change.types)
+    except FilterError:
+        # The table changed shape since the join validated this filter; it can no longer match.
+        return False
+
+
+@lru_cache(maxsize=1)
+def fanout() -> Fanout:
+    """The container-wide fanout, its clients and thread pool created once."""
+    config = settings()
+    return Fanout(db=database(), store=store(), api=connections_api(),
+                  pool=ThreadPoolExecutor(max_workers=config.post_concurrency),
+                  batch_size=config.drain_batch_size)
+
+
+def on_wake(wake: WakeEvent) -> dict:
+    """Lambda entry: drain and deliver; returns the counters of what was done."""
+    stats = fanout().run(wake)
+    logger.info("fanout", extra=asdict(stats))
+    return asdict(stats)

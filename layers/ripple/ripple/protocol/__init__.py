@@ -1,0 +1,1 @@
+"""The Phoenix channels wire protocol as Supabase Realtime speaks it."""

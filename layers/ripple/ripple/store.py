@@ -1,0 +1,203 @@
+"""DynamoDB persistence for connections and their postgres_changes bindings.
+
+Layout (see docs/architecture.md):
+- connections table, key `connection_id`: one row per open socket, TTL `expires_at`.
+- bindings table, key (`pk` bucket, `sk` = `<connection>#<binding id>#<topic>`), GSI `by_connection`:
+  a change reads its buckets with Queries — `schema.table`, `schema.*`, `*.*` and, for each column
+  some binding filters by equality, `schema.table|column=value`. The registry row (`sk` = `~eq`)
+  under `schema.table` lists those columns, so it arrives with the table bucket's Query.
+"""
+from __future__ import annotations
+
+import time
+from functools import lru_cache
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+
+from ripple import codec
+from ripple.aws import clients
+from ripple.changes.binding import Binding
+from ripple.config import settings
+
+REGISTRY_SK = "~eq"
+_ser = TypeSerializer()
+_de = TypeDeserializer()
+
+
+def _item(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: _ser.serialize(v) for k, v in values.items() if v is not None}
+
+
+def _plain(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: _de.deserialize(v) for k, v in item.items()}
+
+
+@dataclass(frozen=True)
+class Connection:
+    """One open WebSocket, as `$connect` recorded it."""
+
+    connection_id: str
+    role: str
+    claims: str
+    vsn: str
+    connected_at: int
+    expires_at: int
+
+
+@dataclass
+class Store:
+    """Connections and bindings in DynamoDB. `calls` counts requests, for the benchmark."""
+
+    client: Any
+    connections_table: str
+    bindings_table: str
+    calls: int = field(default=0)
+
+    # -- connections ----------------------------------------------------------------------------
+    def put_connection(self, connection: Connection) -> None:
+        self.calls += 1
+        self.client.put_item(TableName=self.connections_table, Item=_item(asdict(connection)))
+
+    def get_connection(self, connection_id: str) -> Connection | None:
+        self.calls += 1
+        found = self.client.get_item(TableName=self.connections_table,
+                                     Key=_item({"connection_id": connection_id}),
+                                     ConsistentRead=True).get("Item")
+        if not found:
+            return None
+        row = _plain(found)
+        return Connection(connection_id=row["connection_id"], role=row["role"], claims=row["claims"],
+                          vsn=row["vsn"], connected_at=int(row["connected_at"]),
+                          expires_at=int(row["expires_at"]))
+
+    def delete_connection(self, connection_id: str) -> None:
+        """Forget a connection and every binding it held (on $disconnect or a 410)."""
+        self.calls += 1
+        self.client.delete_item(TableName=self.connections_table,
+                                Key=_item({"connection_id": connection_id}))
+        self._delete_keys(self._binding_keys(connection_id))
+
+    # -- bindings -------------------------------------------------------------------------------
+    def replace_channel(self, connection_id: str, topic: str, bindings: list[Binding],
+                        indexed: dict[str, set[str]], expires_at: int) -> None:
+        """Make `bindings` the channel's whole set; `indexed` maps table buckets to eq columns."""
+        self.remove_channel(connection_id, topic)
+        for bucket, columns in indexed.items():
+            self.calls += 1
+            self.client.update_item(
+                TableName=self.bindings_table,
+                Key=_item({"pk": bucket, "sk": REGISTRY_SK}),
+                UpdateExpression="ADD #c :c",
+                ExpressionAttributeNames={"#c": "columns"},
+                ExpressionAttributeValues={":c": {"SS": sorted(columns)}},
+            )
+        puts = [{"PutRequest": {"Item": _item(self._binding_row(b, expires_at))}} for b in bindings]
+        self._batch_write(puts)
+
+    def remove_channel(self, connection_id: str, topic: str) -> None:
+        self._delete_keys(self._binding_keys(connection_id, topic))
+
+    def bindings_under(self, buckets: Iterable[str], *, concurrency: int = 16
+                       ) -> tuple[dict[str, list[Binding]], dict[str, set[str]]]:
+        """Bindings per bucket, and the eq-indexed columns registered under table buckets."""
+        wanted = sorted(set(buckets))
+        found: dict[str, list[Binding]] = {}
+        registry: dict[str, set[str]] = {}
+        if not wanted:
+            return found, registry
+        with ThreadPoolExecutor(max_workers=min(concurrency, len(wanted))) as pool:
+            for bucket, rows in zip(wanted, pool.map(self._query_bucket, wanted)):
+                found[bucket] = []
+                for row in rows:
+                    if row["sk"] == REGISTRY_SK:
+                        registry[bucket] = set(row.get("columns", ()))
+                    else:
+                        found[bucket].append(self._binding(row))
+        return found, registry
+
+    # -- internals ------------------------------------------------------------------------------
+    def _query_bucket(self, bucket: str) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.bindings_table,
+            "KeyConditionExpression": "pk = :pk",
+            "ExpressionAttributeValues": {":pk": {"S": bucket}},
+            # A binding stored just before "Subscribed to PostgreSQL" must be seen by the next change.
+            "ConsistentRead": True,
+        }
+        while True:
+            self.calls += 1
+            page = self.client.query(**kwargs)
+            rows.extend(_plain(item) for item in page.get("Items", ()))
+            if "LastEvaluatedKey" not in page:
+                return rows
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def _binding_keys(self, connection_id: str, topic: str | None = None) -> list[dict[str, Any]]:
+        kwargs: dict[str, Any] = {
+            "TableName": self.bindings_table,
+            "IndexName": "by_connection",
+            "KeyConditionExpression": "connection_id = :c",
+            "ExpressionAttributeValues": {":c": {"S": connection_id}},
+            "ProjectionExpression": "pk, sk, topic",
+        }
+        keys = []
+        while True:
+            self.calls += 1
+            page = self.client.query(**kwargs)
+            for item in page.get("Items", ()):
+                row = _plain(item)
+                if topic is None or row.get("topic") == topic:
+                    keys.append({"pk": row["pk"], "sk": row["sk"]})
+            if "LastEvaluatedKey" not in page:
+                return keys
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def _delete_keys(self, keys: list[dict[str, Any]]) -> None:
+        self._batch_write([{"DeleteRequest": {"Key": _item(k)}} for k in keys])
+
+    def _batch_write(self, requests: list[dict[str, Any]]) -> None:
+        for start in range(0, len(requests), 25):
+            pending = {self.bindings_table: requests[start:start + 25]}
+            for attempt in range(8):
+                self.calls += 1
+                left = self.client.batch_write_item(RequestItems=pending).get("UnprocessedItems")
+                if not left:
+                    break
+                pending = left
+                time.sleep(min(0.05 * 2 ** attempt, 1.0))
+            else:
+                raise RuntimeError("DynamoDB kept items unprocessed after retries")
+
+    @staticmethod
+    def _binding_row(b: Binding, expires_at: int) -> dict[str, Any]:
+        return {
+            "pk": b.bucket, "sk": f"{b.connection_id}#{b.id}#{b.topic}",
+            "connection_id": b.connection_id, "topic": b.topic, "binding_id": b.id,
+            "event": b.event, "schema": b.schema, "table": b.table, "filter": b.filter,
+            "select": codec.dumps(list(b.select)) if b.select is not None else None,
+            "vsn": b.vsn, "role": b.role, "claims": b.claims, "join_ref": b.join_ref,
+            "expires_at": expires_at,
+        }
+
+    @staticmethod
+    def _binding(row: dict[str, Any]) -> Binding:
+        select = row.get("select")
+        return Binding(
+            connection_id=row["connection_id"], topic=row["topic"], id=int(row["binding_id"]),
+            event=row["event"], schema=row["schema"], table=row["table"], bucket=row["pk"],
+            vsn=row["vsn"], filter=row.get("filter"),
+            select=tuple(codec.loads(select)) if select else None,
+            role=row.get("role", "anon"), claims=row.get("claims", "{}"), join_ref=row.get("join_ref"),
+        )
+
+
+@lru_cache(maxsize=1)
+def store() -> Store:
+    """The container-wide store, on the tables named by the settings."""
+    config = settings()
+    return Store(clients().dynamodb, config.connections_table, config.bindings_table)

@@ -1,0 +1,194 @@
+-- Change capture for postgres_changes.
+--
+-- `alter publication supabase_realtime add table t` attaches a row trigger to t (event trigger
+-- below); every insert/update/delete then writes the row images to realtime.outbox in the same
+-- transaction, so an outbox row exists iff the write committed. At commit a deferred trigger
+-- wakes the fanout: pg_notify locally, aws_lambda.invoke(..., 'Event') on RDS/Aurora when that
+-- extension is installed and realtime.settings names the function.
+
+create schema if not exists realtime;
+grant usage on schema realtime to anon, authenticated, service_role;
+
+do $$
+begin
+  if not exists (select 1 from pg_publication where pubname = 'supabase_realtime') then
+    create publication supabase_realtime;
+  end if;
+end
+$$;
+
+create table if not exists realtime.settings (
+  key text primary key,
+  value text not null
+);
+
+create table if not exists realtime.outbox (
+  id bigint generated always as identity primary key,
+  xid xid8 not null default pg_current_xact_id(),
+  kind text not null default 'change' check (kind in ('change', 'broadcast', 'notification')),
+  schema_name text,
+  table_name text,
+  op text check (op in ('INSERT', 'UPDATE', 'DELETE')),
+  record jsonb,
+  old_record jsonb,
+  payload jsonb,
+  captured_at timestamptz not null default clock_timestamp()
+);
+revoke all on realtime.outbox from public;
+
+-- Row images exactly as changed: a trigger sees the full OLD row whatever REPLICA IDENTITY says,
+-- so DELETE filters work on any column.
+create or replace function realtime.capture() returns trigger
+language plpgsql security definer set search_path = '' as $$
+begin
+  insert into realtime.outbox (schema_name, table_name, op, record, old_record)
+  values (tg_table_schema, tg_table_name, tg_op,
+          case when tg_op <> 'DELETE' then to_jsonb(new) end,
+          case when tg_op <> 'INSERT' then to_jsonb(old) end);
+  return null;
+end
+$$;
+
+-- One wake-up per transaction, fired at commit time (deferred constraint trigger).
+create or replace function realtime.wake() returns trigger
+language plpgsql security definer set search_path = '' as $$
+declare
+  arn text;
+  region text;
+begin
+  if coalesce(current_setting('realtime.woken', true), '') = 'yes' then
+    return null;
+  end if;
+  perform set_config('realtime.woken', 'yes', true);
+  perform pg_notify('realtime_outbox', pg_current_xact_id()::text);
+  select value into arn from realtime.settings where key = 'fanout_function_arn';
+  if arn is not null and exists (select 1 from pg_extension where extname = 'aws_lambda') then
+    select value into region from realtime.settings where key = 'aws_region';
+    -- Dynamic SQL so this function exists on databases without the extension.
+    execute 'select aws_lambda.invoke(aws_commons.create_lambda_function_arn($1, $2), $3::json, ''Event'')'
+      using arn, region, json_build_object('xid', pg_current_xact_id()::text)::text;
+  end if;
+  return null;
+end
+$$;
+
+do $$
+begin
+  if not exists (select 1 from pg_trigger where tgname = 'realtime_wake'
+                 and tgrelid = 'realtime.outbox'::regclass) then
+    create constraint trigger realtime_wake after insert on realtime.outbox
+      deferrable initially deferred for each row execute function realtime.wake();
+  end if;
+end
+$$;
+
+-- Attach capture to every table in the publication and detach it from tables that left.
+create or replace function realtime.sync_capture() returns void
+language plpgsql set search_path = '' as $$
+declare
+  t record;
+begin
+  for t in
+    select c.oid, n.nspname, c.relname
+    from pg_publication_tables p
+    join pg_namespace n on n.nspname = p.schemaname
+    join pg_class c on c.relnamespace = n.oid and c.relname = p.tablename
+    where p.pubname = 'supabase_realtime'
+      and n.nspname <> 'realtime'
+      and not exists (select 1 from pg_trigger g where g.tgrelid = c.oid and g.tgname = 'realtime_capture')
+  loop
+    begin
+      execute format('create trigger realtime_capture after insert or update or delete on %I.%I '
+                     'for each row execute function realtime.capture()', t.nspname, t.relname);
+    exception when insufficient_privilege then
+      -- Another role's DDL ran this sync; the table's owner attaches capture on their next DDL.
+      raise warning 'realtime: cannot attach change capture to %.%: not its owner', t.nspname, t.relname;
+    end;
+  end loop;
+  for t in
+    select c.oid, n.nspname, c.relname
+    from pg_trigger g
+    join pg_class c on c.oid = g.tgrelid
+    join pg_namespace n on n.oid = c.relnamespace
+    where g.tgname = 'realtime_capture'
+      and not exists (select 1 from pg_publication_tables p
+                      where p.pubname = 'supabase_realtime'
+                        and p.schemaname = n.nspname and p.tablename = c.relname)
+  loop
+    begin
+      execute format('drop trigger realtime_capture on %I.%I', t.nspname, t.relname);
+    exception when insufficient_privilege then
+      raise warning 'realtime: cannot detach change capture from %.%: not its owner', t.nspname, t.relname;
+    end;
+  end loop;
+end
+$$;
+
+create or replace function realtime.on_ddl() returns event_trigger
+language plpgsql set search_path = '' as $$
+begin
+  perform realtime.sync_capture();
+end
+$$;
+
+drop event trigger if exists realtime_capture_sync;
+create event trigger realtime_capture_sync on ddl_command_end
+  when tag in ('ALTER PUBLICATION', 'CREATE PUBLICATION', 'CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO')
+  execute function realtime.on_ddl();
+
+drop event trigger if exists realtime_capture_drop;
+create event trigger realtime_capture_drop on sql_drop
+  when tag in ('DROP PUBLICATION')
+  execute function realtime.on_ddl();
+
+-- Drain: take up to max_rows committed outbox rows in write order, removing them; with each row
+-- its table's columns as the postgres_changes payload lists them. Callers hold the drain lock
+-- (realtime.drain_lock) for the whole transaction, so a single drainer keeps per-row order: two
+-- writes to one row serialize on the row lock, so the later one is always written, committed and
+-- drained after the earlier.
+create or replace function realtime.drain(max_rows integer default 500)
+returns table (id bigint, kind text, schema_name text, table_name text, op text, record jsonb,
+               old_record jsonb, payload jsonb, captured_at timestamptz, columns jsonb)
+language sql set search_path = '' as $$
+  with taken as (
+    delete from realtime.outbox o
+    where o.id in (select i.id from realtime.outbox i order by i.id limit max_rows)
+    returning o.*
+  ),
+  tables as (
+    select distinct t.schema_name, t.table_name from taken t where t.kind = 'change'
+  ),
+  cols as (
+    select tb.schema_name, tb.table_name,
+           jsonb_agg(jsonb_build_object('name', a.attname, 'type', ty.typname) order by a.attnum) as columns
+    from tables tb
+    join pg_namespace n on n.nspname = tb.schema_name
+    join pg_class c on c.relnamespace = n.oid and c.relname = tb.table_name
+    join pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
+    join pg_type ty on ty.oid = a.atttypid
+    group by tb.schema_name, tb.table_name
+  )
+  select t.id, t.kind, t.schema_name, t.table_name, t.op, t.record, t.old_record, t.payload,
+         t.captured_at, coalesce(c.columns, '[]'::jsonb)
+  from taken t
+  left join cols c on c.schema_name = t.schema_name and c.table_name = t.table_name
+  order by t.id
+$$;
+
+-- Columns of the tables a subscription names, and whether each is published; one round trip.
+create or replace function realtime.describe(tables jsonb)
+returns table (schema_name text, table_name text, published boolean, columns jsonb)
+language sql stable set search_path = '' as $$
+  select w.s, w.t,
+         exists (select 1 from pg_publication_tables p
+                 where p.pubname = 'supabase_realtime' and p.schemaname = w.s and p.tablename = w.t),
+         (select jsonb_agg(jsonb_build_object('name', a.attname, 'type', ty.typname) order by a.attnum)
+          from pg_namespace n
+          join pg_class c on c.relnamespace = n.oid and c.relname = w.t
+          join pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
+          join pg_type ty on ty.oid = a.atttypid
+          where n.nspname = w.s)
+  from jsonb_to_recordset(tables) as w(s text, t text)
+$$;
+
+select realtime.sync_capture();
