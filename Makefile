@@ -30,6 +30,19 @@ test: $(PY_STAMP) $(JS_STAMP)
 lint: $(PY_STAMP)
 	$(VENV)/bin/cfn-lint template.yaml
 
+# SAM lives in its own virtualenv so the test environment stays small.
+SAM_VENV ?= $(VENV)/sam
+SAM := $(SAM_VENV)/bin/sam
+
+$(SAM):
+	$(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/pip install -q aws-sam-cli
+
+sam-check: $(PY_STAMP) $(SAM)
+	$(VENV)/bin/cfn-lint template.yaml
+	SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} $(SAM) validate --lint
+	SAM_CLI_TELEMETRY=0 $(SAM) build
+
 bench: $(PY_STAMP)
 	$(PY) bench/fanout.py
 
