@@ -1,0 +1,174 @@
+"""The whole local stack on loopback: Postgres, moto, the WebSocket gateway and the wake-up bridge.
+
+`Stack(...).start()` brings every part up (in a background thread for the asyncio parts) and
+`GET /health` on the gateway answers 200 once all of them are ready.
+"""
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+
+import boto3
+import jwt as pyjwt
+
+from ripple.local.bridge import Bridge
+from ripple.local.gateway import Gateway, Limits, Routes
+from ripple.local.postgres import LocalPostgres, migrate
+
+ROOT = Path(__file__).resolve().parents[4]
+DEV_JWT_SECRET = "super-secret-jwt-token-with-at-least-32-characters-long"
+REGION = "us-east-1"
+CONNECTIONS_TABLE = "ripple-connections"
+BINDINGS_TABLE = "ripple-bindings"
+
+
+@dataclass
+class Ports:
+    """Supabase CLI's ports by default; 0 picks a free one (tests)."""
+
+    api: int = 54321
+    db: int = 54322
+    aws: int = 54326
+
+
+def dev_key(role: str, secret: str = DEV_JWT_SECRET, lifetime: int = 10 * 365 * 24 * 3600) -> str:
+    """An HS256 key for `role`, like the Supabase CLI's anon and service_role keys."""
+    now = int(time.time())
+    return pyjwt.encode({"iss": "ripple-local", "role": role, "iat": now, "exp": now + lifetime},
+                        secret, algorithm="HS256")
+
+
+def create_tables(endpoint: str) -> None:
+    """The DynamoDB tables of template.yaml, on moto."""
+    ddb = boto3.client("dynamodb", endpoint_url=endpoint, region_name=REGION)
+    existing = set(ddb.list_tables()["TableNames"])
+    if CONNECTIONS_TABLE not in existing:
+        ddb.create_table(TableName=CONNECTIONS_TABLE, BillingMode="PAY_PER_REQUEST",
+                         KeySchema=[{"AttributeName": "connection_id", "KeyType": "HASH"}],
+                         AttributeDefinitions=[{"AttributeName": "connection_id", "AttributeType": "S"}])
+    if BINDINGS_TABLE not in existing:
+        ddb.create_table(
+            TableName=BINDINGS_TABLE, BillingMode="PAY_PER_REQUEST",
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+            AttributeDefinitions=[{"AttributeName": n, "AttributeType": "S"}
+                                  for n in ("pk", "sk", "connection_id")],
+            GlobalSecondaryIndexes=[{
+                "IndexName": "by_connection",
+                "KeySchema": [{"AttributeName": "connection_id", "KeyType": "HASH"},
+                              {"AttributeName": "sk", "KeyType": "RANGE"}],
+                "Projection": {"ProjectionType": "ALL"}}])
+    for table in (CONNECTIONS_TABLE, BINDINGS_TABLE):
+        ddb.update_time_to_live(TableName=table, TimeToLiveSpecification={
+            "Enabled": True, "AttributeName": "expires_at"})
+
+
+def load_handler(name: str) -> ModuleType:
+    """functions/<name>/app.py, loaded the way Lambda loads it (its own module)."""
+    path = ROOT / "functions" / name / "app.py"
+    spec = importlib.util.spec_from_file_location(f"ripple_function_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@dataclass
+class Stack:
+    state_dir: Path
+    ports: Ports = field(default_factory=Ports)
+    db_url: str | None = None
+    jwt_secret: str = DEV_JWT_SECRET
+    limits: Limits = field(default_factory=Limits)
+    sweep_seconds: float = 2.0
+
+    postgres: LocalPostgres | None = None
+    gateway: Gateway | None = None
+    bridge: Bridge | None = None
+    _loop: asyncio.AbstractEventLoop | None = None
+    _thread: threading.Thread | None = None
+    _moto = None
+
+    def start(self) -> Stack:
+        if self.db_url is None:
+            self.postgres = LocalPostgres(self.state_dir / "postgres", self.ports.db)
+            self.postgres.start()
+            self.db_url = self.postgres.url
+        migrate(self.db_url, ROOT / "sql")
+        self._start_moto()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="ripple-local", daemon=True)
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start_async(), self._loop).result(timeout=60)
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None:
+            asyncio.run_coroutine_threadsafe(self._stop_async(), self._loop).result(timeout=30)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+            self._loop = None
+        if self._moto is not None:
+            self._moto.stop()
+            self._moto = None
+        if self.postgres is not None:
+            self.postgres.stop()
+
+    @property
+    def ws_url(self) -> str:
+        return self.gateway.ws_url
+
+    @property
+    def api_url(self) -> str:
+        return self.gateway.url
+
+    def key(self, role: str) -> str:
+        return dev_key(role, self.jwt_secret)
+
+    def _start_moto(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=self.ports.aws, verbose=False)
+        self._moto.start()
+        port = self._moto._server.server_port
+        self.aws_url = f"http://127.0.0.1:{port}"
+        os.environ.update({
+            "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
+            "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION,
+            "AWS_ENDPOINT_URL_DYNAMODB": self.aws_url,
+            "AWS_ENDPOINT_URL_SECRETS_MANAGER": self.aws_url,
+            "AWS_ENDPOINT_URL_SESV2": self.aws_url,
+            "AWS_ENDPOINT_URL_SNS": self.aws_url,
+        })
+        create_tables(self.aws_url)
+
+    async def _start_async(self) -> None:
+        connect, router, disconnect, fanout = (load_handler(n) for n in
+                                               ("connect", "router", "disconnect", "fanout"))
+        self.gateway = Gateway(
+            Routes(connect=connect.handler, default=router.handler, disconnect=disconnect.handler),
+            port=self.ports.api, limits=self.limits, ready=self._ready)
+        await self.gateway.start()
+        os.environ.update({
+            "POWERTOOLS_SERVICE_NAME": "ripple",
+            "RIPPLE_DB_URL": self.db_url,
+            "RIPPLE_JWT_SECRET": self.jwt_secret,
+            "RIPPLE_CONNECTIONS_ENDPOINT": self.gateway.url,
+            "RIPPLE_CONNECTIONS_TABLE": CONNECTIONS_TABLE,
+            "RIPPLE_BINDINGS_TABLE": BINDINGS_TABLE,
+        })
+        self.bridge = Bridge(self.db_url, fanout.handler, self.sweep_seconds)
+        await self.bridge.start()
+
+    async def _stop_async(self) -> None:
+        if self.bridge is not None:
+            await self.bridge.stop()
+        if self.gateway is not None:
+            await self.gateway.stop()
+
+    def _ready(self) -> bool:
+        return self.bridge is not None and self.bridge.listening.is_set()
