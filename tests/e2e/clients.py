@@ -1,0 +1,124 @@
+"""Drive the real client libraries from tests: realtime-py in-process, supabase-js under node."""
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+JS_DIR = Path(__file__).resolve().parents[1] / "js"
+
+
+class JsListener:
+    """supabase-js subscribed to postgres_changes; `events()` yields what its callbacks received."""
+
+    def __init__(self, api_url: str, key: str, bindings: list[dict], *, vsn: str = "default",
+                 channel: str = "js-feed"):
+        self.proc = subprocess.Popen(
+            ["node", "--experimental-websocket", "--no-warnings", str(JS_DIR / "listen.mjs"),
+             api_url, key, vsn, channel, json.dumps(bindings)],
+            cwd=JS_DIR, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.lines: queue.Queue[dict] = queue.Queue()
+        self.skipped: list[dict] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            if line.strip():
+                self.lines.put(json.loads(line))
+
+    def wait_for(self, kind: str, timeout: float = 20.0, **match: Any) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no {kind} {match} from supabase-js; stderr: {self._stderr()}")
+            try:
+                line = self.lines.get(timeout=left)
+            except queue.Empty:
+                continue
+            if line["kind"] == kind and all(line.get(k) == v for k, v in match.items()):
+                return line
+            if line["kind"] == "status" and line["status"] in ("CHANNEL_ERROR", "TIMED_OUT"):
+                raise AssertionError(f"supabase-js channel failed: {line}")
+            self.skipped.append(line)
+
+    def changes(self, count: int, timeout: float = 20.0) -> list[dict]:
+        return [self.wait_for("change", timeout) for _ in range(count)]
+
+    def quiet(self, seconds: float) -> list[dict]:
+        """Lines that arrive within `seconds` (used to prove nothing else was delivered)."""
+        time.sleep(seconds)
+        out = []
+        while not self.lines.empty():
+            out.append(self.lines.get_nowait())
+        return out
+
+    def _stderr(self) -> str:
+        if self.proc.poll() is None:
+            return "(running)"
+        return self.proc.stderr.read()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+class PyListener:
+    """realtime-py (the `realtime` package) subscribed to postgres_changes, on its own loop thread."""
+
+    def __init__(self, api_url: str, key: str, bindings: list[dict], channel: str = "py-feed"):
+        from realtime import AsyncRealtimeClient, RealtimeSubscribeStates
+
+        self.events: queue.Queue[tuple[int, dict]] = queue.Queue()
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+        self.status: queue.Queue = queue.Queue()
+
+        async def start():
+            self.client = AsyncRealtimeClient(f"{api_url}/realtime/v1", token=key, auto_reconnect=False)
+            await self.client.connect()
+            ch = self.client.channel(channel)
+            for index, b in enumerate(bindings):
+                ch.on_postgres_changes(b["event"], table=b.get("table"), schema=b.get("schema"),
+                                       filter=b.get("filter"),
+                                       callback=lambda payload, i=index: self.events.put((i, payload)))
+            ch.on_system(lambda payload: self.status.put(("system", payload)))
+
+            def on_state(state, err):
+                self.status.put((state, err))
+
+            await ch.subscribe(on_state)
+            self.channel = ch
+
+        asyncio.run_coroutine_threadsafe(start(), self.loop).result(timeout=20)
+        state, err = self.status.get(timeout=20)
+        if state != RealtimeSubscribeStates.SUBSCRIBED:
+            raise AssertionError(f"realtime-py did not subscribe: {state} {err}")
+
+    def changes(self, count: int, timeout: float = 20.0) -> list[tuple[int, dict]]:
+        return [self.events.get(timeout=timeout) for _ in range(count)]
+
+    def quiet(self, seconds: float) -> list:
+        time.sleep(seconds)
+        out = []
+        while not self.events.empty():
+            out.append(self.events.get_nowait())
+        return out
+
+    def close(self) -> None:
+        async def stop():
+            await self.client.close()
+
+        try:
+            asyncio.run_coroutine_threadsafe(stop(), self.loop).result(timeout=10)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)

@@ -1,0 +1,89 @@
+"""A row written in Postgres reaches the unmodified clients, filtered and shaped as Supabase sends it."""
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from tests.e2e.clients import JsListener, PyListener
+
+SCHEMA = """
+create table if not exists public.todos (
+  id bigint generated always as identity primary key,
+  user_id uuid not null,
+  title text not null,
+  priority int not null default 0,
+  done boolean not null default false,
+  created_at timestamptz not null default now()
+);
+alter table public.todos replica identity default;
+do $$ begin
+  if not exists (select 1 from pg_publication_tables where pubname = 'supabase_realtime'
+                 and schemaname = 'public' and tablename = 'todos') then
+    alter publication supabase_realtime add table public.todos;
+  end if;
+end $$;
+"""
+
+
+@pytest.fixture
+def todos(db):
+    db.execute(SCHEMA)
+    return db
+
+
+def write_lifecycle(db, me: str, other: str) -> int:
+    """INSERT, UPDATE, DELETE of my row, interleaved with writes to someone else's."""
+    db.execute("insert into todos (user_id, title) values (%s, 'not mine')", (other,))
+    row_id = db.execute("insert into todos (user_id, title, priority) values (%s, 'mine', 3) returning id",
+                        (me,)).fetchone()[0]
+    db.execute("update todos set done = true where user_id = %s", (other,))
+    db.execute("update todos set done = true, title = 'mine, done' where id = %s", (row_id,))
+    db.execute("delete from todos where user_id = %s", (other,))
+    db.execute("delete from todos where id = %s", (row_id,))
+    return row_id
+
+
+@pytest.mark.parametrize("vsn", ["1.0.0", "default"])
+def test_supabase_js_sees_exactly_its_rows_in_order(stack, todos, vsn):
+    me, other = str(uuid.uuid4()), str(uuid.uuid4())
+    js = JsListener(stack.api_url, stack.key("anon"),
+                    [{"event": "*", "schema": "public", "table": "todos", "filter": f"user_id=eq.{me}"}],
+                    vsn=vsn)
+    try:
+        js.wait_for("status", status="SUBSCRIBED")
+        row_id = write_lifecycle(todos, me, other)
+        got = [line["payload"] for line in js.changes(3)]
+        assert [p["eventType"] for p in got] == ["INSERT", "UPDATE", "DELETE"]
+        insert, update, delete = got
+        assert insert["new"]["id"] == row_id and insert["new"]["title"] == "mine"
+        assert insert["old"] == {}
+        assert insert["schema"] == "public" and insert["table"] == "todos"
+        assert insert["commit_timestamp"].endswith("Z")
+        assert update["new"]["title"] == "mine, done" and update["old"]["title"] == "mine"
+        assert delete["old"]["id"] == row_id and delete["old"]["user_id"] == me
+        assert delete["new"] == {}
+        assert not [line for line in js.quiet(1.0) if line["kind"] == "change"]
+    finally:
+        js.close()
+
+
+def test_realtime_py_sees_exactly_its_rows_in_order(stack, todos):
+    me, other = str(uuid.uuid4()), str(uuid.uuid4())
+    py = PyListener(stack.api_url, stack.key("anon"), [
+        {"event": "INSERT", "schema": "public", "table": "todos", "filter": f"user_id=eq.{me}"},
+        {"event": "DELETE", "schema": "public", "table": "todos", "filter": f"user_id=eq.{me}"},
+    ])
+    try:
+        row_id = write_lifecycle(todos, me, other)
+        (i1, insert), (i2, delete) = py.changes(2)
+        assert (i1, i2) == (0, 1)
+        data = insert["data"]
+        assert data["type"] == "INSERT" and data["record"]["id"] == row_id
+        assert "old_record" not in data and data["errors"] is None
+        assert {"name": "user_id", "type": "uuid"} in data["columns"]
+        assert delete["data"]["type"] == "DELETE" and "record" not in delete["data"]
+        assert delete["data"]["old_record"]["title"] == "mine, done"
+        assert py.quiet(1.0) == []
+    finally:
+        py.close()
