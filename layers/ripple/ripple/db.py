@@ -1,6 +1,7 @@
 """PostgreSQL access: one connection per Lambda container, reopened when it breaks."""
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,17 +34,25 @@ def conninfo() -> str:
 
 @dataclass
 class Database:
-    """A lazily opened autocommit connection; `round_trips` counts statements, for the benchmark."""
+    """A lazily opened autocommit connection; `round_trips` counts statements, for the benchmark.
+
+    One connection per thread: a Lambda container has one, the local gateway runs handlers on many.
+    """
 
     url: str
     round_trips: int = 0
-    _conn: psycopg.Connection | None = field(default=None, repr=False)
+    _local: threading.local = field(default_factory=threading.local, repr=False)
+
+    @classmethod
+    def from_settings(cls) -> Database:
+        return cls(conninfo())
 
     def connection(self) -> psycopg.Connection:
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            self._conn = psycopg.connect(self.url, autocommit=True, connect_timeout=10,
-                                         row_factory=dict_row)
-        return self._conn
+        conn = getattr(self._local, "conn", None)
+        if conn is None or conn.closed or conn.broken:
+            conn = self._local.conn = psycopg.connect(self.url, autocommit=True, connect_timeout=10,
+                                                      row_factory=dict_row)
+        return conn
 
     @contextmanager
     def transaction(self) -> Iterator[psycopg.Connection]:
@@ -65,4 +74,5 @@ class Database:
 
 @lru_cache(maxsize=1)
 def database() -> Database:
-    return Database(conninfo())
+    """The container-wide database."""
+    return Database.from_settings()

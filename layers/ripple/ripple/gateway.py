@@ -23,6 +23,13 @@ class ConnectionsApi:
     client: Any
     posts: int = 0
 
+    @classmethod
+    def from_settings(cls) -> ConnectionsApi:
+        endpoint = settings().connections_endpoint
+        if not endpoint:
+            raise RuntimeError("RIPPLE_CONNECTIONS_ENDPOINT is not set")
+        return cls(clients().connections_api(endpoint))
+
     def post(self, connection_id: str, data: str) -> None:
         """Send one text frame; raises Gone for a closed connection."""
         self.posts += 1
@@ -47,7 +54,4 @@ class ConnectionsApi:
 @lru_cache(maxsize=1)
 def connections_api() -> ConnectionsApi:
     """The container-wide management API client for RIPPLE_CONNECTIONS_ENDPOINT."""
-    endpoint = settings().connections_endpoint
-    if not endpoint:
-        raise RuntimeError("RIPPLE_CONNECTIONS_ENDPOINT is not set")
-    return ConnectionsApi(clients().connections_api(endpoint))
+    return ConnectionsApi.from_settings()

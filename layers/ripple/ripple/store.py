@@ -57,6 +57,11 @@ class Store:
     bindings_table: str
     calls: int = field(default=0)
 
+    @classmethod
+    def from_settings(cls) -> Store:
+        config = settings()
+        return cls(clients().dynamodb, config.connections_table, config.bindings_table)
+
     # -- connections ----------------------------------------------------------------------------
     def put_connection(self, connection: Connection) -> None:
         self.calls += 1
@@ -199,5 +204,4 @@ class Store:
 @lru_cache(maxsize=1)
 def store() -> Store:
     """The container-wide store, on the tables named by the settings."""
-    config = settings()
-    return Store(clients().dynamodb, config.connections_table, config.bindings_table)
+    return Store.from_settings()

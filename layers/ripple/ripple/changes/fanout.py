@@ -19,12 +19,12 @@ from ripple.changes.binding import MAX_INDEXED_VALUE, Binding, eq_key, table_key
 from ripple.changes.change import Change
 from ripple.changes.filters import FilterError, canonical, parse_filter
 from ripple.config import settings
-from ripple.db import Database, database
-from ripple.gateway import ConnectionsApi, Gone, connections_api
+from ripple.db import Database
+from ripple.gateway import ConnectionsApi, Gone
 from ripple.log import logger
 from ripple.protocol.message import Message
 from ripple.protocol.serializer import encode
-from ripple.store import Store, store
+from ripple.store import Store
 
 DRAIN_LOCK = "select pg_advisory_xact_lock(hashtext('realtime.drain'))"
 DRAIN = "select * from realtime.drain(%s)"
@@ -180,9 +180,14 @@ def _matches(binding: Binding, change: Change) -> bool:
 
 @lru_cache(maxsize=1)
 def fanout() -> Fanout:
-    """The container-wide fanout, its clients and thread pool created once."""
+    """The container-wide fanout, its clients and thread pool created once.
+
+    Its own adapters (not the shared ones), so its counters describe the fanout alone even when
+    the local stack runs every function in one process.
+    """
     config = settings()
-    return Fanout(db=database(), store=store(), api=connections_api(),
+    return Fanout(db=Database.from_settings(), store=Store.from_settings(),
+                  api=ConnectionsApi.from_settings(),
                   pool=ThreadPoolExecutor(max_workers=config.post_concurrency),
                   batch_size=config.drain_batch_size)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +23,8 @@ class Bridge:
         self.sweep_seconds = sweep_seconds
         self.listening = asyncio.Event()
         self._wanted = asyncio.Event()
+        # What the last runs returned (the fanout's counters), for `make dev` logs and the tests.
+        self.results: deque[dict] = deque(maxlen=200)
         self._tasks: list[asyncio.Task] = []
 
     async def start(self) -> None:
@@ -59,6 +62,8 @@ class Bridge:
                 pass
             self._wanted.clear()
             try:
-                await asyncio.to_thread(self.fanout, {}, None)
+                result = await asyncio.to_thread(self.fanout, {}, None)
+                if result and result.get("changes"):
+                    self.results.append(result)
             except Exception:
                 log.exception("fanout invocation failed")

@@ -1,0 +1,153 @@
+"""Delivery guarantees and cost shape of the capture → outbox → fanout path."""
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import boto3
+import psycopg
+import pytest
+
+from ripple.changes.binding import Binding, table_key
+from ripple.local.stack import BINDINGS_TABLE
+from ripple.store import store
+from tests.e2e.test_protocol import todos  # noqa: F401  (fixture)
+from tests.e2e.wire import Wire
+
+
+def wait_until(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_a_change_committed_after_a_later_one_is_not_skipped(stack, todos):
+    me = str(uuid.uuid4())
+    wire = Wire(stack.ws_url, stack.key("anon"))
+    slow = psycopg.connect(stack.db_url)
+    try:
+        wire.join("realtime:late", [{"event": "INSERT", "schema": "public", "table": "todos",
+                                     "filter": f"user_id=eq.{me}"}])
+        slow.execute("insert into todos (user_id, title) values (%s, 'written first')", (me,))
+        todos.execute("insert into todos (user_id, title) values (%s, 'written second')", (me,))
+        assert wire.recv()["payload"]["data"]["record"]["title"] == "written second"
+        slow.commit()
+        assert wire.recv()["payload"]["data"]["record"]["title"] == "written first"
+    finally:
+        slow.close()
+        wire.close()
+
+
+def test_writes_to_one_row_arrive_in_commit_order(stack, todos):
+    row = todos.execute("insert into todos (user_id, title) values (%s, 'v0') returning id",
+                        (str(uuid.uuid4()),)).fetchone()[0]
+    wire = Wire(stack.ws_url, stack.key("anon"))
+    first = psycopg.connect(stack.db_url)
+    try:
+        wire.join("realtime:row", [{"event": "UPDATE", "schema": "public", "table": "todos",
+                                    "filter": f"id=eq.{row}"}])
+        first.execute("update todos set title = 'v1' where id = %s", (row,))
+        blocked = threading.Thread(target=lambda: todos.execute(
+            "update todos set title = title || '+v2' where id = %s", (row,)))
+        blocked.start()
+        time.sleep(0.3)
+        first.commit()
+        blocked.join(timeout=10)
+        titles = [wire.recv()["payload"]["data"]["record"]["title"] for _ in range(2)]
+        assert titles == ["v1", "v1+v2"]
+    finally:
+        first.close()
+        wire.close()
+
+
+def test_rolled_back_writes_send_nothing(stack, todos):
+    me = str(uuid.uuid4())
+    wire = Wire(stack.ws_url, stack.key("anon"))
+    try:
+        wire.join("realtime:rb", [{"event": "*", "schema": "public", "table": "todos",
+                                   "filter": f"user_id=eq.{me}"}])
+        with psycopg.connect(stack.db_url) as conn:
+            conn.execute("insert into todos (user_id, title) values (%s, 'never')", (me,))
+            conn.rollback()
+        with pytest.raises(TimeoutError):
+            wire.recv(timeout=1.5)
+        assert todos.execute("select count(*) from realtime.outbox").fetchone()[0] == 0
+    finally:
+        wire.close()
+
+
+def test_capture_follows_the_publication(db):
+    db.execute("create table if not exists public.pub_probe (id int primary key)")
+    has_trigger = "select count(*) from pg_trigger where tgrelid = 'public.pub_probe'::regclass " \
+                  "and tgname = 'realtime_capture'"
+    db.execute("alter publication supabase_realtime add table public.pub_probe")
+    assert db.execute(has_trigger).fetchone()[0] == 1
+    db.execute("alter publication supabase_realtime drop table public.pub_probe")
+    assert db.execute(has_trigger).fetchone()[0] == 0
+    db.execute("insert into pub_probe values (1)")
+    assert db.execute("select count(*) from realtime.outbox where table_name = 'pub_probe'").fetchone()[0] == 0
+
+
+def _rows_for(topic: str) -> list[dict]:
+    ddb = boto3.client("dynamodb")
+    items = ddb.scan(TableName=BINDINGS_TABLE)["Items"]  # test inspection only; the product never scans
+    return [i for i in items if i.get("topic", {}).get("S") == topic]
+
+
+def test_disconnect_removes_every_binding(stack, todos):
+    wire = Wire(stack.ws_url, stack.key("anon"))
+    wire.join("realtime:bye", [{"event": "*", "schema": "public", "table": "todos"},
+                               {"event": "*", "schema": "public", "table": "tags", "filter": "name=eq.x"}])
+    assert len(_rows_for("realtime:bye")) == 2
+    wire.close()
+    assert wait_until(lambda: not _rows_for("realtime:bye"))
+
+
+def test_a_gone_connection_is_removed_on_its_first_410(stack, todos):
+    ghost = "R2hvc3Rfb25seQ="  # a connection whose $disconnect never ran
+    store().replace_channel(ghost, "realtime:ghost", [Binding(
+        connection_id=ghost, topic="realtime:ghost", id=1, event="*", schema="public", table="tags",
+        bucket=table_key("public", "tags"), vsn="1.0.0")], {}, int(time.time()) + 600)
+    assert len(_rows_for("realtime:ghost")) == 1
+    todos.execute("insert into tags (name) values ('haunt')")
+    assert wait_until(lambda: not _rows_for("realtime:ghost"))
+
+
+def test_cost_per_batch_is_queries_on_derived_keys_and_constant_round_trips(stack, db):
+    # A table of its own: the eq-column registry of `todos` also lists columns other tests filter on.
+    db.execute("create table if not exists public.inbox (id bigint generated always as identity "
+               "primary key, user_id uuid not null, title text)")
+    db.execute("""do $$ begin if not exists (select 1 from pg_publication_tables where tablename = 'inbox')
+                  then alter publication supabase_realtime add table public.inbox; end if; end $$""")
+    scans = []
+    store().client.meta.events.register("before-call.dynamodb.Scan", lambda **kw: scans.append(kw))
+    users = [str(uuid.uuid4()) for _ in range(20)]
+    wires = [Wire(stack.ws_url, stack.key("anon")) for _ in users]
+    try:
+        for wire, user in zip(wires, users):
+            wire.join("realtime:mine", [{"event": "INSERT", "schema": "public", "table": "inbox",
+                                         "filter": f"user_id=eq.{user}"}])
+        stack.bridge.results.clear()
+        db.execute("insert into inbox (user_id, title) values (%s, 'one')", (users[0],))
+        assert wires[0].recv()["payload"]["data"]["record"]["title"] == "one"
+        with db.transaction():
+            for user in users:
+                db.execute("insert into inbox (user_id, title) values (%s, 'batch')", (user,))
+        for wire in wires:
+            assert wire.recv()["payload"]["data"]["record"]["title"] == "batch"
+        assert wait_until(lambda: len(stack.bridge.results) >= 2)
+        single, batch = list(stack.bridge.results)
+        # one change: three table buckets (inbox, public.*, *.*) + the one user_id bucket
+        assert single["changes"] == 1 and single["dynamodb_calls"] == 4
+        assert single["pg_round_trips"] == 2 and single["posts"] == 1
+        # twenty changes in one batch: the same three table buckets once + one Query per user value
+        assert batch["changes"] == 20 and batch["dynamodb_calls"] == 3 + 20
+        assert batch["pg_round_trips"] == 2 and batch["posts"] == 20
+        assert scans == []
+    finally:
+        for wire in wires:
+            wire.close()
