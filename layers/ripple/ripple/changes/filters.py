@@ -37,10 +37,9 @@ Where this differs from a Postgres server, deliberately:
   linguistic collation; enums order as text, not by declaration;
 - a timestamptz or timetz value without an offset is read as UTC (Postgres would use the
   session's TimeZone); years outside 1..9999 are not supported;
-- ``match``/``imatch`` run on Python's backtracking ``re``, not Postgres' automaton engine.
-  Patterns that repeat a group which itself repeats (``(a+)+``) are refused, since they
-  take exponential time; other patterns can still be slow on long text (``.*.*.*x`` is
-  polynomial, ``(a|a)*x`` exponential). POSIX classes such as ``[[:alpha:]]`` are ASCII;
+- ``match``/``imatch`` run on RE2 (linear time, like Postgres' automaton engine, so no pattern
+  can stall the fanout). Lookahead/lookbehind constraints and back-references are refused;
+  ``\\m``/``\\M`` read as ``\\b``. POSIX classes such as ``[[:alpha:]]`` are ASCII;
 - ``to_jsonb(row)`` renders SQL NULL and a jsonb ``null`` the same way; both read as NULL.
 
 Typical use::
@@ -58,6 +57,8 @@ import json
 import math
 import operator
 import re
+
+import re2
 import struct
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -427,26 +428,23 @@ _POSIX_CLASSES = {
     "punct": "!-/:-@\\[-`{-~", "space": "\\s", "upper": "A-Z", "xdigit": "0-9A-Fa-f",
     "word": "\\w",
 }
-# Postgres ARE escapes whose Python spelling differs (\b is backspace, \B a backslash there).
+# Postgres ARE escapes whose RE2 spelling differs (\b is backspace, \B a backslash there).
+# RE2 has no lookaround, so word-start/word-end (\m, \M) widen to a word boundary.
 _ARE_ESCAPES = {
-    "m": r"\b(?=\w)", "M": r"(?<=\w)\b", "y": r"\b", "Y": r"\B", "B": r"\\", "b": r"\x08",
+    "m": r"\b", "M": r"\b", "y": r"\b", "Y": r"\B", "B": r"\\", "b": r"\x08",
 }
 _BOUND = re.compile(r"\{(\d+)(,(\d*))?\}")
-_REGEX_GROUP_PREFIXES = ("(?:", "(?=", "(?!", "(?<=", "(?<!")
+_REGEX_GROUP_PREFIXES = ("(?:",)
 _MAX_BOUND = 255  # Postgres' RE_DUP_MAX
 
 
-def _posix_regex(pattern: str, ignore_case: bool) -> re.Pattern:
-    """``pattern`` (a Postgres ``~`` regex) compiled for ``search``; raises ``_Invalid``."""
+def _posix_regex(pattern: str, ignore_case: bool):
+    """``pattern`` (a Postgres ``~`` regex) compiled by RE2 for ``search``; raises ``_Invalid``."""
     out: list[str] = []
-    # One flag per open group: does it contain a quantifier? Used to refuse (a+)+.
-    groups = [False]
-    closed_group_quantified = False
+    depth = 0
     i = 0
     while i < len(pattern):
         ch = pattern[i]
-        # Only a quantifier right after ")" applies to that group.
-        after_group = False
         if ch == "\\":
             if i + 1 == len(pattern):
                 raise _Invalid("invalid regular expression: trailing backslash")
@@ -459,16 +457,15 @@ def _posix_regex(pattern: str, ignore_case: bool) -> re.Pattern:
         elif ch == "(":
             prefix = next((p for p in _REGEX_GROUP_PREFIXES if pattern.startswith(p, i)), "(")
             if prefix == "(" and pattern.startswith("(?", i):
-                raise _Invalid('invalid regular expression: unsupported "(?" construct')
-            groups.append(False)
+                raise _Invalid('invalid regular expression: lookaround and "(?" constructs '
+                               'are not supported')
+            depth += 1
             out.append(prefix)
             i += len(prefix)
         elif ch == ")":
-            if len(groups) == 1:
+            if depth == 0:
                 raise _Invalid('invalid regular expression: unmatched ")"')
-            closed_group_quantified = groups.pop()
-            groups[-1] = groups[-1] or closed_group_quantified
-            after_group = True
+            depth -= 1
             out.append(")")
             i += 1
         elif ch in "*+?" or (ch == "{" and _BOUND.match(pattern, i)):
@@ -478,17 +475,9 @@ def _posix_regex(pattern: str, ignore_case: bool) -> re.Pattern:
                 high = low if bound[2] is None else (int(bound[3]) if bound[3] else None)
                 if low > _MAX_BOUND or (high is not None and (high > _MAX_BOUND or high < low)):
                     raise _Invalid("invalid regular expression: invalid repetition count(s)")
-                repeats = high is None or high > 1
                 token, i = bound[0], bound.end()
             else:
-                repeats = ch != "?"
                 token, i = ch, i + 1
-            if repeats and closed_group_quantified:
-                raise _Invalid(
-                    "regular expression repeats a group that already contains a repetition "
-                    "(like (a+)+), which can take exponential time; rewrite it without nesting"
-                )
-            groups[-1] = True
             if pattern.startswith("?", i):  # lazy modifier, not another quantifier
                 token += "?"
                 i += 1
@@ -497,18 +486,20 @@ def _posix_regex(pattern: str, ignore_case: bool) -> re.Pattern:
             out.append(r"\{")
             i += 1
         elif ch == "$":
-            out.append(r"\Z")  # ARE's $ is end of string only; Python's also before a final \n
+            out.append(r"\z")  # ARE's $ is end of string only, not also before a final \n
             i += 1
         else:
             out.append(ch)
             i += 1
-        if not after_group:
-            closed_group_quantified = False
-    flags = re.DOTALL | (re.IGNORECASE if ignore_case else 0)
+    options = re2.Options()
+    options.log_errors = False
+    options.dot_nl = True
+    options.case_sensitive = not ignore_case
     try:
-        return re.compile("".join(out), flags)
-    except (re.error, OverflowError, RecursionError, ValueError) as e:
-        raise _Invalid(f"invalid regular expression: {e}") from None
+        return re2.compile("".join(out), options)
+    except (re2.error, ValueError) as e:
+        detail = e.args[0].decode() if e.args and isinstance(e.args[0], bytes) else str(e)
+        raise _Invalid(f"invalid regular expression: {detail}") from None
 
 
 def _posix_bracket(pattern: str, start: int) -> tuple[str, int]:
