@@ -57,6 +57,8 @@ def subscribe(params: list[dict[str, Any]], *, db: Database, connection_id: str,
                                     f"expected one of *, INSERT, UPDATE, DELETE")
         if not isinstance(schema, str) or not schema or not isinstance(table, str):
             raise SubscriptionError(f"invalid schema or table in {_describe(p)}")
+        if schema == "*" and table != "*":
+            raise SubscriptionError(f"a table needs a schema, not '*': {_describe(p)}")
         select = p.get("select")
         if select is not None and (not isinstance(select, list)
                                    or not all(isinstance(c, str) and c for c in select)):
