@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import logging
 import os
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -37,10 +37,14 @@ class Ports:
     aws: int = 54326
 
 
-def dev_key(role: str, secret: str = DEV_JWT_SECRET, lifetime: int = 10 * 365 * 24 * 3600) -> str:
+# Fixed issue and expiry times keep the dev keys the same on every start, like the Supabase CLI's.
+DEV_KEY_IAT = 1735689600  # 2025-01-01
+DEV_KEY_EXP = 2051222400  # 2035-01-01
+
+
+def dev_key(role: str, secret: str = DEV_JWT_SECRET) -> str:
     """An HS256 key for `role`, like the Supabase CLI's anon and service_role keys."""
-    now = int(time.time())
-    return pyjwt.encode({"iss": "ripple-local", "role": role, "iat": now, "exp": now + lifetime},
+    return pyjwt.encode({"iss": "ripple-local", "role": role, "iat": DEV_KEY_IAT, "exp": DEV_KEY_EXP},
                         secret, algorithm="HS256")
 
 
@@ -131,6 +135,8 @@ class Stack:
 
     def _start_moto(self) -> None:
         from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per AWS call otherwise
 
         self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=self.ports.aws, verbose=False)
         self._moto.start()
