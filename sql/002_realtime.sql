@@ -62,11 +62,18 @@ begin
   perform set_config('realtime.woken', 'yes', true);
   perform pg_notify('realtime_outbox', pg_current_xact_id()::text);
   select value into arn from realtime.settings where key = 'fanout_function_arn';
-  if arn is not null and exists (select 1 from pg_extension where extname = 'aws_lambda') then
+  if arn is not null and exists (select 1 from pg_catalog.pg_proc p
+                                 join pg_catalog.pg_namespace n on n.oid = p.pronamespace
+                                 where n.nspname = 'aws_lambda' and p.proname = 'invoke') then
     select value into region from realtime.settings where key = 'aws_region';
-    -- Dynamic SQL so this function exists on databases without the extension.
-    execute 'select aws_lambda.invoke(aws_commons.create_lambda_function_arn($1, $2), $3::json, ''Event'')'
-      using arn, region, json_build_object('xid', pg_current_xact_id()::text)::text;
+    begin
+      -- Dynamic SQL so this function exists on databases without the extension.
+      execute 'select aws_lambda.invoke(aws_commons.create_lambda_function_arn($1, $2), $3::json, ''Event'')'
+        using arn, region, json_build_object('xid', pg_current_xact_id()::text)::text;
+    exception when others then
+      -- Never fail the app's commit over a wake-up: the fanout's scheduled sweep delivers it.
+      raise warning 'realtime: fanout wake-up failed: %', sqlerrm;
+    end;
   end if;
   return null;
 end
