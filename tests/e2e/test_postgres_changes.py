@@ -87,3 +87,23 @@ def test_realtime_py_sees_exactly_its_rows_in_order(stack, todos):
         assert py.quiet(1.0) == []
     finally:
         py.close()
+
+
+def test_typed_and_combined_filters_with_both_clients(stack, todos):
+    me = str(uuid.uuid4())
+    flt = f"user_id=eq.{me},priority=gte.2,title=not.in.(skip,\"a,b\")"
+    binding = {"event": "*", "schema": "public", "table": "todos", "filter": flt}
+    js = JsListener(stack.api_url, stack.key("anon"), [binding], vsn="1.0.0", channel="combined-js")
+    py = PyListener(stack.api_url, stack.key("anon"), [binding], channel="combined-py")
+    try:
+        js.wait_for("status", status="SUBSCRIBED")
+        rows = [("low", 1), ("skip", 5), ("a,b", 5), ("ten", 10), ("two", 2)]
+        for title, priority in rows:
+            todos.execute("insert into todos (user_id, title, priority) values (%s, %s, %s)", (me, title, priority))
+        # priority is an int column: 10 >= 2 numerically even though "10" < "2" as text
+        assert [line["payload"]["new"]["title"] for line in js.changes(2)] == ["ten", "two"]
+        assert [p["data"]["record"]["title"] for _, p in py.changes(2)] == ["ten", "two"]
+        assert not [line for line in js.quiet(0.5) if line["kind"] == "change"] and py.quiet(0.1) == []
+    finally:
+        js.close()
+        py.close()
