@@ -13,6 +13,9 @@ class Settings(BaseSettings):
 
     jwt_secret: str | None = None
     jwt_secret_arn: str | None = None
+    # Asymmetric tokens (RS256/ES256) from Cognito, Auth0, Supabase Auth...: their JWKS document.
+    jwks_url: str | None = None
+    jwks_cache_seconds: int = 600
     db_url: str | None = None
     db_secret_arn: str | None = None
     connections_table: str = "ripple-connections"

@@ -10,6 +10,7 @@ import jwt as pyjwt
 from ripple.config import settings
 
 KNOWN_ROLES = frozenset({"anon", "authenticated", "service_role"})
+ASYMMETRIC = ("RS256", "ES256")
 
 
 class AuthError(Exception):
@@ -42,18 +43,48 @@ def _secret() -> str:
     raise RuntimeError("no JWT secret configured: set RIPPLE_JWT_SECRET or RIPPLE_JWT_SECRET_ARN")
 
 
+@lru_cache(maxsize=1)
+def _jwks() -> pyjwt.PyJWKClient | None:
+    config = settings()
+    if not config.jwks_url:
+        return None
+    # Keys are cached for jwks_cache_seconds; an unknown `kid` refetches (rate-limited by PyJWT).
+    return pyjwt.PyJWKClient(config.jwks_url, cache_keys=True, lifespan=config.jwks_cache_seconds,
+                             timeout=5)
+
+
+def _key(token: str, alg: str) -> Any:
+    if alg == "HS256":
+        return _secret()
+    if alg in ASYMMETRIC:
+        jwks = _jwks()
+        if jwks is None:
+            raise AuthError(f"{alg} tokens need RIPPLE_JWKS_URL")
+        try:
+            return jwks.get_signing_key_from_jwt(token).key
+        except pyjwt.PyJWKClientConnectionError:
+            raise AuthError("signing keys are unavailable") from None
+        except pyjwt.PyJWTError:
+            raise AuthError("no signing key matches the JWT's kid") from None
+    raise AuthError(f"unsupported JWT algorithm {alg!r}")
+
+
 def verify(token: str | None) -> Claims:
-    """The claims of an HS256 token signed with the configured secret, carrying `role` and `exp`."""
-    if not token:
+    """The claims of a valid token carrying `role` and `exp`.
+
+    HS256 tokens are checked against the configured secret, RS256/ES256 tokens against the JWKS
+    at RIPPLE_JWKS_URL; `alg: none` and every other algorithm are refused.
+    """
+    if not token or not isinstance(token, str):
         raise AuthError("missing JWT")
     try:
         header = pyjwt.get_unverified_header(token)
     except pyjwt.PyJWTError:
         raise AuthError("malformed JWT") from None
-    if header.get("alg") != "HS256":
-        raise AuthError(f"unsupported JWT algorithm {header.get('alg')!r}")
+    alg = header.get("alg")
+    key = _key(token, alg)
     try:
-        raw = pyjwt.decode(token, _secret(), algorithms=["HS256"],
+        raw = pyjwt.decode(token, key, algorithms=[alg],
                            options={"require": ["exp"], "verify_aud": False})
     except pyjwt.ExpiredSignatureError:
         raise AuthError("Token has expired") from None
