@@ -182,13 +182,17 @@ language sql set search_path = '' as $$
   order by t.id
 $$;
 
--- Columns of the tables a subscription names, and whether each is published; one round trip.
-create or replace function realtime.describe(tables jsonb)
-returns table (schema_name text, table_name text, published boolean, columns jsonb)
+-- Columns of the tables a subscription names, whether each is published, and whether the
+-- subscriber's role may read it at all; one round trip per join.
+create or replace function realtime.describe(tables jsonb, role_name text)
+returns table (schema_name text, table_name text, published boolean, readable boolean, columns jsonb)
 language sql stable set search_path = '' as $$
   select w.s, w.t,
          exists (select 1 from pg_publication_tables p
                  where p.pubname = 'supabase_realtime' and p.schemaname = w.s and p.tablename = w.t),
+         coalesce((select pg_catalog.has_any_column_privilege(role_name, c.oid, 'SELECT')
+                   from pg_namespace n join pg_class c on c.relnamespace = n.oid
+                   where n.nspname = w.s and c.relname = w.t), false),
          (select jsonb_agg(jsonb_build_object('name', a.attname, 'type', ty.typname) order by a.attnum)
           from pg_namespace n
           join pg_class c on c.relnamespace = n.oid and c.relname = w.t

@@ -17,6 +17,7 @@ create table if not exists public.todos (
   created_at timestamptz not null default now()
 );
 alter table public.todos replica identity default;
+grant select on public.todos to anon, authenticated;
 do $$ begin
   if not exists (select 1 from pg_publication_tables where pubname = 'supabase_realtime'
                  and schemaname = 'public' and tablename = 'todos') then

@@ -19,6 +19,7 @@ def todos(db):
     db.execute("create table if not exists public.unpublished (id int primary key)")
     db.execute("""create table if not exists public.tags (id bigint generated always as identity primary key,
                   name text not null)""")
+    db.execute("grant select on public.tags, public.unpublished to anon, authenticated")
     db.execute("""do $$ begin
       if not exists (select 1 from pg_publication_tables where tablename = 'tags') then
         alter publication supabase_realtime add table public.tags; end if; end $$""")

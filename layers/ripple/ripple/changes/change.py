@@ -43,30 +43,38 @@ class Change:
         image = self.old_record if self.type == "DELETE" else self.record
         return image or {}
 
-    def data(self, select: tuple[str, ...] | None = None) -> dict[str, Any]:
+    def data(self, select: tuple[str, ...] | None = None, hidden: frozenset[str] = frozenset(),
+             show_old: bool = True) -> dict[str, Any]:
         """The payload's `data`: `record` absent on DELETE, `old_record` absent on INSERT.
 
-        Built once per distinct column selection and reused for every subscriber.
+        `select` keeps only those columns, `hidden` drops the ones the subscriber's role may not
+        SELECT, and `show_old=False` empties an UPDATE's old image the subscriber could not read.
+        Built once per distinct view and reused for every subscriber sharing it.
         """
-        cached = self._data.get(select)
+        view = (select, hidden, show_old)
+        cached = self._data.get(view)
         if cached is not None:
             return cached
-        keep = set(select) if select is not None else None
+
+        def visible(name: str) -> bool:
+            return name not in hidden and (select is None or name in select)
 
         def cut(image: dict[str, Any]) -> dict[str, Any]:
-            return image if keep is None else {k: v for k, v in image.items() if k in keep}
+            if select is None and not hidden:
+                return image
+            return {k: v for k, v in image.items() if visible(k)}
 
         data: dict[str, Any] = {
             "schema": self.schema,
             "table": self.table,
             "commit_timestamp": self.commit_timestamp,
             "type": self.type,
-            "columns": self.columns if keep is None else [c for c in self.columns if c["name"] in keep],
+            "columns": [c for c in self.columns if visible(c["name"])],
             "errors": None,
         }
         if self.type != "DELETE":
             data["record"] = cut(self.record or {})
         if self.type != "INSERT":
-            data["old_record"] = cut(self.old_record or {})
-        self._data[select] = data
+            data["old_record"] = cut(self.old_record or {}) if show_old else {}
+        self._data[view] = data
         return data

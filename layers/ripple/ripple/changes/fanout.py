@@ -1,6 +1,7 @@
-"""Drain the outbox and push each change to the bindings it matches.
+"""Drain the outbox and push each change to the subscribers that match it and may read it.
 
-Per drained batch: two Postgres statements (drain lock, drain), DynamoDB Queries on the buckets
+Per drained batch: three Postgres statements (drain lock, drain, one batched authorization of
+every distinct principal against every row image it would receive), DynamoDB Queries on the buckets
 the changes name (never a Scan), filters evaluated here, one PostToConnection per
 (connection, channel, change), each distinct message encoded once. Posts to one connection keep
 the changes' order; different connections are posted to concurrently.
@@ -10,11 +11,14 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import lru_cache
+from typing import Any
 
 from pydantic import BaseModel
 
+from ripple import codec
 from ripple.changes.binding import MAX_INDEXED_VALUE, Binding, eq_key, table_key
 from ripple.changes.change import Change
 from ripple.changes.filters import FilterError, canonical, parse_filter
@@ -28,6 +32,7 @@ from ripple.store import Store
 
 DRAIN_LOCK = "select pg_advisory_xact_lock(hashtext('realtime.drain'))"
 DRAIN = "select * from realtime.drain(%s)"
+AUTHORIZE = "select * from realtime.authorize(%s::jsonb)"
 # A wake-up can arrive before its transaction finishes committing (aws_lambda.invoke runs in the
 # commit path); waiting on the writer's xid closes that window.
 AWAIT_COMMIT = "select pg_xact_status(%s::xid8)"
@@ -85,7 +90,8 @@ class Fanout:
                     break
                 # Posting inside the drain transaction: a crash before commit redelivers the
                 # batch instead of losing it (at-least-once).
-                self._deliver([Change.from_outbox(r) for r in rows if r["kind"] == "change"], stats)
+                self._deliver([Change.from_outbox(r) for r in rows if r["kind"] == "change"], stats,
+                              lambda request: self.db.execute(conn, AUTHORIZE, (codec.dumps(request),)))
             stats.batches += 1
             stats.changes += len(rows)
             if len(rows) < self.batch_size:
@@ -104,10 +110,10 @@ class Fanout:
                     return
                 time.sleep(0.01)
 
-    def _deliver(self, changes: list[Change], stats: Stats) -> None:
+    def _deliver(self, changes: list[Change], stats: Stats, authorize: Authorizer) -> None:
         if not changes:
             return
-        deliveries = plan(changes, self.store)
+        deliveries = plan(changes, self.store, authorize)
         stats.deliveries += sum(len(d.frames) for d in deliveries)
         for outcome in self.pool.map(self._post_all, deliveries):
             if outcome == "gone":
@@ -128,8 +134,42 @@ class Fanout:
         return "ok"
 
 
-def plan(changes: list[Change], store: Store) -> list[Delivery]:
+Authorizer = Callable[[dict[str, Any]], list[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What one principal may see of one change: the row at all, its old image, which columns."""
+
+    allowed: bool
+    show_old: bool = True
+    hidden: frozenset[str] = frozenset()
+
+
+def plan(changes: list[Change], store: Store, authorize: Authorizer) -> list[Delivery]:
     """The frames each connection must receive for `changes`, in order, each encoded once."""
+    candidates = _candidates(changes, store)
+    verdicts = _authorize(changes, candidates, authorize)
+    frames: dict[str, list[str]] = defaultdict(list)
+    encoded: dict[tuple, str] = {}
+    for change in changes:
+        matched: dict[tuple, set[int]] = defaultdict(set)
+        for binding in candidates[change.id]:
+            verdict = verdicts[(change.id, _principal(binding))]
+            if verdict.allowed:
+                view = (binding.select, verdict.hidden, verdict.show_old)
+                matched[(binding.connection_id, binding.topic, view, binding.vsn)].add(binding.id)
+        for (connection_id, topic, view, vsn), ids in matched.items():
+            key = (change.id, topic, view, vsn, tuple(sorted(ids)))
+            if key not in encoded:
+                payload = {"ids": list(key[4]), "data": change.data(*view)}
+                encoded[key] = encode(Message(topic=topic, event="postgres_changes", payload=payload), vsn)
+            frames[connection_id].append(encoded[key])
+    return [Delivery(cid, f) for cid, f in frames.items()]
+
+
+def _candidates(changes: list[Change], store: Store) -> dict[int, list[Binding]]:
+    """Per change, the bindings whose event and filter match it: Queries on derived keys only."""
     buckets = {k for c in changes for k in _table_buckets(c)}
     found, registry = store.bindings_under(buckets)
     change_eq: dict[int, list[str]] = {}
@@ -144,22 +184,56 @@ def plan(changes: list[Change], store: Store) -> list[Delivery]:
         change_eq[change.id] = keys
     more, _ = store.bindings_under({k for keys in change_eq.values() for k in keys} - set(found))
     found.update(more)
+    return {change.id: [b for key in (*_table_buckets(change), *change_eq[change.id])
+                        for b in found.get(key, ()) if _matches(b, change)]
+            for change in changes}
 
-    frames: dict[str, list[str]] = defaultdict(list)
-    encoded: dict[tuple, str] = {}
+
+def _principal(binding: Binding) -> tuple[str, str]:
+    return (binding.role, binding.claims)
+
+
+def _authorize(changes: list[Change], candidates: dict[int, list[Binding]],
+               authorize: Authorizer) -> dict[tuple[int, tuple[str, str]], Verdict]:
+    """One database round trip for the whole batch: each distinct principal (role + claims) is
+    checked once per row image it would receive, however many subscribers share it."""
+    principals: dict[tuple[str, str], int] = {}
+    images: list[dict[str, Any]] = []
+    checks: list[list[int]] = []
+    slots: dict[tuple[int, tuple[str, str]], tuple[int, int | None]] = {}
     for change in changes:
-        matched: dict[tuple[str, str, tuple[str, ...] | None, str], set[int]] = defaultdict(set)
-        for key in (*_table_buckets(change), *change_eq[change.id]):
-            for binding in found.get(key, ()):
-                if _matches(binding, change):
-                    matched[(binding.connection_id, binding.topic, binding.select, binding.vsn)].add(binding.id)
-        for (connection_id, topic, select, vsn), ids in matched.items():
-            key = (change.id, topic, select, vsn, tuple(sorted(ids)))
-            if key not in encoded:
-                payload = {"ids": list(key[4]), "data": change.data(select)}
-                encoded[key] = encode(Message(topic=topic, event="postgres_changes", payload=payload), vsn)
-            frames[connection_id].append(encoded[key])
-    return [Delivery(cid, f) for cid, f in frames.items()]
+        wanted = {_principal(b) for b in candidates[change.id]}
+        if not wanted:
+            continue
+        primary = len(images)
+        images.append({"schema": change.schema, "table": change.table, "row": change.row})
+        old = None
+        if change.type == "UPDATE":
+            old = len(images)
+            images.append({"schema": change.schema, "table": change.table, "row": change.old_record or {}})
+        for principal in sorted(wanted):
+            index = principals.setdefault(principal, len(principals))
+            checks.append([index, primary])
+            if old is not None:
+                checks.append([index, old])
+            slots[(change.id, principal)] = (primary, old)
+    if not checks:
+        return {}
+    request = {"principals": [{"role": role, "claims": codec.loads(claims)} for role, claims in principals],
+               "images": images, "checks": checks}
+    answers = {(row["principal"], row["image"]): row for row in authorize(request)}
+    verdicts = {}
+    for (change_id, principal), (primary, old) in slots.items():
+        index = principals[principal]
+        first = answers.get((index, primary))
+        if not first or not first["allowed"]:
+            verdicts[(change_id, principal)] = Verdict(False)
+            continue
+        second = answers.get((index, old)) if old is not None else None
+        verdicts[(change_id, principal)] = Verdict(
+            True, show_old=old is None or bool(second and second["allowed"]),
+            hidden=frozenset(first["hidden"] or ()))
+    return verdicts
 
 
 def _table_buckets(change: Change) -> tuple[str, str, str]:

@@ -68,18 +68,21 @@ def subscribe(params: list[dict[str, Any]], *, db: Database, connection_id: str,
 
     tables = sorted({(p.get("schema", "public"), p.get("table")) for p in params
                      if p.get("table") not in (None, "", "*") and p.get("schema", "public") != "*"})
-    described = _describe_tables(db, tables)
+    described = _describe_tables(db, tables, role)
     for p, shown in zip(params, sub.echo):
         schema, table = p.get("schema", "public"), p.get("table") or "*"
         text = p.get("filter") or None
         select = tuple(p["select"]) if p.get("select") is not None else None
         bucket = table_key(schema, table)
         if table != "*" and schema != "*":
-            published, types = described.get((schema, table), (False, {}))
+            published, readable, types = described.get((schema, table), (False, False, {}))
             if not published:
                 raise SubscriptionError(
                     "Unable to subscribe to changes with given parameters. Please check Realtime is "
                     f"enabled for the given connect parameters: {_describe(p)}")
+            if not readable:
+                raise SubscriptionError(f"Error 401: Unauthorized: role {role!r} cannot read "
+                                        f"{schema}.{table}")
             try:
                 flt = parse_filter(text)
                 flt.validate(types)
@@ -102,11 +105,13 @@ def subscribe(params: list[dict[str, Any]], *, db: Database, connection_id: str,
     return sub
 
 
-def _describe_tables(db: Database, tables: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[bool, dict]]:
+def _describe_tables(db: Database, tables: list[tuple[str, str]], role: str
+                     ) -> dict[tuple[str, str], tuple[bool, bool, dict]]:
     if not tables:
         return {}
     arg = codec.dumps([{"s": s, "t": t} for s, t in tables])
     with db.transaction() as conn:
-        rows = db.execute(conn, "select * from realtime.describe(%s::jsonb)", (arg,))
+        rows = db.execute(conn, "select * from realtime.describe(%s::jsonb, %s)", (arg, role))
     return {(r["schema_name"], r["table_name"]):
-            (r["published"], {c["name"]: c["type"] for c in (r["columns"] or [])}) for r in rows}
+            (r["published"], r["readable"], {c["name"]: c["type"] for c in (r["columns"] or [])})
+            for r in rows}

@@ -1,0 +1,164 @@
+"""Every subscriber receives only what its JWT may read: RLS and column privileges per change."""
+from __future__ import annotations
+
+import time
+import uuid
+
+import jwt
+import pytest
+
+from ripple.local.stack import DEV_JWT_SECRET
+from tests.e2e.clients import PyListener
+from tests.e2e.wire import Wire
+
+SCHEMA = """
+create table if not exists public.docs (
+  id bigint generated always as identity primary key,
+  organization_id int not null,
+  owner uuid not null,
+  title text not null,
+  secret text
+);
+alter table public.docs enable row level security;
+revoke all on public.docs from anon, authenticated;
+grant select (id, organization_id, owner, title) on public.docs to authenticated;
+drop policy if exists docs_by_org on public.docs;
+create policy docs_by_org on public.docs for select to authenticated
+  using (organization_id = (auth.jwt() ->> 'organization_id')::int);
+
+create table if not exists public.diary (
+  id bigint generated always as identity primary key,
+  owner uuid not null,
+  body text not null
+);
+alter table public.diary enable row level security;
+grant select on public.diary to authenticated;
+drop policy if exists diary_owner on public.diary;
+create policy diary_owner on public.diary for select to authenticated using (auth.uid() = owner);
+
+do $$ begin
+  if not exists (select 1 from pg_publication_tables where tablename = 'docs') then
+    alter publication supabase_realtime add table public.docs; end if;
+  if not exists (select 1 from pg_publication_tables where tablename = 'diary') then
+    alter publication supabase_realtime add table public.diary; end if;
+end $$;
+"""
+
+
+@pytest.fixture
+def tenants(db):
+    db.execute(SCHEMA)
+    return db
+
+
+def user_token(org: int, sub: str | None = None, **extra) -> str:
+    claims = {"role": "authenticated", "sub": sub or str(uuid.uuid4()), "organization_id": org,
+              "exp": int(time.time()) + 3600, **extra}
+    return jwt.encode(claims, DEV_JWT_SECRET, algorithm="HS256")
+
+
+def drain(wire: Wire, seconds: float = 1.5) -> list[dict]:
+    got = []
+    try:
+        while True:
+            got.append(wire.recv(timeout=seconds))
+    except TimeoutError:
+        return got
+
+
+DOCS = {"event": "*", "schema": "public", "table": "docs"}
+
+
+def test_tenants_never_see_each_others_rows(stack, tenants):
+    a, b = Wire(stack.ws_url, user_token(1)), Wire(stack.ws_url, user_token(2))
+    nosy = Wire(stack.ws_url, user_token(1))
+    try:
+        a.join("realtime:docs", [DOCS])
+        b.join("realtime:docs", [DOCS])
+        # A filter cannot widen what RLS allows.
+        nosy.join("realtime:docs", [{**DOCS, "filter": "organization_id=eq.2"}])
+        row = tenants.execute("insert into docs (organization_id, owner, title, secret) "
+                              "values (1, gen_random_uuid(), 'plan', 's3cret') returning id").fetchone()[0]
+        tenants.execute("insert into docs (organization_id, owner, title) values (2, gen_random_uuid(), 'theirs')")
+        tenants.execute("update docs set organization_id = 2, title = 'moved' where id = %s", (row,))
+        tenants.execute("delete from docs where id = %s", (row,))
+
+        seen_a = [(m["payload"]["data"]["type"], m["payload"]["data"].get("record", {}).get("title"))
+                  for m in drain(a)]
+        assert seen_a == [("INSERT", "plan")]  # not B's insert, not the move out, not the delete
+
+        seen_b = drain(b)
+        assert [(m["payload"]["data"]["type"]) for m in seen_b] == ["INSERT", "UPDATE", "DELETE"]
+        insert, moved, deleted = (m["payload"]["data"] for m in seen_b)
+        assert insert["record"]["title"] == "theirs"
+        assert moved["record"]["title"] == "moved"
+        assert moved["old_record"] == {}  # B could not read the row before it moved in
+        assert deleted["old_record"]["title"] == "moved"
+        assert drain(nosy, 0.5) == []
+        for data in (insert, moved, deleted):
+            assert "secret" not in data.get("record", {}) and "secret" not in data.get("old_record", {})
+            assert "secret" not in [c["name"] for c in data["columns"]]
+    finally:
+        for w in (a, b, nosy):
+            w.close()
+
+
+def test_a_delete_is_checked_against_the_row_as_it_was(stack, tenants):
+    me, other = str(uuid.uuid4()), str(uuid.uuid4())
+    mine = Wire(stack.ws_url, user_token(1, sub=me))
+    try:
+        mine.join("realtime:diary", [{"event": "*", "schema": "public", "table": "diary"}])
+        tenants.execute("insert into diary (owner, body) values (%s, 'dear diary'), (%s, 'not yours')", (me, other))
+        tenants.execute("delete from diary where owner in (%s, %s)", (me, other))
+        got = [(m["payload"]["data"]["type"], (m["payload"]["data"].get("record") or
+                                               m["payload"]["data"]["old_record"])["body"]) for m in drain(mine)]
+        assert got == [("INSERT", "dear diary"), ("DELETE", "dear diary")]
+    finally:
+        mine.close()
+
+
+def test_a_role_without_select_gets_unauthorized(stack, tenants):
+    anon = Wire(stack.ws_url, stack.key("anon"))
+    try:
+        reply, system = anon.join("realtime:docs", [DOCS])
+        assert reply["payload"]["status"] == "ok"
+        assert system["payload"]["status"] == "error"
+        assert system["payload"]["message"].startswith("Error 401: Unauthorized")
+        tenants.execute("insert into docs (organization_id, owner, title) values (1, gen_random_uuid(), 'x')")
+        assert drain(anon, 0.8) == []
+    finally:
+        anon.close()
+
+
+def test_channel_access_token_sets_the_claims(stack, tenants):
+    # Connected with the anon key, like supabase-js; the user's JWT arrives in phx_join.
+    wire = Wire(stack.ws_url, stack.key("anon"))
+    try:
+        ref = wire.send("realtime:docs", "phx_join", {"config": {"postgres_changes": [DOCS]},
+                                                      "access_token": user_token(7)}, join_ref="1")
+        assert wire.recv()["ref"] == ref
+        assert wire.recv()["payload"]["status"] == "ok"
+        tenants.execute("insert into docs (organization_id, owner, title) values (7, gen_random_uuid(), 'seven')")
+        tenants.execute("insert into docs (organization_id, owner, title) values (8, gen_random_uuid(), 'eight')")
+        assert [m["payload"]["data"]["record"]["title"] for m in drain(wire)] == ["seven"]
+        forged = user_token(7)[:-3] + "abc"
+        ref = wire.send("realtime:other", "phx_join", {"config": {"postgres_changes": [DOCS]},
+                                                       "access_token": forged}, join_ref="2")
+        reply = wire.recv()
+        assert reply["payload"]["status"] == "error"
+        assert reply["payload"]["response"]["reason"].startswith("InvalidJWTToken:")
+    finally:
+        wire.close()
+
+
+def test_realtime_py_with_a_user_token_sees_only_its_tenant(stack, tenants):
+    py = PyListener(stack.api_url, user_token(3), [DOCS], channel="docs-py")
+    try:
+        tenants.execute("insert into docs (organization_id, owner, title) values (4, gen_random_uuid(), 'other')")
+        tenants.execute("insert into docs (organization_id, owner, title, secret) "
+                        "values (3, gen_random_uuid(), 'ours', 'hidden')")
+        (_, payload), = py.changes(1)
+        assert payload["data"]["record"]["title"] == "ours" and "secret" not in payload["data"]["record"]
+        assert py.quiet(0.8) == []
+    finally:
+        py.close()
