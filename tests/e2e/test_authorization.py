@@ -162,3 +162,58 @@ def test_realtime_py_with_a_user_token_sees_only_its_tenant(stack, tenants):
         assert py.quiet(0.8) == []
     finally:
         py.close()
+
+
+def join_with(wire: Wire, topic: str, token: str) -> None:
+    ref = wire.send(topic, "phx_join", {"config": {"postgres_changes": [DOCS]}, "access_token": token},
+                    join_ref=topic)
+    assert wire.recv()["ref"] == ref
+    assert wire.recv()["payload"]["status"] == "ok"
+
+
+def test_an_expired_token_receives_nothing_more(stack, tenants):
+    wire = Wire(stack.ws_url, stack.key("anon"))
+    try:
+        join_with(wire, "realtime:short", user_token(11, exp=int(time.time()) + 2))
+        tenants.execute("insert into docs (organization_id, owner, title) values (11, gen_random_uuid(), 'in time')")
+        assert wire.recv()["payload"]["data"]["record"]["title"] == "in time"
+        time.sleep(2.5)
+        tenants.execute("insert into docs (organization_id, owner, title) values (11, gen_random_uuid(), 'too late')")
+        assert drain(wire) == []
+    finally:
+        wire.close()
+
+
+def test_access_token_messages_reauthorize_or_close_the_channel(stack, tenants):
+    wire = Wire(stack.ws_url, stack.key("anon"))
+    try:
+        join_with(wire, "realtime:switch", user_token(21))
+        wire.send("realtime:switch", "access_token", {"access_token": user_token(22)}, join_ref="realtime:switch")
+        time.sleep(0.3)
+        tenants.execute("insert into docs (organization_id, owner, title) values (21, gen_random_uuid(), 'old org')")
+        tenants.execute("insert into docs (organization_id, owner, title) values (22, gen_random_uuid(), 'new org')")
+        assert [m["payload"]["data"]["record"]["title"] for m in drain(wire)] == ["new org"]
+
+        wire.send("realtime:switch", "access_token", {"access_token": user_token(22, exp=int(time.time()) - 1)},
+                  join_ref="realtime:switch")
+        error, close = wire.recv(), wire.recv()
+        assert error["event"] == "system" and error["payload"]["status"] == "error"
+        assert error["payload"]["message"] == "InvalidJWTToken: Token has expired"
+        assert close["event"] == "phx_close" and close["topic"] == "realtime:switch"
+        tenants.execute("insert into docs (organization_id, owner, title) values (22, gen_random_uuid(), 'closed')")
+        assert drain(wire) == []
+    finally:
+        wire.close()
+
+
+def test_access_token_for_a_role_that_cannot_read_closes_the_channel(stack, tenants):
+    wire = Wire(stack.ws_url, stack.key("anon"))
+    try:
+        join_with(wire, "realtime:downgrade", user_token(31))
+        wire.send("realtime:downgrade", "access_token", {"access_token": stack.key("anon")},
+                  join_ref="realtime:downgrade")
+        error, close = wire.recv(), wire.recv()
+        assert error["payload"]["message"].startswith("Error 401: Unauthorized")
+        assert close["event"] == "phx_close"
+    finally:
+        wire.close()

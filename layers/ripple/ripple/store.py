@@ -106,6 +106,29 @@ class Store:
     def remove_channel(self, connection_id: str, topic: str) -> None:
         self._delete_keys(self._binding_keys(connection_id, topic))
 
+    def channel_bindings(self, connection_id: str, topic: str) -> list[Binding]:
+        """The bindings one channel of one connection holds (GSI Query by connection)."""
+        kwargs: dict[str, Any] = {
+            "TableName": self.bindings_table,
+            "IndexName": "by_connection",
+            "KeyConditionExpression": "connection_id = :c",
+            "FilterExpression": "topic = :t",
+            "ExpressionAttributeValues": {":c": {"S": connection_id}, ":t": {"S": topic}},
+        }
+        out = []
+        while True:
+            self.calls += 1
+            page = self.client.query(**kwargs)
+            out.extend(self._binding(_plain(item)) for item in page.get("Items", ()))
+            if "LastEvaluatedKey" not in page:
+                return out
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def put_bindings(self, bindings: list[Binding], expires_at: int) -> None:
+        """Overwrite bindings in place (same keys), e.g. with a channel's refreshed claims."""
+        self._batch_write([{"PutRequest": {"Item": _item(self._binding_row(b, expires_at))}}
+                           for b in bindings])
+
     def bindings_under(self, buckets: Iterable[str], *, concurrency: int = 16
                        ) -> tuple[dict[str, list[Binding]], dict[str, set[str]]]:
         """Bindings per bucket, and the eq-indexed columns registered under table buckets."""
@@ -186,7 +209,7 @@ class Store:
             "event": b.event, "schema": b.schema, "table": b.table, "filter": b.filter,
             "select": codec.dumps(list(b.select)) if b.select is not None else None,
             "vsn": b.vsn, "role": b.role, "claims": b.claims, "join_ref": b.join_ref,
-            "expires_at": expires_at,
+            "exp": b.exp, "expires_at": expires_at,
         }
 
     @staticmethod
@@ -198,6 +221,7 @@ class Store:
             vsn=row["vsn"], filter=row.get("filter"),
             select=tuple(codec.loads(select)) if select else None,
             role=row.get("role", "anon"), claims=row.get("claims", "{}"), join_ref=row.get("join_ref"),
+            exp=int(row.get("exp", 0)),
         )
 
 

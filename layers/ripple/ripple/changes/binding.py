@@ -46,6 +46,11 @@ class Binding:
     role: str = "anon"
     claims: str = "{}"
     join_ref: str | None = None
+    # The subscriber's token expiry (epoch seconds); past it the binding receives nothing.
+    exp: int = 0
+
+    def live(self, now: float) -> bool:
+        return self.exp == 0 or self.exp > now
 
     def wants(self, change_type: str) -> bool:
         return self.event == "*" or self.event == change_type

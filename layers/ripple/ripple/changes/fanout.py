@@ -184,8 +184,9 @@ def _candidates(changes: list[Change], store: Store) -> dict[int, list[Binding]]
         change_eq[change.id] = keys
     more, _ = store.bindings_under({k for keys in change_eq.values() for k in keys} - set(found))
     found.update(more)
+    now = time.time()
     return {change.id: [b for key in (*_table_buckets(change), *change_eq[change.id])
-                        for b in found.get(key, ()) if _matches(b, change)]
+                        for b in found.get(key, ()) if b.live(now) and _matches(b, change)]
             for change in changes}
 
 

@@ -44,7 +44,7 @@ def _describe(params: dict[str, Any]) -> str:
 
 
 def subscribe(params: list[dict[str, Any]], *, db: Database, connection_id: str, topic: str,
-              vsn: str, role: str, claims: dict[str, Any], join_ref: str | None,
+              vsn: str, role: str, claims: dict[str, Any], exp: int, join_ref: str | None,
               max_bindings: int) -> Subscription:
     """Validate every binding against the database (one round trip) and build the rows to store."""
     sub = Subscription(echo=echo(params))
@@ -101,7 +101,7 @@ def subscribe(params: list[dict[str, Any]], *, db: Database, connection_id: str,
         sub.bindings.append(Binding(
             connection_id=connection_id, topic=topic, id=shown["id"], event=p["event"],
             schema=schema, table=table, bucket=bucket, vsn=vsn, filter=text, select=select,
-            role=role, claims=codec.dumps(claims), join_ref=join_ref))
+            role=role, claims=codec.dumps(claims), join_ref=join_ref, exp=exp))
     return sub
 
 
@@ -115,3 +115,10 @@ def _describe_tables(db: Database, tables: list[tuple[str, str]], role: str
     return {(r["schema_name"], r["table_name"]):
             (r["published"], r["readable"], {c["name"]: c["type"] for c in (r["columns"] or [])})
             for r in rows}
+
+
+def readable(db: Database, schema: str, table: str, role: str) -> bool:
+    """Whether `role` may SELECT any column of `schema.table` (one round trip)."""
+    _, can_read, _ = _describe_tables(db, [(schema, table)], role).get((schema, table),
+                                                                            (False, False, {}))
+    return can_read

@@ -5,14 +5,15 @@ heartbeat costs no lookup at all.
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 
 from ripple import codec
 from ripple.auth.jwt import AuthError, Claims, verify
-from ripple.changes.subscription import SubscriptionError, echo, subscribe
+from ripple.changes.subscription import SubscriptionError, echo, readable, subscribe
 from ripple.config import Settings, settings
 from ripple.db import database
 from ripple.events import WebSocketEvent, response
@@ -93,7 +94,7 @@ class Router:
             return
         try:
             sub = subscribe(params, db=self.db(), connection_id=frame.connection_id, topic=msg.topic,
-                            vsn=frame.vsn, role=claims.role, claims=claims.raw,
+                            vsn=frame.vsn, role=claims.role, claims=claims.raw, exp=claims.exp,
                             join_ref=msg.join_ref or msg.ref,
                             max_bindings=self.config.max_bindings_per_channel)
         except SubscriptionError as exc:
@@ -113,15 +114,39 @@ class Router:
         self.reply(frame, m.ok(frame.msg))
 
     def access_token(self, frame: Frame) -> None:
-        payload = frame.msg.payload if isinstance(frame.msg.payload, dict) else {}
+        """A refreshed (or replaced) user token for a channel: verify it, then re-authorize.
+
+        Invalid or expired: the channel is closed with a `system` error and `phx_close`, as
+        Supabase does. Valid: the channel's bindings take the new role and claims, provided the
+        new role may still read every table they name.
+        """
+        msg = frame.msg
+        payload = msg.payload if isinstance(msg.payload, dict) else {}
         try:
-            verify(payload.get("access_token"))
+            claims = verify(payload.get("access_token"))
         except AuthError as exc:
-            self.store.remove_channel(frame.connection_id, frame.msg.topic)
-            self.reply(frame, m.system(frame.msg.topic, "system", "error", f"InvalidJWTToken: {exc}",
-                                       frame.msg.join_ref))
-            self.reply(frame, m.Message(topic=frame.msg.topic, event="phx_close", payload={},
-                                        join_ref=frame.msg.join_ref))
+            self._close_channel(frame, f"InvalidJWTToken: {exc}")
+            return
+        bindings = self.store.channel_bindings(frame.connection_id, msg.topic)
+        claims_text = codec.dumps(claims.raw)
+        if not bindings or all(b.claims == claims_text for b in bindings):
+            return
+        tables = sorted({(b.schema, b.table) for b in bindings if "*" not in (b.schema, b.table)})
+        unreadable = [f"{s}.{t}" for s, t in tables if not readable(self.db(), s, t, claims.role)]
+        if unreadable:
+            self._close_channel(frame, f"Error 401: Unauthorized: role {claims.role!r} cannot read "
+                                       f"{', '.join(unreadable)}")
+            return
+        connection = self.store.get_connection(frame.connection_id)
+        expires_at = connection.expires_at if connection else int(time.time()) + self.config.connection_ttl_seconds
+        self.store.put_bindings([replace(b, role=claims.role, claims=claims_text, exp=claims.exp)
+                                 for b in bindings], expires_at)
+
+    def _close_channel(self, frame: Frame, reason: str) -> None:
+        topic, join_ref = frame.msg.topic, frame.msg.join_ref
+        self.store.remove_channel(frame.connection_id, topic)
+        self.reply(frame, m.system(topic, "system", "error", reason, join_ref))
+        self.reply(frame, m.Message(topic=topic, event="phx_close", payload={}, join_ref=join_ref))
 
     def _channel_claims(self, payload: dict, connection_claims: str) -> Claims:
         token = payload.get("access_token")
