@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -24,7 +23,7 @@ from ripple.changes.change import Change
 from ripple.changes.filters import FilterError, canonical, parse_filter
 from ripple.config import settings
 from ripple.db import Database
-from ripple.gateway import ConnectionsApi, Gone
+from ripple.gateway import ConnectionsApi, Delivery
 from ripple.log import logger
 from ripple.protocol.message import Message
 from ripple.protocol.serializer import encode
@@ -60,19 +59,10 @@ class Stats:
 
 
 @dataclass
-class Delivery:
-    """The frames owed to one connection, in change order."""
-
-    connection_id: str
-    frames: list[str]
-
-
-@dataclass
 class Fanout:
     db: Database
     store: Store
     api: ConnectionsApi
-    pool: ThreadPoolExecutor
     batch_size: int = 500
 
     def run(self, wake: WakeEvent, budget_seconds: float = 50.0) -> Stats:
@@ -115,23 +105,11 @@ class Fanout:
             return
         deliveries = plan(changes, self.store, authorize)
         stats.deliveries += sum(len(d.frames) for d in deliveries)
-        for outcome in self.pool.map(self._post_all, deliveries):
-            if outcome == "gone":
-                stats.gone += 1
-            elif outcome == "failed":
-                stats.failed += 1
-
-    def _post_all(self, delivery: Delivery) -> str:
-        try:
-            for frame in delivery.frames:
-                self.api.post(delivery.connection_id, frame)
-        except Gone:
-            self.store.delete_connection(delivery.connection_id)
-            return "gone"
-        except Exception:
-            logger.exception("delivery failed", extra={"connection_id": delivery.connection_id})
-            return "failed"
-        return "ok"
+        outcome = self.api.deliver(deliveries)
+        for connection_id in outcome.gone:
+            self.store.delete_connection(connection_id)
+        stats.gone += len(outcome.gone)
+        stats.failed += outcome.failed
 
 
 Authorizer = Callable[[dict[str, Any]], list[dict[str, Any]]]
@@ -255,7 +233,7 @@ def _matches(binding: Binding, change: Change) -> bool:
 
 @lru_cache(maxsize=1)
 def fanout() -> Fanout:
-    """The container-wide fanout, its clients and thread pool created once.
+    """The container-wide fanout, its clients created once.
 
     Its own adapters (not the shared ones), so its counters describe the fanout alone even when
     the local stack runs every function in one process.
@@ -263,7 +241,6 @@ def fanout() -> Fanout:
     config = settings()
     return Fanout(db=Database.from_settings(), store=Store.from_settings(),
                   api=ConnectionsApi.from_settings(),
-                  pool=ThreadPoolExecutor(max_workers=config.post_concurrency),
                   batch_size=config.drain_batch_size)
 
 
