@@ -25,6 +25,11 @@ class Settings(BaseSettings):
     connection_ttl_seconds: int = 7200 + 600
     max_channels_per_connection: int = 100
     max_bindings_per_channel: int = 100
+    # Client messages per connection per second (broadcast and presence), as Supabase's default.
+    max_events_per_second: int = 100
+    # Below API Gateway's 128 KB frame limit, so an oversize broadcast gets an answer, not a close.
+    max_broadcast_bytes: int = 100 * 1024
+    max_presence_bytes: int = 10 * 1024
     drain_batch_size: int = 500
     post_concurrency: int = 32
 

@@ -9,6 +9,8 @@ from ripple.config import settings
 from ripple.events import WebSocketEvent, response
 from ripple.log import logger
 from ripple.protocol.serializer import FrameError, negotiate
+from ripple.gateway import connections_api
+from ripple.presence.tracker import depart
 from ripple.store import Connection, store
 
 
@@ -33,6 +35,9 @@ def on_connect(event: WebSocketEvent) -> dict:
 
 
 def on_disconnect(event: WebSocketEvent) -> dict:
-    """Remove the connection and its bindings. API Gateway only tries; TTL and 410s back it up."""
-    store().delete_connection(event.connection_id)
+    """Remove the connection, its bindings and memberships, and announce its presence leaves.
+
+    API Gateway only promises best effort here; TTLs and 410s on later posts back it up.
+    """
+    depart(store(), connections_api(), event.connection_id)
     return response(200)

@@ -21,6 +21,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from ripple import codec
 from ripple.aws import clients
 from ripple.changes.binding import Binding
+from ripple.channels.member import TOPIC_PREFIX, Member, topic_key
 from ripple.config import settings
 
 REGISTRY_SK = "~eq"
@@ -34,6 +35,14 @@ def _item(values: dict[str, Any]) -> dict[str, Any]:
 
 def _plain(item: dict[str, Any]) -> dict[str, Any]:
     return {k: _de.deserialize(v) for k, v in item.items()}
+
+
+class NoConnection(LookupError):
+    """The connection has no row (never connected, or already cleaned up)."""
+
+
+class TooManyChannels(Exception):
+    """The connection already joined as many channels as allowed."""
 
 
 @dataclass(frozen=True)
@@ -72,12 +81,68 @@ class Store:
         found = self.client.get_item(TableName=self.connections_table,
                                      Key=_item({"connection_id": connection_id}),
                                      ConsistentRead=True).get("Item")
-        if not found:
-            return None
-        row = _plain(found)
+        return self._connection(_plain(found)) if found else None
+
+    @staticmethod
+    def _connection(row: dict[str, Any]) -> Connection:
         return Connection(connection_id=row["connection_id"], role=row["role"], claims=row["claims"],
                           vsn=row["vsn"], connected_at=int(row["connected_at"]),
                           expires_at=int(row["expires_at"]))
+
+    def enter_channel(self, connection_id: str, topic: str, limit: int) -> Connection:
+        """Count `topic` among the connection's channels and return the connection.
+
+        Raises NoConnection if the connection is not registered, TooManyChannels past `limit`.
+        """
+        self.calls += 1
+        try:
+            row = self.client.update_item(
+                TableName=self.connections_table, Key=_item({"connection_id": connection_id}),
+                UpdateExpression="ADD channels :t",
+                ConditionExpression="attribute_exists(connection_id) AND (attribute_not_exists(channels)"
+                                    " OR size(channels) < :max OR contains(channels, :one))",
+                ExpressionAttributeValues={":t": {"SS": [topic]}, ":one": {"S": topic},
+                                           ":max": {"N": str(limit)}},
+                ReturnValues="ALL_NEW")["Attributes"]
+        except self.client.exceptions.ConditionalCheckFailedException:
+            if self.get_connection(connection_id) is None:
+                raise NoConnection(connection_id) from None
+            raise TooManyChannels(limit) from None
+        return self._connection(_plain(row))
+
+    def leave_channel(self, connection_id: str, topic: str) -> None:
+        self.calls += 1
+        try:
+            self.client.update_item(
+                TableName=self.connections_table, Key=_item({"connection_id": connection_id}),
+                UpdateExpression="DELETE channels :t", ConditionExpression="attribute_exists(connection_id)",
+                ExpressionAttributeValues={":t": {"SS": [topic]}})
+        except self.client.exceptions.ConditionalCheckFailedException:
+            pass
+
+    def spend(self, connection_id: str, limit: int, now: float) -> bool:
+        """Count one message in the connection's current one-second window; False past `limit`."""
+        window = {"N": str(int(now))}
+        key = _item({"connection_id": connection_id})
+        try:
+            self.calls += 1
+            self.client.update_item(
+                TableName=self.connections_table, Key=key, UpdateExpression="ADD rate_count :one",
+                ConditionExpression="rate_window = :w AND rate_count < :limit",
+                ExpressionAttributeValues={":one": {"N": "1"}, ":w": window, ":limit": {"N": str(limit)}})
+            return True
+        except self.client.exceptions.ConditionalCheckFailedException:
+            pass
+        try:
+            self.calls += 1
+            self.client.update_item(
+                TableName=self.connections_table, Key=key, UpdateExpression="SET rate_window = :w, rate_count = :one",
+                ConditionExpression="attribute_exists(connection_id) AND "
+                                    "(attribute_not_exists(rate_window) OR rate_window <> :w)",
+                ExpressionAttributeValues={":one": {"N": "1"}, ":w": window})
+            return True
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return False
 
     def delete_connection(self, connection_id: str) -> None:
         """Forget a connection and every binding it held (on $disconnect or a 410)."""
@@ -112,8 +177,9 @@ class Store:
             "TableName": self.bindings_table,
             "IndexName": "by_connection",
             "KeyConditionExpression": "connection_id = :c",
-            "FilterExpression": "topic = :t",
-            "ExpressionAttributeValues": {":c": {"S": connection_id}, ":t": {"S": topic}},
+            "FilterExpression": "topic = :t AND NOT begins_with(pk, :p)",
+            "ExpressionAttributeValues": {":c": {"S": connection_id}, ":t": {"S": topic},
+                                          ":p": {"S": TOPIC_PREFIX}},
         }
         out = []
         while True:
@@ -146,6 +212,70 @@ class Store:
                     else:
                         found[bucket].append(self._binding(row))
         return found, registry
+
+    # -- channel members ------------------------------------------------------------------------
+    def put_member(self, member: Member, expires_at: int) -> None:
+        self.calls += 1
+        self.client.put_item(TableName=self.bindings_table, Item=_item({
+            "pk": topic_key(member.topic), "sk": member.connection_id,
+            "connection_id": member.connection_id, "topic": member.topic, "vsn": member.vsn,
+            "join_ref": member.join_ref, "broadcast_self": member.broadcast_self,
+            "broadcast_ack": member.broadcast_ack, "presence_key": member.presence_key,
+            "presence": codec.dumps(member.presence) if member.presence is not None else None,
+            "private": member.private, "role": member.role, "claims": member.claims,
+            "exp": member.exp, "expires_at": expires_at}))
+
+    def member(self, connection_id: str, topic: str) -> Member | None:
+        self.calls += 1
+        found = self.client.get_item(TableName=self.bindings_table, ConsistentRead=True,
+                                     Key=_item({"pk": topic_key(topic), "sk": connection_id})).get("Item")
+        return self._member(_plain(found)) if found else None
+
+    def members(self, topic: str) -> list[Member]:
+        """Every member of `topic`: one Query (paginated), never a Scan."""
+        return [self._member(row) for row in self._query_bucket(topic_key(topic))]
+
+    def memberships(self, connection_id: str) -> list[Member]:
+        """The channels one connection has joined (GSI Query by connection)."""
+        kwargs: dict[str, Any] = {
+            "TableName": self.bindings_table,
+            "IndexName": "by_connection",
+            "KeyConditionExpression": "connection_id = :c",
+            "FilterExpression": "begins_with(pk, :p)",
+            "ExpressionAttributeValues": {":c": {"S": connection_id}, ":p": {"S": TOPIC_PREFIX}},
+        }
+        out = []
+        while True:
+            self.calls += 1
+            page = self.client.query(**kwargs)
+            out.extend(self._member(_plain(item)) for item in page.get("Items", ()))
+            if "LastEvaluatedKey" not in page:
+                return out
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def set_presence(self, connection_id: str, topic: str, meta: dict[str, Any] | None) -> None:
+        """Record (or, with None, clear) what this connection tracks on `topic`."""
+        self.calls += 1
+        key = _item({"pk": topic_key(topic), "sk": connection_id})
+        if meta is None:
+            self.client.update_item(TableName=self.bindings_table, Key=key,
+                                    UpdateExpression="REMOVE presence",
+                                    ConditionExpression="attribute_exists(pk)")
+        else:
+            self.client.update_item(TableName=self.bindings_table, Key=key,
+                                    UpdateExpression="SET presence = :m",
+                                    ConditionExpression="attribute_exists(pk)",
+                                    ExpressionAttributeValues={":m": {"S": codec.dumps(meta)}})
+
+    @staticmethod
+    def _member(row: dict[str, Any]) -> Member:
+        presence = row.get("presence")
+        return Member(
+            connection_id=row["connection_id"], topic=row["topic"], vsn=row["vsn"],
+            join_ref=row.get("join_ref"), broadcast_self=bool(row.get("broadcast_self")),
+            broadcast_ack=bool(row.get("broadcast_ack")), presence_key=row.get("presence_key", ""),
+            presence=codec.loads(presence) if presence else None, private=bool(row.get("private")),
+            role=row.get("role", "anon"), claims=row.get("claims", "{}"), exp=int(row.get("exp", 0)))
 
     # -- internals ------------------------------------------------------------------------------
     def _query_bucket(self, bucket: str) -> list[dict[str, Any]]:

@@ -21,7 +21,12 @@ from ripple.gateway import ConnectionsApi, Gone, connections_api
 from ripple.log import logger
 from ripple.protocol import message as m
 from ripple.protocol.serializer import V1, V2, FrameError, decode, encode
-from ripple.store import Store, store
+from ripple.broadcast.relay import broadcast_message, relay
+from ripple.channels.member import Member
+from ripple.presence.tracker import announce, depart, new_ref
+from ripple.presence.tracker import diff as presence_diff
+from ripple.presence.tracker import state as presence_state
+from ripple.store import NoConnection, Store, TooManyChannels, store
 
 
 @dataclass
@@ -31,6 +36,32 @@ class Frame:
     connection_id: str
     vsn: str
     msg: m.Message
+    size: int = 0
+
+
+@dataclass(frozen=True)
+class ChannelOptions:
+    """The broadcast and presence parts of a join's `config`."""
+
+    broadcast_self: bool = False
+    broadcast_ack: bool = False
+    presence_enabled: bool = False
+    presence_key: str = ""
+    private: bool = False
+
+    @classmethod
+    def parse(cls, config: dict) -> ChannelOptions:
+        """Raises ValueError on a config of the wrong shape."""
+        broadcast = config.get("broadcast") or {}
+        presence = config.get("presence") or {}
+        if not isinstance(broadcast, dict) or not isinstance(presence, dict):
+            raise ValueError("broadcast and presence must be objects")
+        key = presence.get("key") or ""
+        if not isinstance(key, str):
+            raise ValueError("presence.key must be a string")
+        return cls(broadcast_self=bool(broadcast.get("self")), broadcast_ack=bool(broadcast.get("ack")),
+                   presence_enabled=bool(presence.get("enabled")), presence_key=key,
+                   private=bool(config.get("private")))
 
 
 @dataclass
@@ -49,7 +80,7 @@ class Router:
             self.send(connection_id, vsn, m.Message(topic=m.PHOENIX_TOPIC, event="phx_error",
                                                     payload={"reason": f"MalformedMessage: {exc}"}))
             return
-        frame = Frame(connection_id, vsn, msg)
+        frame = Frame(connection_id, vsn, msg, len(text.encode()))
         action = self.actions.get(msg.event)
         if action is None:
             self.reply(frame, m.error(msg, f"UnknownEvent: unknown event {msg.event!r}"))
@@ -80,38 +111,123 @@ class Router:
         params = config.get("postgres_changes") or []
         try:
             shown = echo(params)
-        except SubscriptionError as exc:
+            options = ChannelOptions.parse(config)
+        except (SubscriptionError, ValueError) as exc:
             self.reply(frame, m.error(msg, f"InvalidJoinPayload: {exc}"))
             return
-        connection = self.store.get_connection(frame.connection_id)
-        if connection is None:
+        try:
+            connection = self.store.enter_channel(frame.connection_id, msg.topic,
+                                                  self.config.max_channels_per_connection)
+        except NoConnection:
             self.reply(frame, m.error(msg, "UnknownConnection: this connection is not registered"))
+            return
+        except TooManyChannels:
+            self.reply(frame, m.error(msg, "ChannelRateLimitReached: Too many channels"))
             return
         try:
             claims = self._channel_claims(payload, connection.claims)
         except AuthError as exc:
             self.reply(frame, m.error(msg, f"InvalidJWTToken: {exc}"))
             return
+        join_ref = msg.join_ref or msg.ref
+        member = Member(
+            connection_id=frame.connection_id, topic=msg.topic, vsn=frame.vsn, join_ref=join_ref,
+            broadcast_self=options.broadcast_self, broadcast_ack=options.broadcast_ack,
+            presence_key=options.presence_key or new_ref(), private=options.private,
+            role=claims.role, claims=codec.dumps(claims.raw), exp=claims.exp)
         try:
             sub = subscribe(params, db=self.db(), connection_id=frame.connection_id, topic=msg.topic,
                             vsn=frame.vsn, role=claims.role, claims=claims.raw, exp=claims.exp,
-                            join_ref=msg.join_ref or msg.ref,
-                            max_bindings=self.config.max_bindings_per_channel)
+                            join_ref=join_ref, max_bindings=self.config.max_bindings_per_channel)
+            failure = None
         except SubscriptionError as exc:
-            self.store.remove_channel(frame.connection_id, msg.topic)
-            self.reply(frame, m.ok(msg, {"postgres_changes": shown}))
-            self.reply(frame, m.system(msg.topic, "postgres_changes", "error", str(exc), msg.join_ref))
-            return
-        self.store.replace_channel(frame.connection_id, msg.topic, sub.bindings, sub.indexed,
-                                   connection.expires_at)
-        self.reply(frame, m.ok(msg, {"postgres_changes": sub.echo}))
-        if sub.bindings:
+            sub, failure = None, str(exc)
+        # A rejoin replaces the channel whole: bindings, membership, tracked presence.
+        self.store.replace_channel(frame.connection_id, msg.topic, sub.bindings if sub else [],
+                                   sub.indexed if sub else {}, connection.expires_at)
+        self.store.put_member(member, connection.expires_at)
+        self.reply(frame, m.ok(msg, {"postgres_changes": sub.echo if sub else shown}))
+        if options.presence_enabled:
+            self.reply(frame, m.Message(topic=msg.topic, event="presence_state",
+                                        payload=presence_state(self.store.members(msg.topic)),
+                                        join_ref=msg.join_ref))
+        if failure is not None:
+            self.reply(frame, m.system(msg.topic, "postgres_changes", "error", failure, msg.join_ref))
+        elif sub.bindings:
             self.reply(frame, m.system(msg.topic, "postgres_changes", "ok", "Subscribed to PostgreSQL",
                                        msg.join_ref))
 
     def leave(self, frame: Frame) -> None:
-        self.store.remove_channel(frame.connection_id, frame.msg.topic)
+        topic = frame.msg.topic
+        member = self.store.member(frame.connection_id, topic)
+        self.store.remove_channel(frame.connection_id, topic)
+        self.store.leave_channel(frame.connection_id, topic)
         self.reply(frame, m.ok(frame.msg))
+        if member is not None and member.presence is not None:
+            announce(self.store, self.api, topic, presence_diff(member.presence_key, [], [member.presence]))
+
+    def broadcast(self, frame: Frame) -> None:
+        """A client's broadcast: to every member of the topic (the sender only with `self`)."""
+        msg = frame.msg
+        payload = msg.payload if isinstance(msg.payload, dict) else None
+        if payload is None or not isinstance(payload.get("event"), str):
+            self.reply(frame, m.error(msg, "InvalidMessage: broadcast needs {type, event, payload}"))
+            return
+        if frame.size > self.config.max_broadcast_bytes:
+            self.reply(frame, m.reply(msg, "error", {"error": "payload_size_exceeded"}))
+            return
+        if not self.store.spend(frame.connection_id, self.config.max_events_per_second, time.time()):
+            self.reply(frame, m.error(msg, "RateLimitReached: too many messages per second"))
+            return
+        members = self.store.members(msg.topic)
+        sender = next((x for x in members if x.connection_id == frame.connection_id), None)
+        if sender is None:
+            self.reply(frame, m.error(msg, "unmatched topic"))
+            return
+        outcome = relay(self.api, members, broadcast_message(msg.topic, payload["event"], payload.get("payload")),
+                        exclude=None if sender.broadcast_self else frame.connection_id)
+        for connection_id in outcome.gone:
+            depart(self.store, self.api, connection_id)
+        if sender.broadcast_ack:
+            self.reply(frame, m.ok(msg))
+
+    def presence(self, frame: Frame) -> None:
+        """`track` / `untrack`: store this connection's meta and announce the diff to the topic."""
+        msg = frame.msg
+        payload = msg.payload if isinstance(msg.payload, dict) else {}
+        event = payload.get("event")
+        if event not in ("track", "untrack"):
+            self.reply(frame, m.error(msg, "InvalidMessage: presence event must be track or untrack"))
+            return
+        meta = payload.get("payload", {})
+        if event == "track" and not isinstance(meta, dict):
+            self.reply(frame, m.error(msg, "InvalidMessage: presence payload must be an object"))
+            return
+        if frame.size > self.config.max_presence_bytes:
+            self.reply(frame, m.reply(msg, "error", {"error": "payload_size_exceeded"}))
+            return
+        if not self.store.spend(frame.connection_id, self.config.max_events_per_second, time.time()):
+            self.reply(frame, m.error(msg, "RateLimitReached: too many messages per second"))
+            return
+        member = self.store.member(frame.connection_id, msg.topic)
+        if member is None:
+            self.reply(frame, m.error(msg, "unmatched topic"))
+            return
+        old = member.presence
+        if event == "track":
+            new = {**meta, "phx_ref": new_ref()}
+            if old is not None:
+                new["phx_ref_prev"] = old["phx_ref"]
+            self.store.set_presence(frame.connection_id, msg.topic, new)
+            change = presence_diff(member.presence_key, [new], [old] if old else [])
+        elif old is not None:
+            self.store.set_presence(frame.connection_id, msg.topic, None)
+            change = presence_diff(member.presence_key, [], [old])
+        else:
+            change = None
+        self.reply(frame, m.ok(msg))
+        if change is not None:
+            announce(self.store, self.api, msg.topic, change)
 
     def access_token(self, frame: Frame) -> None:
         """A refreshed (or replaced) user token for a channel: verify it, then re-authorize.
@@ -160,6 +276,8 @@ class Router:
         "phx_join": join,
         "phx_leave": leave,
         "access_token": access_token,
+        "broadcast": broadcast,
+        "presence": presence,
     }
 
 
@@ -173,7 +291,7 @@ def on_frame(event: WebSocketEvent) -> dict:
     try:
         router().handle(event.connection_id, event.body)
     except Gone:
-        store().delete_connection(event.connection_id)
+        depart(store(), connections_api(), event.connection_id)
     except Exception:
         logger.exception("frame failed", extra={"connection_id": event.connection_id})
         raise

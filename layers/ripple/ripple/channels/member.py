@@ -1,0 +1,31 @@
+"""A channel member: one connection joined to one topic, with its broadcast and presence config."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+TOPIC_PREFIX = "topic:"
+
+
+def topic_key(topic: str) -> str:
+    """The bucket holding every member of `topic` (one Query reads them all)."""
+    return TOPIC_PREFIX + topic
+
+
+@dataclass(frozen=True)
+class Member:
+    connection_id: str
+    topic: str
+    vsn: str
+    join_ref: str | None = None
+    broadcast_self: bool = False
+    broadcast_ack: bool = False
+    presence_key: str = ""
+    presence: dict[str, Any] | None = None  # this connection's tracked meta, with its phx_ref
+    private: bool = False
+    role: str = "anon"
+    claims: str = "{}"
+    exp: int = 0
+
+    def live(self, now: float) -> bool:
+        return self.exp == 0 or self.exp > now

@@ -1,0 +1,1 @@
+"""Presence: who is in a channel, as `presence_state` and `presence_diff` messages."""
