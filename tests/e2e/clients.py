@@ -72,6 +72,23 @@ class JsListener:
                 self.proc.kill()
 
 
+class JsRoom(JsListener):
+    """supabase-js in a broadcast/presence room; `do()` sends it a command."""
+
+    def __init__(self, api_url: str, key: str, room: str, config: dict, *, vsn: str = "1.0.0"):
+        self.proc = subprocess.Popen(
+            ["node", "--experimental-websocket", "--no-warnings", str(JS_DIR / "room.mjs"),
+             api_url, key, vsn, room, json.dumps(config)],
+            cwd=JS_DIR, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.lines = queue.Queue()
+        self.skipped = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def do(self, **command: Any) -> None:
+        self.proc.stdin.write(json.dumps(command) + "\n")
+        self.proc.stdin.flush()
+
+
 class PyListener:
     """realtime-py (the `realtime` package) subscribed to postgres_changes, on its own loop thread."""
 

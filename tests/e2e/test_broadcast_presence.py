@@ -1,0 +1,169 @@
+"""Broadcast and presence through the API-Gateway-faithful gateway, with the real clients."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+
+from ripple.store import store
+from tests.e2e.clients import JsRoom
+from tests.e2e.wire import Wire
+
+
+async def py_room(stack, name: str, config: dict, events: list):
+    """A realtime-py client in `name`, recording broadcasts and presence callbacks in `events`."""
+    from realtime import AsyncRealtimeClient, RealtimeSubscribeStates
+
+    client = AsyncRealtimeClient(f"{stack.api_url}/realtime/v1", token=stack.key("anon"), auto_reconnect=False)
+    await client.connect()
+    channel = client.channel(name, {"config": config})
+    channel.on_broadcast("*", lambda m: events.append(("broadcast", m)))
+    channel.on_presence_join(lambda key, current, new: events.append(("join", key, new)))
+    channel.on_presence_leave(lambda key, current, left: events.append(("leave", key, left)))
+    joined = asyncio.Event()
+    channel.on_presence_sync(lambda: events.append(("sync", dict(channel.presence_state()))))
+    await channel.subscribe(lambda state, err: joined.set() if state == RealtimeSubscribeStates.SUBSCRIBED else None)
+    await asyncio.wait_for(joined.wait(), 10)
+    return client, channel
+
+
+async def eventually(events: list, predicate, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = [e for e in events if predicate(e)]
+        if found:
+            return found
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"never saw it; events: {events}")
+
+
+def test_two_python_clients_broadcast_to_each_other_but_not_to_themselves(stack):
+    async def scenario():
+        a_events, b_events = [], []
+        a, a_ch = await py_room(stack, "py-room", {"broadcast": {"self": False}}, a_events)
+        b, b_ch = await py_room(stack, "py-room", {"broadcast": {"self": True}}, b_events)
+        await a_ch.send_broadcast("cursor", {"x": 1})
+        await b_ch.send_broadcast("cursor", {"x": 2})
+        got_b = await eventually(b_events, lambda e: e[0] == "broadcast" and e[1]["payload"] == {"x": 1})
+        await eventually(b_events, lambda e: e[0] == "broadcast" and e[1]["payload"] == {"x": 2})  # self: true
+        await eventually(a_events, lambda e: e[0] == "broadcast" and e[1]["payload"] == {"x": 2})
+        await asyncio.sleep(0.5)
+        assert [e[1]["payload"] for e in a_events if e[0] == "broadcast"] == [{"x": 2}]  # self: false
+        assert got_b[0][1]["event"] == "cursor"
+        await a.close()
+        await b.close()
+
+    asyncio.run(scenario())
+
+
+def test_supabase_js_and_python_share_a_room(stack):
+    js = JsRoom(stack.api_url, stack.key("anon"), "mixed", {"broadcast": {"ack": True}, "presence": {"key": "js-user"}})
+    try:
+        js.wait_for("status", status="SUBSCRIBED")
+
+        async def scenario():
+            events = []
+            client, channel = await py_room(stack, "mixed", {"presence": {"key": "py-user"}}, events)
+            js.do(op="send", event="hello", payload={"from": "js"})
+            assert js.wait_for("sent")["result"] == "ok"  # ack: true waits for the server's reply
+            await eventually(events, lambda e: e[0] == "broadcast" and e[1]["payload"] == {"from": "js"})
+            await channel.send_broadcast("hello", {"from": "py"})
+            line = await asyncio.to_thread(js.wait_for, "broadcast")
+            assert line["message"]["event"] == "hello" and line["message"]["payload"] == {"from": "py"}
+
+            await channel.track({"status": "online"})
+            join = await asyncio.to_thread(js.wait_for, "join", key="py-user")
+            assert join["newPresences"][0]["status"] == "online"
+            js.do(op="track", payload={"status": "typing"})
+            await eventually(events, lambda e: e[0] == "join" and e[1] == "js-user")
+            state = channel.presence_state()
+            assert set(state) == {"py-user", "js-user"}
+
+            await channel.untrack()
+            leave = await asyncio.to_thread(js.wait_for, "leave", key="py-user")
+            assert leave["leftPresences"][0]["status"] == "online"
+            await channel.track({"status": "back"})
+            await asyncio.to_thread(js.wait_for, "join", key="py-user")
+            # The client vanishes without leaving: its presence still leaves.
+            await client._ws_connection.close()
+            await asyncio.to_thread(js.wait_for, "leave", key="py-user")
+
+        asyncio.run(scenario())
+    finally:
+        js.close()
+
+
+def test_supabase_js_default_serializer_cannot_send_broadcasts_through_api_gateway(stack):
+    # realtime-js 2.x sends client broadcasts as binary frames under vsn 2.0.0; API Gateway
+    # (and the local gateway) close the socket with 1003. Receiving still works.
+    sender = JsRoom(stack.api_url, stack.key("anon"), "binary", {"broadcast": {"ack": True}}, vsn="default")
+    listener = JsRoom(stack.api_url, stack.key("anon"), "binary", {}, vsn="default")
+    try:
+        sender.wait_for("status", status="SUBSCRIBED")
+        listener.wait_for("status", status="SUBSCRIBED")
+        sender.do(op="send", event="blob", payload={"n": 1})
+        with pytest.raises(AssertionError) as failed:
+            sender.wait_for("sent")
+        assert "socket closed: 1003" in str(failed.value)
+        with pytest.raises(TimeoutError):
+            listener.wait_for("broadcast", timeout=2)
+        wire = Wire(stack.ws_url, stack.key("anon"), "2.0.0")
+        wire.join("realtime:binary", [])
+        wire.ws.send(b"\x03binary broadcast")
+        with pytest.raises(ConnectionClosed) as closed:
+            wire.recv(timeout=5)
+        assert closed.value.rcvd.code == 1003
+        # A V2 *text* broadcast is fine and reaches the default-serializer listener.
+        other = Wire(stack.ws_url, stack.key("anon"), "2.0.0")
+        other.join("realtime:binary", [])
+        other.send("realtime:binary", "broadcast", {"type": "broadcast", "event": "text", "payload": {"n": 2}},
+                   join_ref="jrealtime:binary")
+        assert listener.wait_for("broadcast")["message"]["payload"] == {"n": 2}
+        other.close()
+    finally:
+        sender.close()
+        listener.close()
+
+
+def test_ack_oversize_and_unjoined_broadcasts(stack):
+    wire = Wire(stack.ws_url, stack.key("anon"))
+    try:
+        wire.join("realtime:acks", [], broadcast={"ack": True, "self": True})
+        ref = wire.send("realtime:acks", "broadcast", {"type": "broadcast", "event": "e", "payload": {}})
+        frames = [wire.recv(), wire.recv()]
+        assert {f["event"] for f in frames} == {"broadcast", "phx_reply"}
+        assert next(f for f in frames if f["event"] == "phx_reply")["payload"] == {"status": "ok", "response": {}}
+        assert next(f for f in frames if f["ref"] == ref)["event"] == "phx_reply"
+        ref = wire.send("realtime:acks", "broadcast",
+                        {"type": "broadcast", "event": "big", "payload": {"blob": "x" * 110_000}})
+        assert wire.recv() == {"topic": "realtime:acks", "event": "phx_reply", "ref": ref,
+                               "payload": {"status": "error", "response": {"error": "payload_size_exceeded"}}}
+        ref = wire.send("realtime:never-joined", "broadcast", {"type": "broadcast", "event": "e", "payload": {}})
+        assert wire.recv()["payload"] == {"status": "error", "response": {"reason": "unmatched topic"}}
+        wire.ws.send("x" * (129 * 1024))
+        with pytest.raises(ConnectionClosed) as closed:
+            wire.recv(timeout=5)
+        assert closed.value.rcvd.code == 1009
+    finally:
+        wire.close()
+
+
+def test_rate_and_channel_limits(stack):
+    wire = Wire(stack.ws_url, stack.key("anon"))
+    try:
+        wire.join("realtime:limits", [])
+        members = store().members("realtime:limits")  # the connection id is known server-side only
+        assert len(members) == 1
+        cid = members[0].connection_id
+        now = 1_900_000_000.0
+        assert [store().spend(cid, 3, now) for _ in range(4)] == [True, True, True, False]
+        assert store().spend(cid, 3, now + 1) is True
+        for n in range(2):
+            store().enter_channel(cid, f"realtime:extra-{n}", limit=3)
+        with pytest.raises(Exception) as too_many:
+            store().enter_channel(cid, "realtime:one-too-many", limit=3)
+        assert type(too_many.value).__name__ == "TooManyChannels"
+    finally:
+        wire.close()
