@@ -167,3 +167,63 @@ def test_rate_and_channel_limits(stack):
         assert type(too_many.value).__name__ == "TooManyChannels"
     finally:
         wire.close()
+
+
+def _post(stack, body, key):
+    import json
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(f"{stack.api_url}/realtime/v1/api/broadcast", method="POST",
+                                     data=body if isinstance(body, bytes) else json.dumps(body).encode(),
+                                     headers={"apikey": key or "", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, answer.read()
+    except urllib.error.HTTPError as refused:
+        return refused.code, refused.read()
+
+
+def test_rest_broadcast_reaches_members_with_the_service_role_key(stack):
+    room = JsRoom(stack.api_url, stack.key("anon"), "rest-room", {})
+    wire = Wire(stack.ws_url, stack.key("anon"))
+    try:
+        room.wait_for("status", status="SUBSCRIBED")
+        wire.join("realtime:rest-room", [])
+        message = {"messages": [{"topic": "rest-room", "event": "announcement", "payload": {"text": "hi"}}]}
+        assert _post(stack, message, stack.key("anon"))[0] == 403
+        assert _post(stack, message, None)[0] == 401
+        assert _post(stack, b"{not json", stack.key("service_role"))[0] == 400
+        assert _post(stack, {"messages": [{"event": "no topic"}]}, stack.key("service_role"))[0] == 400
+        assert _post(stack, message, stack.key("service_role"))[0] == 202
+        got = room.wait_for("broadcast")["message"]
+        assert got["event"] == "announcement" and got["payload"] == {"text": "hi"}
+        pushed = wire.recv()
+        assert pushed["event"] == "broadcast" and pushed["payload"]["payload"] == {"text": "hi"}
+    finally:
+        room.close()
+        wire.close()
+
+
+def test_sql_broadcast_is_sent_after_commit_and_never_on_rollback(stack, db):
+    public, private = Wire(stack.ws_url, stack.key("anon")), Wire(stack.ws_url, stack.key("anon"))
+    try:
+        public.join("realtime:sql-room", [])
+        private.join("realtime:sql-room", [], private=True)
+        with db.transaction():
+            db.execute("select realtime.send('{\"n\": 1}'::jsonb, 'tick', 'sql-room', false)")
+            with pytest.raises(TimeoutError):
+                public.recv(timeout=0.7)  # not before commit
+        assert public.recv()["payload"] == {"type": "broadcast", "event": "tick", "payload": {"n": 1}}
+        import psycopg
+
+        with psycopg.connect(stack.db_url) as conn:
+            conn.execute("select realtime.send('{\"n\": 2}'::jsonb, 'tick', 'sql-room', false)")
+            conn.rollback()
+        db.execute("select realtime.send('{\"n\": 3}'::jsonb, 'tick', 'sql-room')")  # private by default
+        assert private.recv()["payload"]["payload"] == {"n": 3}
+        with pytest.raises(TimeoutError):
+            public.recv(timeout=1.5)
+    finally:
+        public.close()
+        private.close()

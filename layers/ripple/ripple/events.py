@@ -1,7 +1,11 @@
 """Typed models of the API Gateway WebSocket events the handlers receive."""
 from __future__ import annotations
 
+import base64
+
 from pydantic import BaseModel, ConfigDict
+
+from ripple import codec
 
 
 class RequestContext(BaseModel):
@@ -43,6 +47,44 @@ class WebSocketEvent(BaseModel):
 
     def query(self, name: str) -> str | None:
         return (self.queryStringParameters or {}).get(name)
+
+
+class HttpEvent(BaseModel):
+    """An API Gateway HTTP API (payload format 2.0) request."""
+
+    model_config = ConfigDict(extra="allow")
+
+    rawPath: str = "/"
+    headers: dict[str, str] | None = None
+    queryStringParameters: dict[str, str] | None = None
+    body: str | None = None
+    isBase64Encoded: bool = False
+
+    def header(self, name: str) -> str | None:
+        wanted = name.lower()
+        for key, value in (self.headers or {}).items():
+            if key.lower() == wanted:
+                return value
+        return None
+
+    def bearer(self) -> str | None:
+        """The request's JWT: `Authorization: Bearer …`, else the `apikey` header."""
+        auth = self.header("authorization") or ""
+        if auth.lower().startswith("bearer "):
+            return auth[7:].strip()
+        return self.header("apikey")
+
+    def text(self) -> str:
+        if self.body is None:
+            return ""
+        if self.isBase64Encoded:
+            return base64.b64decode(self.body).decode("utf-8", errors="replace")
+        return self.body
+
+
+def json_response(status: int, body: object) -> dict:
+    """An HTTP API response with a JSON body."""
+    return {"statusCode": status, "headers": {"content-type": "application/json"}, "body": codec.dumps(body)}
 
 
 def response(status: int, body: str | None = None) -> dict:

@@ -12,12 +12,14 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from itertools import groupby
 from functools import lru_cache
 from typing import Any
 
 from pydantic import BaseModel
 
 from ripple import codec
+from ripple.broadcast.outbound import OutboundMessage, send
 from ripple.changes.binding import MAX_INDEXED_VALUE, Binding, eq_key, table_key
 from ripple.changes.change import Change
 from ripple.changes.filters import FilterError, canonical, parse_filter
@@ -79,9 +81,14 @@ class Fanout:
                 if not rows:
                     break
                 # Posting inside the drain transaction: a crash before commit redelivers the
-                # batch instead of losing it (at-least-once).
-                self._deliver([Change.from_outbox(r) for r in rows if r["kind"] == "change"], stats,
-                              lambda request: self.db.execute(conn, AUTHORIZE, (codec.dumps(request),)))
+                # batch instead of losing it (at-least-once). Runs of one kind keep outbox order.
+                for kind, run in groupby(rows, key=lambda r: r["kind"]):
+                    if kind == "change":
+                        self._deliver([Change.from_outbox(r) for r in run], stats,
+                                      lambda request: self.db.execute(conn, AUTHORIZE,
+                                                                      (codec.dumps(request),)))
+                    elif kind == "broadcast":
+                        self._broadcast([r["payload"] for r in run], stats)
             stats.batches += 1
             stats.changes += len(rows)
             if len(rows) < self.batch_size:
@@ -99,6 +106,15 @@ class Fanout:
                 if status != "in progress":
                     return
                 time.sleep(0.01)
+
+    def _broadcast(self, payloads: list[dict], stats: Stats) -> None:
+        messages = []
+        for payload in payloads:
+            try:
+                messages.append(OutboundMessage.model_validate(payload))
+            except ValueError:
+                logger.warning("dropping malformed realtime.send message", extra={"payload": payload})
+        stats.deliveries += send(self.store, self.api, messages).deliveries
 
     def _deliver(self, changes: list[Change], stats: Stats, authorize: Authorizer) -> None:
         if not changes:

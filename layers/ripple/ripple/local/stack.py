@@ -19,6 +19,7 @@ import jwt as pyjwt
 
 from ripple.local.bridge import Bridge
 from ripple.local.gateway import Gateway, Limits, Routes
+from ripple.local.http import http_route
 from ripple.local.postgres import LocalPostgres, migrate
 
 ROOT = Path(__file__).resolve().parents[4]
@@ -153,11 +154,13 @@ class Stack:
         create_tables(self.aws_url)
 
     async def _start_async(self) -> None:
-        connect, router, disconnect, fanout = (load_handler(n) for n in
-                                               ("connect", "router", "disconnect", "fanout"))
+        connect, router, disconnect, fanout, broadcast = (
+            load_handler(n) for n in ("connect", "router", "disconnect", "fanout", "broadcast"))
         self.gateway = Gateway(
             Routes(connect=connect.handler, default=router.handler, disconnect=disconnect.handler),
             port=self.ports.api, limits=self.limits, ready=self._ready)
+        self.gateway.app.router.add_post("/realtime/v1/api/broadcast",
+                                         http_route("broadcast", broadcast.handler))
         await self.gateway.start()
         os.environ.update({
             "POWERTOOLS_SERVICE_NAME": "ripple",

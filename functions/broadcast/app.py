@@ -1,0 +1,6 @@
+"""POST /realtime/v1/api/broadcast: server-side broadcast, authorized by the service_role key."""
+from ripple.broadcast.api import HttpEvent, on_request
+
+
+def handler(event, context):
+    return on_request(HttpEvent.model_validate(event))

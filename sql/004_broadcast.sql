@@ -1,0 +1,19 @@
+-- Broadcast from SQL, delivered after commit through the outbox (a rolled-back transaction
+-- sends nothing). `topic` is the channel name clients pass to supabase.channel(...), without
+-- the "realtime:" prefix, as in Supabase.
+create or replace function realtime.send(payload jsonb, event text, topic text, private boolean default true)
+returns void language plpgsql security definer set search_path = '' as $$
+begin
+  if topic is null or topic = '' or event is null or event = '' then
+    raise exception 'realtime.send needs a topic and an event' using errcode = '22023';
+  end if;
+  insert into realtime.outbox (kind, payload)
+  values ('broadcast', jsonb_build_object('topic', topic, 'event', event, 'payload', payload,
+                                         'private', coalesce(private, true)));
+end
+$$;
+
+-- Sending reaches every subscriber of a topic: only trusted code may call it. Call it from a
+-- SECURITY DEFINER trigger function, or as service_role.
+revoke all on function realtime.send(jsonb, text, text, boolean) from public;
+grant execute on function realtime.send(jsonb, text, text, boolean) to service_role;
