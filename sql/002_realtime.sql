@@ -148,19 +148,19 @@ create event trigger realtime_capture_drop on sql_drop
   when tag in ('DROP PUBLICATION')
   execute function realtime.on_ddl();
 
--- Drain: take up to max_rows committed outbox rows in write order, removing them; with each row
--- its table's columns as the postgres_changes payload lists them. Callers hold the drain lock
--- (realtime.drain_lock) for the whole transaction, so a single drainer keeps per-row order: two
--- writes to one row serialize on the row lock, so the later one is always written, committed and
--- drained after the earlier.
-create or replace function realtime.drain(max_rows integer default 500)
+-- Drain, in two steps inside one transaction that holds the drain lock: `pending` reads up to
+-- max_rows committed outbox rows in write order, each with its table's columns as the
+-- postgres_changes payload lists them; `ack` removes the ones delivered. A single drainer keeps
+-- per-row order: two writes to one row serialize on the row lock, so the later one is always
+-- written, committed and drained after the earlier.
+drop function if exists realtime.drain(integer);
+
+create or replace function realtime.pending(max_rows integer default 500)
 returns table (id bigint, kind text, schema_name text, table_name text, op text, record jsonb,
                old_record jsonb, payload jsonb, captured_at timestamptz, columns jsonb)
-language sql set search_path = '' as $$
+language sql stable set search_path = '' as $$
   with taken as (
-    delete from realtime.outbox o
-    where o.id in (select i.id from realtime.outbox i order by i.id limit max_rows)
-    returning o.*
+    select o.* from realtime.outbox o order by o.id limit max_rows
   ),
   tables as (
     select distinct t.schema_name, t.table_name from taken t where t.kind = 'change'
@@ -180,6 +180,11 @@ language sql set search_path = '' as $$
   from taken t
   left join cols c on c.schema_name = t.schema_name and c.table_name = t.table_name
   order by t.id
+$$;
+
+create or replace function realtime.ack(ids bigint[])
+returns void language sql set search_path = '' as $$
+  delete from realtime.outbox where id = any (ids)
 $$;
 
 -- Columns of the tables a subscription names, whether each is published, and whether the

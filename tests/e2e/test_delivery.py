@@ -144,12 +144,39 @@ def test_cost_per_batch_is_queries_on_derived_keys_and_constant_round_trips(stac
         single, batch = list(stack.bridge.results)
         # one change: three table buckets (inbox, public.*, *.*) + the one user_id bucket
         assert single["changes"] == 1 and single["dynamodb_calls"] == 4
-        # drain lock, drain, one batched authorization
-        assert single["pg_round_trips"] == 3 and single["posts"] == 1
+        # drain lock, pending rows, one batched authorization, ack
+        assert single["pg_round_trips"] == 4 and single["posts"] == 1
         # twenty changes in one batch: the same three table buckets once + one Query per user value
         assert batch["changes"] == 20 and batch["dynamodb_calls"] == 3 + 20
-        assert batch["pg_round_trips"] == 3 and batch["posts"] == 20
+        assert batch["pg_round_trips"] == 4 and batch["posts"] == 20
         assert scans == []
     finally:
+        for wire in wires:
+            wire.close()
+
+
+def test_a_wide_batch_commits_in_slices_bounded_by_posts(stack, db, todos):
+    from ripple.changes.fanout import fanout
+
+    wires = [Wire(stack.ws_url, stack.key("anon")) for _ in range(3)]
+    drainer = fanout()
+    budget = drainer.max_posts_per_batch
+    try:
+        db.execute("grant select on public.tags to anon")
+        for wire in wires:
+            wire.join("realtime:slices", [{"event": "INSERT", "schema": "public", "table": "tags"}])
+        drainer.max_posts_per_batch = 5
+        stack.bridge.results.clear()
+        with db.transaction():
+            for n in range(4):
+                db.execute("insert into tags (name) values (%s)", (f"slice-{n}",))
+        for wire in wires:
+            assert [wire.recv()["payload"]["data"]["record"]["name"] for _ in range(4)] == \
+                [f"slice-{n}" for n in range(4)]
+        assert wait_until(lambda: sum(r["changes"] for r in stack.bridge.results) == 4)
+        # 3 posts per change and at most 5 per transaction: one change per batch
+        assert sum(r["batches"] for r in stack.bridge.results) == 4
+    finally:
+        drainer.max_posts_per_batch = budget
         for wire in wires:
             wire.close()

@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     max_broadcast_bytes: int = 100 * 1024
     max_presence_bytes: int = 10 * 1024
     drain_batch_size: int = 500
+    max_posts_per_batch: int = 10_000
     post_concurrency: int = 32
 
 

@@ -1,7 +1,7 @@
 """Drain the outbox and push each change to the subscribers that match it and may read it.
 
-Per drained batch: three Postgres statements (drain lock, drain, one batched authorization of
-every distinct principal against every row image it would receive), DynamoDB Queries on the buckets
+Per drained batch: four Postgres statements (drain lock, pending rows, one batched authorization
+of every distinct principal against every row image it would receive, ack), DynamoDB Queries on the buckets
 the changes name (never a Scan), filters evaluated here, one PostToConnection per
 (connection, channel, change), each distinct message encoded once. Posts to one connection keep
 the changes' order; different connections are posted to concurrently.
@@ -12,8 +12,8 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from itertools import groupby
 from functools import lru_cache
+from itertools import groupby
 from typing import Any
 
 from pydantic import BaseModel
@@ -27,12 +27,14 @@ from ripple.config import settings
 from ripple.db import Database
 from ripple.gateway import ConnectionsApi, Delivery
 from ripple.log import logger
+from ripple.presence.tracker import depart
 from ripple.protocol.message import Message
 from ripple.protocol.serializer import encode
 from ripple.store import Store
 
 DRAIN_LOCK = "select pg_advisory_xact_lock(hashtext('realtime.drain'))"
-DRAIN = "select * from realtime.drain(%s)"
+PENDING = "select * from realtime.pending(%s)"
+ACK = "select realtime.ack(%s)"
 AUTHORIZE = "select * from realtime.authorize(%s::jsonb)"
 # A wake-up can arrive before its transaction finishes committing (aws_lambda.invoke runs in the
 # commit path); waiting on the writer's xid closes that window.
@@ -66,6 +68,9 @@ class Fanout:
     store: Store
     api: ConnectionsApi
     batch_size: int = 500
+    # Bounds one drain transaction, so a wide fan-out commits in slices well inside the
+    # function's timeout instead of redelivering a huge batch after a timeout.
+    max_posts_per_batch: int = 10_000
 
     def run(self, wake: WakeEvent, budget_seconds: float = 50.0) -> Stats:
         """Drain until the outbox is empty or the time budget is spent."""
@@ -77,21 +82,17 @@ class Fanout:
         while time.monotonic() < deadline:
             with self.db.transaction() as conn:
                 self.db.execute(conn, DRAIN_LOCK)
-                rows = self.db.execute(conn, DRAIN, (self.batch_size,))
+                rows = self.db.execute(conn, PENDING, (self.batch_size,))
                 if not rows:
                     break
-                # Posting inside the drain transaction: a crash before commit redelivers the
-                # batch instead of losing it (at-least-once). Runs of one kind keep outbox order.
-                for kind, run in groupby(rows, key=lambda r: r["kind"]):
-                    if kind == "change":
-                        self._deliver([Change.from_outbox(r) for r in run], stats,
-                                      lambda request: self.db.execute(conn, AUTHORIZE,
-                                                                      (codec.dumps(request),)))
-                    elif kind == "broadcast":
-                        self._broadcast([r["payload"] for r in run], stats)
+                # Posting inside the drain transaction: a crash before the ack commits redelivers
+                # the batch instead of losing it (at-least-once).
+                taken = self._deliver_rows(rows, stats, lambda request: self.db.execute(
+                    conn, AUTHORIZE, (codec.dumps(request),)))
+                self.db.execute(conn, ACK, ([r["id"] for r in rows[:taken]],))
             stats.batches += 1
-            stats.changes += len(rows)
-            if len(rows) < self.batch_size:
+            stats.changes += taken
+            if len(rows) < self.batch_size and taken == len(rows):
                 break
         stats.dynamodb_calls = self.store.calls - calls0
         stats.pg_round_trips = self.db.round_trips - trips0
@@ -107,23 +108,50 @@ class Fanout:
                     return
                 time.sleep(0.01)
 
-    def _broadcast(self, payloads: list[dict], stats: Stats) -> None:
+    def _deliver_rows(self, rows: list[dict], stats: Stats, authorize: Authorizer) -> int:
+        """Deliver a leading run of `rows` worth at most max_posts_per_batch posts (and always at
+        least one row); return how many rows that was. Runs of one kind keep outbox order."""
+        budget, taken = self.max_posts_per_batch, 0
+        for kind, group in groupby(rows, key=lambda r: r["kind"]):
+            group = list(group)
+            if kind == "change":
+                per_change = plan([Change.from_outbox(r) for r in group], self.store, authorize)
+                count = posts = 0
+                for frames in per_change:
+                    if taken + count > 0 and posts + len(frames) > budget:
+                        break
+                    posts += len(frames)
+                    count += 1
+                self._post([pair for frames in per_change[:count] for pair in frames], stats)
+                budget -= posts
+            else:
+                count = len(group)
+                if kind == "broadcast":
+                    budget -= self._broadcast([r["payload"] for r in group], stats)
+            taken += count
+            if count < len(group) or budget <= 0:
+                break
+        return taken
+
+    def _broadcast(self, payloads: list[dict], stats: Stats) -> int:
         messages = []
         for payload in payloads:
             try:
                 messages.append(OutboundMessage.model_validate(payload))
             except ValueError:
                 logger.warning("dropping malformed realtime.send message", extra={"payload": payload})
-        stats.deliveries += send(self.store, self.api, messages).deliveries
+        delivered = send(self.store, self.api, messages).deliveries
+        stats.deliveries += delivered
+        return delivered
 
-    def _deliver(self, changes: list[Change], stats: Stats, authorize: Authorizer) -> None:
-        if not changes:
-            return
-        deliveries = plan(changes, self.store, authorize)
-        stats.deliveries += sum(len(d.frames) for d in deliveries)
-        outcome = self.api.deliver(deliveries)
+    def _post(self, frames: list[tuple[str, str]], stats: Stats) -> None:
+        by_connection: dict[str, list[str]] = defaultdict(list)
+        for connection_id, frame in frames:
+            by_connection[connection_id].append(frame)
+        stats.deliveries += len(frames)
+        outcome = self.api.deliver([Delivery(cid, f) for cid, f in by_connection.items()])
         for connection_id in outcome.gone:
-            self.store.delete_connection(connection_id)
+            depart(self.store, self.api, connection_id)
         stats.gone += len(outcome.gone)
         stats.failed += outcome.failed
 
@@ -140,12 +168,12 @@ class Verdict:
     hidden: frozenset[str] = frozenset()
 
 
-def plan(changes: list[Change], store: Store, authorize: Authorizer) -> list[Delivery]:
-    """The frames each connection must receive for `changes`, in order, each encoded once."""
+def plan(changes: list[Change], store: Store, authorize: Authorizer) -> list[list[tuple[str, str]]]:
+    """Per change, in order, the (connection, frame) pairs it owes; each distinct frame encoded once."""
     candidates = _candidates(changes, store)
     verdicts = _authorize(changes, candidates, authorize)
-    frames: dict[str, list[str]] = defaultdict(list)
     encoded: dict[tuple, str] = {}
+    out = []
     for change in changes:
         matched: dict[tuple, set[int]] = defaultdict(set)
         for binding in candidates[change.id]:
@@ -153,13 +181,15 @@ def plan(changes: list[Change], store: Store, authorize: Authorizer) -> list[Del
             if verdict.allowed:
                 view = (binding.select, verdict.hidden, verdict.show_old)
                 matched[(binding.connection_id, binding.topic, view, binding.vsn)].add(binding.id)
+        frames = []
         for (connection_id, topic, view, vsn), ids in matched.items():
             key = (change.id, topic, view, vsn, tuple(sorted(ids)))
             if key not in encoded:
                 payload = {"ids": list(key[4]), "data": change.data(*view)}
                 encoded[key] = encode(Message(topic=topic, event="postgres_changes", payload=payload), vsn)
-            frames[connection_id].append(encoded[key])
-    return [Delivery(cid, f) for cid, f in frames.items()]
+            frames.append((connection_id, encoded[key]))
+        out.append(frames)
+    return out
 
 
 def _candidates(changes: list[Change], store: Store) -> dict[int, list[Binding]]:
@@ -257,7 +287,7 @@ def fanout() -> Fanout:
     config = settings()
     return Fanout(db=Database.from_settings(), store=Store.from_settings(),
                   api=ConnectionsApi.from_settings(),
-                  batch_size=config.drain_batch_size)
+                  batch_size=config.drain_batch_size, max_posts_per_batch=config.max_posts_per_batch)
 
 
 def on_wake(wake: WakeEvent) -> dict:
