@@ -227,3 +227,22 @@ def test_sql_broadcast_is_sent_after_commit_and_never_on_rollback(stack, db):
     finally:
         public.close()
         private.close()
+
+
+def test_a_presence_holder_that_vanished_without_disconnect_is_swept(stack):
+    from ripple.channels.member import Member
+
+    watcher = Wire(stack.ws_url, stack.key("anon"))
+    try:
+        watcher.join("realtime:sweep-room", [], presence={"enabled": True, "key": "watcher"})
+        assert watcher.recv()["event"] == "presence_state"
+        ghost = "R2hvc3RQcmVzZW5jZQ="  # API Gateway lost its $disconnect
+        store().put_member(Member(connection_id=ghost, topic="realtime:sweep-room", vsn="1.0.0",
+                                  presence_key="ghost"), int(time.time()) + 600)
+        store().set_presence(ghost, "realtime:sweep-room", {"phx_ref": "g1", "status": "here"})
+        diff = watcher.recv(timeout=10)  # the sweep runs every second in the test stack
+        assert diff["event"] == "presence_diff"
+        assert diff["payload"] == {"joins": {}, "leaves": {"ghost": {"metas": [{"phx_ref": "g1", "status": "here"}]}}}
+        assert ghost not in store().presence_holders()
+    finally:
+        watcher.close()

@@ -25,6 +25,7 @@ from ripple.channels.member import TOPIC_PREFIX, Member, topic_key
 from ripple.config import settings
 
 REGISTRY_SK = "~eq"
+PRESENCE_HOLDERS = "presence:holders"
 _ser = TypeSerializer()
 _de = TypeDeserializer()
 
@@ -254,18 +255,30 @@ class Store:
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def set_presence(self, connection_id: str, topic: str, meta: dict[str, Any] | None) -> None:
-        """Record (or, with None, clear) what this connection tracks on `topic`."""
-        self.calls += 1
+        """Record (or, with None, clear) what this connection tracks on `topic`.
+
+        Tracking also lists the connection under the presence-holders bucket, which the sweep
+        reads to find holders whose socket vanished without a `$disconnect`.
+        """
+        self.calls += 2
         key = _item({"pk": topic_key(topic), "sk": connection_id})
+        holder = _item({"pk": PRESENCE_HOLDERS, "sk": f"{connection_id}#{topic}"})
         if meta is None:
             self.client.update_item(TableName=self.bindings_table, Key=key,
                                     UpdateExpression="REMOVE presence",
                                     ConditionExpression="attribute_exists(pk)")
+            self.client.delete_item(TableName=self.bindings_table, Key=holder)
         else:
             self.client.update_item(TableName=self.bindings_table, Key=key,
                                     UpdateExpression="SET presence = :m",
                                     ConditionExpression="attribute_exists(pk)",
                                     ExpressionAttributeValues={":m": {"S": codec.dumps(meta)}})
+            self.client.put_item(TableName=self.bindings_table, Item={
+                **holder, **_item({"connection_id": connection_id, "topic": topic})})
+
+    def presence_holders(self) -> set[str]:
+        """Connections tracking presence anywhere: one Query (the sweep's input)."""
+        return {row["connection_id"] for row in self._query_bucket(PRESENCE_HOLDERS)}
 
     @staticmethod
     def _member(row: dict[str, Any]) -> Member:

@@ -27,7 +27,7 @@ from ripple.config import settings
 from ripple.db import Database
 from ripple.gateway import ConnectionsApi, Delivery
 from ripple.log import logger
-from ripple.presence.tracker import depart
+from ripple.presence.tracker import depart, sweep
 from ripple.protocol.message import Message
 from ripple.protocol.serializer import encode
 from ripple.store import Store
@@ -78,6 +78,8 @@ class Fanout:
         calls0, trips0, posts0 = self.store.calls, self.db.round_trips, self.api.posts
         if wake.xid:
             self._await_commit(wake.xid)
+        if wake.sweep:
+            stats.gone += sweep(self.store, self.api)
         deadline = time.monotonic() + budget_seconds
         while time.monotonic() < deadline:
             with self.db.transaction() as conn:

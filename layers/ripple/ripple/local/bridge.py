@@ -58,11 +58,12 @@ class Bridge:
         while True:
             try:
                 await asyncio.wait_for(self._wanted.wait(), timeout=self.sweep_seconds)
+                event = {}
             except TimeoutError:
-                pass
+                event = {"sweep": True}  # the scheduled invoke's payload on AWS
             self._wanted.clear()
             try:
-                result = await asyncio.to_thread(self.fanout, {}, None)
+                result = await asyncio.to_thread(self.fanout, event, None)
                 if result and result.get("changes"):
                     self.results.append(result)
             except Exception:

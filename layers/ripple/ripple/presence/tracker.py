@@ -47,3 +47,15 @@ def depart(store: Store, api: ConnectionsApi, connection_id: str) -> None:
     for member in memberships:
         if member.presence is not None:
             announce(store, api, member.topic, diff(member.presence_key, [], [member.presence]))
+
+
+def sweep(store: Store, api: ConnectionsApi) -> int:
+    """Depart every presence holder API Gateway no longer knows; returns how many departed.
+
+    API Gateway's `$disconnect` is best effort: this is what bounds how long a vanished client
+    stays present (API Gateway's 10-minute idle timeout, plus the sweep interval).
+    """
+    gone = [cid for cid in store.presence_holders() if not api.alive(cid)]
+    for connection_id in gone:
+        depart(store, api, connection_id)
+    return len(gone)
