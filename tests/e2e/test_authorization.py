@@ -217,3 +217,52 @@ def test_access_token_for_a_role_that_cannot_read_closes_the_channel(stack, tena
         assert close["event"] == "phx_close"
     finally:
         wire.close()
+
+
+PRIVATE_POLICIES = """
+drop policy if exists team_read on realtime.messages;
+drop policy if exists team_write on realtime.messages;
+create policy team_read on realtime.messages for select to authenticated
+  using (realtime.topic() = 'team-' || (auth.jwt() ->> 'organization_id')
+         and extension in ('broadcast', 'presence'));
+create policy team_write on realtime.messages for insert to authenticated
+  with check (realtime.topic() = 'team-' || (auth.jwt() ->> 'organization_id')
+              and extension = 'broadcast' and coalesce((auth.jwt() ->> 'can_post')::boolean, false));
+"""
+
+
+def test_private_channels_follow_realtime_messages_policies(stack, tenants):
+    from tests.e2e.clients import JsRoom
+
+    tenants.execute(PRIVATE_POLICIES)
+    writer = JsRoom(stack.api_url, user_token(5, can_post=True), "team-5",
+                    {"private": True, "broadcast": {"ack": True}})
+    reader = Wire(stack.ws_url, user_token(5))
+    outsider = Wire(stack.ws_url, user_token(6))
+    public = Wire(stack.ws_url, user_token(5))
+    try:
+        writer.wait_for("status", status="SUBSCRIBED")
+        reply, _ = reader.join("realtime:team-5", [], private=True, broadcast={"ack": True})
+        assert reply["payload"]["status"] == "ok"
+        reply, _ = outsider.join("realtime:team-5", [], private=True)
+        assert reply["payload"] == {"status": "error", "response": {
+            "reason": "Unauthorized: You do not have permissions to read from this Channel topic: team-5"}}
+        public.join("realtime:team-5", [])  # the public side of the same name is another room
+
+        writer.do(op="send", event="memo", payload={"text": "for the team"})
+        assert writer.wait_for("sent")["result"] == "ok"
+        assert reader.recv()["payload"]["payload"] == {"text": "for the team"}
+
+        ref = reader.send("realtime:team-5", "broadcast", {"type": "broadcast", "event": "memo", "payload": {}},
+                          join_ref="jrealtime:team-5")
+        denied = reader.recv()
+        assert denied["ref"] == ref and denied["payload"]["status"] == "error"
+        assert denied["payload"]["response"]["reason"].startswith("Unauthorized: You do not have permissions to write")
+        with pytest.raises(TimeoutError):
+            writer.wait_for("broadcast", timeout=1.0)
+        assert drain(public, 0.5) == [] and drain(outsider, 0.2) == []
+        assert tenants.execute("select count(*) from realtime.messages").fetchone()[0] == 0
+    finally:
+        writer.close()
+        for w in (reader, outsider, public):
+            w.close()

@@ -206,6 +206,9 @@ def test_rest_broadcast_reaches_members_with_the_service_role_key(stack):
 
 
 def test_sql_broadcast_is_sent_after_commit_and_never_on_rollback(stack, db):
+    db.execute("drop policy if exists sql_room_read on realtime.messages")
+    db.execute("create policy sql_room_read on realtime.messages for select to anon "
+               "using (realtime.topic() = 'sql-room')")
     public, private = Wire(stack.ws_url, stack.key("anon")), Wire(stack.ws_url, stack.key("anon"))
     try:
         public.join("realtime:sql-room", [])

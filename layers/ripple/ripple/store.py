@@ -223,7 +223,8 @@ class Store:
             "join_ref": member.join_ref, "broadcast_self": member.broadcast_self,
             "broadcast_ack": member.broadcast_ack, "presence_key": member.presence_key,
             "presence": codec.dumps(member.presence) if member.presence is not None else None,
-            "private": member.private, "role": member.role, "claims": member.claims,
+            "private": member.private, "can_broadcast": member.can_broadcast,
+            "can_track": member.can_track, "role": member.role, "claims": member.claims,
             "exp": member.exp, "expires_at": expires_at}))
 
     def member(self, connection_id: str, topic: str) -> Member | None:
@@ -288,6 +289,7 @@ class Store:
             join_ref=row.get("join_ref"), broadcast_self=bool(row.get("broadcast_self")),
             broadcast_ack=bool(row.get("broadcast_ack")), presence_key=row.get("presence_key", ""),
             presence=codec.loads(presence) if presence else None, private=bool(row.get("private")),
+            can_broadcast=bool(row.get("can_broadcast", True)), can_track=bool(row.get("can_track", True)),
             role=row.get("role", "anon"), claims=row.get("claims", "{}"), exp=int(row.get("exp", 0)))
 
     # -- internals ------------------------------------------------------------------------------

@@ -23,9 +23,17 @@ class Member:
     presence_key: str = ""
     presence: dict[str, Any] | None = None  # this connection's tracked meta, with its phx_ref
     private: bool = False
+    # On private channels, what realtime.messages' policies let this member send.
+    can_broadcast: bool = True
+    can_track: bool = True
     role: str = "anon"
     claims: str = "{}"
     exp: int = 0
+
+    @property
+    def channel(self) -> str:
+        """The topic as apps name it (`room-1` for `realtime:room-1`), as realtime.topic() returns it."""
+        return self.topic.removeprefix("realtime:")
 
     def live(self, now: float) -> bool:
         return self.exp == 0 or self.exp > now

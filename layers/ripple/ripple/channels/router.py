@@ -14,6 +14,7 @@ from typing import Any
 from ripple import codec
 from ripple.auth.jwt import AuthError, Claims, verify
 from ripple.changes.subscription import SubscriptionError, echo, readable, subscribe
+from ripple.channels.access import channel_access
 from ripple.config import Settings, settings
 from ripple.db import database
 from ripple.events import WebSocketEvent, response
@@ -135,6 +136,14 @@ class Router:
             broadcast_self=options.broadcast_self, broadcast_ack=options.broadcast_ack,
             presence_key=options.presence_key or new_ref(), private=options.private,
             role=claims.role, claims=codec.dumps(claims.raw), exp=claims.exp)
+        if options.private:
+            access = channel_access(self.db(), claims.role, claims.raw, member.channel)
+            if not (access.read_broadcast or access.read_presence):
+                self.store.leave_channel(frame.connection_id, msg.topic)
+                self.reply(frame, m.error(msg, "Unauthorized: You do not have permissions to read "
+                                               f"from this Channel topic: {member.channel}"))
+                return
+            member = replace(member, can_broadcast=access.write_broadcast, can_track=access.write_presence)
         try:
             sub = subscribe(params, db=self.db(), connection_id=frame.connection_id, topic=msg.topic,
                             vsn=frame.vsn, role=claims.role, claims=claims.raw, exp=claims.exp,
@@ -149,7 +158,7 @@ class Router:
         self.reply(frame, m.ok(msg, {"postgres_changes": sub.echo if sub else shown}))
         if options.presence_enabled:
             self.reply(frame, m.Message(topic=msg.topic, event="presence_state",
-                                        payload=presence_state(self.store.members(msg.topic)),
+                                        payload=presence_state(self.store.members(msg.topic), options.private),
                                         join_ref=msg.join_ref))
         if failure is not None:
             self.reply(frame, m.system(msg.topic, "postgres_changes", "error", failure, msg.join_ref))
@@ -164,7 +173,8 @@ class Router:
         self.store.leave_channel(frame.connection_id, topic)
         self.reply(frame, m.ok(frame.msg))
         if member is not None and member.presence is not None:
-            announce(self.store, self.api, topic, presence_diff(member.presence_key, [], [member.presence]))
+            announce(self.store, self.api, topic, member.private,
+                     presence_diff(member.presence_key, [], [member.presence]))
 
     def broadcast(self, frame: Frame) -> None:
         """A client's broadcast: to every member of the topic (the sender only with `self`)."""
@@ -184,7 +194,14 @@ class Router:
         if sender is None:
             self.reply(frame, m.error(msg, "unmatched topic"))
             return
-        outcome = relay(self.api, members, broadcast_message(msg.topic, payload["event"], payload.get("payload")),
+        if not sender.can_broadcast:
+            # A private channel whose policies deny this member writing: the message is dropped.
+            if sender.broadcast_ack:
+                self.reply(frame, m.error(msg, "Unauthorized: You do not have permissions to write "
+                                               f"to this Channel topic: {sender.channel}"))
+            return
+        audience = [x for x in members if x.private == sender.private]
+        outcome = relay(self.api, audience, broadcast_message(msg.topic, payload["event"], payload.get("payload")),
                         exclude=None if sender.broadcast_self else frame.connection_id)
         for connection_id in outcome.gone:
             depart(self.store, self.api, connection_id)
@@ -213,6 +230,10 @@ class Router:
         if member is None:
             self.reply(frame, m.error(msg, "unmatched topic"))
             return
+        if not member.can_track:
+            self.reply(frame, m.error(msg, "Unauthorized: You do not have permissions to write "
+                                           f"to this Channel topic: {member.channel}"))
+            return
         old = member.presence
         if event == "track":
             new = {**meta, "phx_ref": new_ref()}
@@ -227,7 +248,7 @@ class Router:
             change = None
         self.reply(frame, m.ok(msg))
         if change is not None:
-            announce(self.store, self.api, msg.topic, change)
+            announce(self.store, self.api, msg.topic, member.private, change)
 
     def access_token(self, frame: Frame) -> None:
         """A refreshed (or replaced) user token for a channel: verify it, then re-authorize.

@@ -18,11 +18,11 @@ def new_ref() -> str:
     return base64.urlsafe_b64encode(os.urandom(9)).decode()
 
 
-def state(members: Iterable[Member]) -> dict[str, dict[str, list[dict[str, Any]]]]:
+def state(members: Iterable[Member], private: bool) -> dict[str, dict[str, list[dict[str, Any]]]]:
     """`presence_state`: every key with the metas of every connection tracking under it."""
     out: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for member in members:
-        if member.presence is not None:
+        if member.presence is not None and member.private == private:
             out.setdefault(member.presence_key, {"metas": []})["metas"].append(member.presence)
     return out
 
@@ -33,9 +33,11 @@ def diff(key: str, joins: list[dict], leaves: list[dict]) -> dict[str, dict]:
             "leaves": {key: {"metas": leaves}} if leaves else {}}
 
 
-def announce(store: Store, api: ConnectionsApi, topic: str, payload: dict) -> None:
-    """Send a `presence_diff` to every member of `topic`; members found gone depart in turn."""
-    outcome = relay(api, store.members(topic), Message(topic=topic, event="presence_diff", payload=payload))
+def announce(store: Store, api: ConnectionsApi, topic: str, private: bool, payload: dict) -> None:
+    """Send a `presence_diff` to the members of `topic` (its private or its public side);
+    members found gone depart in turn."""
+    members = [m for m in store.members(topic) if m.private == private]
+    outcome = relay(api, members, Message(topic=topic, event="presence_diff", payload=payload))
     for connection_id in outcome.gone:
         depart(store, api, connection_id)
 
@@ -46,7 +48,8 @@ def depart(store: Store, api: ConnectionsApi, connection_id: str) -> None:
     store.delete_connection(connection_id)
     for member in memberships:
         if member.presence is not None:
-            announce(store, api, member.topic, diff(member.presence_key, [], [member.presence]))
+            announce(store, api, member.topic, member.private,
+                     diff(member.presence_key, [], [member.presence]))
 
 
 def sweep(store: Store, api: ConnectionsApi) -> int:
