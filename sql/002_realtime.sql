@@ -160,7 +160,8 @@ returns table (id bigint, kind text, schema_name text, table_name text, op text,
                old_record jsonb, payload jsonb, captured_at timestamptz, columns jsonb)
 language sql stable set search_path = '' as $$
   with taken as (
-    select o.* from realtime.outbox o order by o.id limit max_rows
+    -- Notification rows belong to the delivery function, which drains them itself.
+    select o.* from realtime.outbox o where o.kind <> 'notification' order by o.id limit max_rows
   ),
   tables as (
     select distinct t.schema_name, t.table_name from taken t where t.kind = 'change'
