@@ -8,6 +8,11 @@ from pydantic import BaseModel, ConfigDict
 from ripple import codec
 
 
+def _header(headers: dict[str, str] | None, name: str) -> str | None:
+    wanted = name.lower()
+    return next((value for key, value in (headers or {}).items() if key.lower() == wanted), None)
+
+
 class RequestContext(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -39,11 +44,7 @@ class WebSocketEvent(BaseModel):
 
     def header(self, name: str) -> str | None:
         """A request header, case-insensitively."""
-        wanted = name.lower()
-        for key, value in (self.headers or {}).items():
-            if key.lower() == wanted:
-                return value
-        return None
+        return _header(self.headers, name)
 
     def query(self, name: str) -> str | None:
         return (self.queryStringParameters or {}).get(name)
@@ -61,11 +62,8 @@ class HttpEvent(BaseModel):
     isBase64Encoded: bool = False
 
     def header(self, name: str) -> str | None:
-        wanted = name.lower()
-        for key, value in (self.headers or {}).items():
-            if key.lower() == wanted:
-                return value
-        return None
+        """A request header, case-insensitively."""
+        return _header(self.headers, name)
 
     def bearer(self) -> str | None:
         """The request's JWT: `Authorization: Bearer …`, else the `apikey` header."""

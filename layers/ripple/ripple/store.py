@@ -182,14 +182,7 @@ class Store:
             "ExpressionAttributeValues": {":c": {"S": connection_id}, ":t": {"S": topic},
                                           ":p": {"S": TOPIC_PREFIX}},
         }
-        out = []
-        while True:
-            self.calls += 1
-            page = self.client.query(**kwargs)
-            out.extend(self._binding(_plain(item)) for item in page.get("Items", ()))
-            if "LastEvaluatedKey" not in page:
-                return out
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return [self._binding(row) for row in self._query(kwargs)]
 
     def put_bindings(self, bindings: list[Binding], expires_at: int) -> None:
         """Overwrite bindings in place (same keys), e.g. with a channel's refreshed claims."""
@@ -246,14 +239,7 @@ class Store:
             "FilterExpression": "begins_with(pk, :p)",
             "ExpressionAttributeValues": {":c": {"S": connection_id}, ":p": {"S": TOPIC_PREFIX}},
         }
-        out = []
-        while True:
-            self.calls += 1
-            page = self.client.query(**kwargs)
-            out.extend(self._member(_plain(item)) for item in page.get("Items", ()))
-            if "LastEvaluatedKey" not in page:
-                return out
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return [self._member(row) for row in self._query(kwargs)]
 
     def set_presence(self, connection_id: str, topic: str, meta: dict[str, Any] | None) -> None:
         """Record (or, with None, clear) what this connection tracks on `topic`.
@@ -294,21 +280,24 @@ class Store:
 
     # -- internals ------------------------------------------------------------------------------
     def _query_bucket(self, bucket: str) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = []
-        kwargs: dict[str, Any] = {
+        return self._query({
             "TableName": self.bindings_table,
             "KeyConditionExpression": "pk = :pk",
             "ExpressionAttributeValues": {":pk": {"S": bucket}},
             # A binding stored just before "Subscribed to PostgreSQL" must be seen by the next change.
             "ConsistentRead": True,
-        }
+        })
+
+    def _query(self, kwargs: dict[str, Any]) -> list[dict[str, Any]]:
+        """Every page of one Query, as plain rows."""
+        rows: list[dict[str, Any]] = []
         while True:
             self.calls += 1
             page = self.client.query(**kwargs)
             rows.extend(_plain(item) for item in page.get("Items", ()))
             if "LastEvaluatedKey" not in page:
                 return rows
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+            kwargs = {**kwargs, "ExclusiveStartKey": page["LastEvaluatedKey"]}
 
     def _binding_keys(self, connection_id: str, topic: str | None = None) -> list[dict[str, Any]]:
         kwargs: dict[str, Any] = {
@@ -318,17 +307,8 @@ class Store:
             "ExpressionAttributeValues": {":c": {"S": connection_id}},
             "ProjectionExpression": "pk, sk, topic",
         }
-        keys = []
-        while True:
-            self.calls += 1
-            page = self.client.query(**kwargs)
-            for item in page.get("Items", ()):
-                row = _plain(item)
-                if topic is None or row.get("topic") == topic:
-                    keys.append({"pk": row["pk"], "sk": row["sk"]})
-            if "LastEvaluatedKey" not in page:
-                return keys
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return [{"pk": row["pk"], "sk": row["sk"]} for row in self._query(kwargs)
+                if topic is None or row.get("topic") == topic]
 
     def _delete_keys(self, keys: list[dict[str, Any]]) -> None:
         self._batch_write([{"DeleteRequest": {"Key": _item(k)}} for k in keys])
