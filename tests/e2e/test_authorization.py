@@ -206,6 +206,26 @@ def test_access_token_messages_reauthorize_or_close_the_channel(stack, tenants):
         wire.close()
 
 
+@pytest.mark.parametrize("bad", [
+    jwt.encode({"role": "authenticated", "exp": int(time.time()) + 600}, None, algorithm="none"),
+    jwt.encode({"role": "authenticated", "exp": int(time.time()) + 600},
+               "some-other-secret-of-at-least-thirty-two-chars", algorithm="HS256"),
+    "forged.token.value",
+], ids=["alg-none", "wrong-key", "garbage"])
+def test_forged_access_tokens_close_the_channel(stack, tenants, bad):
+    wire = Wire(stack.ws_url, stack.key("anon"))
+    try:
+        join_with(wire, "realtime:forged", user_token(41))
+        wire.send("realtime:forged", "access_token", {"access_token": bad}, join_ref="realtime:forged")
+        error, close = wire.recv(), wire.recv()
+        assert error["payload"]["status"] == "error" and error["payload"]["message"].startswith("InvalidJWTToken:")
+        assert close["event"] == "phx_close"
+        tenants.execute("insert into docs (organization_id, owner, title) values (41, gen_random_uuid(), 'x')")
+        assert drain(wire, 1.0) == []
+    finally:
+        wire.close()
+
+
 def test_access_token_for_a_role_that_cannot_read_closes_the_channel(stack, tenants):
     wire = Wire(stack.ws_url, stack.key("anon"))
     try:

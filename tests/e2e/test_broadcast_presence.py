@@ -249,3 +249,24 @@ def test_a_presence_holder_that_vanished_without_disconnect_is_swept(stack):
         assert ghost not in store().presence_holders()
     finally:
         watcher.close()
+
+
+def test_several_connections_under_one_presence_key_are_one_key_with_several_metas(stack):
+    first, second = Wire(stack.ws_url, stack.key("anon")), Wire(stack.ws_url, stack.key("anon"))
+    watcher = Wire(stack.ws_url, stack.key("anon"))
+    try:
+        for wire in (first, second):
+            wire.join("realtime:devices", [], presence={"enabled": True, "key": "ada"})
+            assert wire.recv()["event"] == "presence_state"
+        first.send("realtime:devices", "presence", {"type": "presence", "event": "track", "payload": {"device": "phone"}})
+        second.send("realtime:devices", "presence", {"type": "presence", "event": "track", "payload": {"device": "laptop"}})
+        time.sleep(0.5)
+        watcher.join("realtime:devices", [], presence={"enabled": True, "key": "watcher"})
+        state = watcher.recv()
+        assert state["event"] == "presence_state"
+        metas = state["payload"]["ada"]["metas"]
+        assert sorted(m["device"] for m in metas) == ["laptop", "phone"]
+        assert len({m["phx_ref"] for m in metas}) == 2
+    finally:
+        for wire in (first, second, watcher):
+            wire.close()

@@ -1,6 +1,7 @@
 """Relay one message to the members of a topic: one Query for the members, one post each."""
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -18,11 +19,13 @@ def broadcast_message(topic: str, event: str, payload: Any) -> Message:
 
 def relay(api: ConnectionsApi, members: Iterable[Member], message: Message,
           exclude: str | None = None) -> Outcome:
-    """Post `message` to every member except `exclude`, encoding it once per serializer version."""
+    """Post `message` to every member except `exclude` and those whose token has expired,
+    encoding it once per serializer version."""
     encoded: dict[str, str] = {}
     deliveries = []
+    now = time.time()
     for member in members:
-        if member.connection_id == exclude:
+        if member.connection_id == exclude or not member.live(now):
             continue
         if member.vsn not in encoded:
             encoded[member.vsn] = encode(message, member.vsn)
