@@ -49,19 +49,23 @@ begin
 end
 $$;
 
--- One wake-up per transaction, fired at commit time (deferred constraint trigger).
+-- One wake-up per transaction and consumer, fired at commit time (deferred constraint trigger):
+-- realtime rows (changes, broadcasts) wake the fanout, notification rows the delivery function.
 create or replace function realtime.wake() returns trigger
 language plpgsql security definer set search_path = '' as $$
 declare
+  consumer text := case when new.kind = 'notification' then 'notify' else 'fanout' end;
+  flag text := 'realtime.woken_' || consumer;
   arn text;
   region text;
 begin
-  if coalesce(current_setting('realtime.woken', true), '') = 'yes' then
+  if coalesce(current_setting(flag, true), '') = 'yes' then
     return null;
   end if;
-  perform set_config('realtime.woken', 'yes', true);
-  perform pg_notify('realtime_outbox', pg_current_xact_id()::text);
-  select value into arn from realtime.settings where key = 'fanout_function_arn';
+  perform set_config(flag, 'yes', true);
+  perform pg_notify(case consumer when 'notify' then 'realtime_notifications' else 'realtime_outbox' end,
+                    pg_current_xact_id()::text);
+  select value into arn from realtime.settings where key = consumer || '_function_arn';
   if arn is not null and exists (select 1 from pg_catalog.pg_proc p
                                  join pg_catalog.pg_namespace n on n.oid = p.pronamespace
                                  where n.nspname = 'aws_lambda' and p.proname = 'invoke') then
@@ -71,8 +75,8 @@ begin
       execute 'select aws_lambda.invoke(aws_commons.create_lambda_function_arn($1, $2), $3::json, ''Event'')'
         using arn, region, json_build_object('xid', pg_current_xact_id()::text)::text;
     exception when others then
-      -- Never fail the app's commit over a wake-up: the fanout's scheduled sweep delivers it.
-      raise warning 'realtime: fanout wake-up failed: %', sqlerrm;
+      -- Never fail the app's commit over a wake-up: the consumer's scheduled sweep delivers it.
+      raise warning 'realtime: % wake-up failed: %', consumer, sqlerrm;
     end;
   end if;
   return null;

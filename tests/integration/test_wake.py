@@ -60,3 +60,16 @@ def test_an_unreachable_lambda_never_fails_the_commit(wake_db):
     wake_db.execute("insert into items values (4, 'kept')")
     assert wake_db.execute("select note from items where id = 4").fetchone()[0] == "kept"
     assert wake_db.execute("select count(*) from realtime.outbox").fetchone()[0] == 1
+
+
+def test_notification_rows_wake_the_delivery_function_not_the_fanout(wake_db):
+    wake_db.execute("insert into realtime.settings values ('fanout_function_arn', 'arn:fanout'), "
+                    "('notify_function_arn', 'arn:notify'), ('aws_region', 'eu-west-1')")
+    with wake_db.transaction():
+        wake_db.execute("insert into realtime.outbox (kind, payload) values ('notification', '{}'), "
+                        "('notification', '{}')")
+    with wake_db.transaction():
+        wake_db.execute("insert into items values (5, 'both')")
+        wake_db.execute("insert into realtime.outbox (kind, payload) values ('notification', '{}')")
+    rows = wake_db.execute("select arn from invocations order by arn").fetchall()
+    assert rows == [("arn:fanout@eu-west-1",), ("arn:notify@eu-west-1",), ("arn:notify@eu-west-1",)]
