@@ -20,7 +20,7 @@ def free_port() -> int:
 def stack(tmp_path_factory) -> Stack:
     """The whole local stack (Postgres, moto, gateway, bridge), never on `make dev`'s ports."""
     state = Path(tmp_path_factory.mktemp("ripple-state"))
-    running = Stack(state_dir=state, ports=Ports(api=0, db=free_port(), aws=0), sweep_seconds=1.0).start()
+    running = Stack(state_dir=state, ports=Ports(api=0, db=free_port(), aws=0, mail=0), sweep_seconds=1.0).start()
     yield running
     running.stop()
 

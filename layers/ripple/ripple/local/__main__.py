@@ -18,6 +18,7 @@ Ripple local stack is up.
   WebSocket      {stack.ws_url}
   API URL        {stack.api_url}          (supabase-js: createClient(API URL, anon key))
   DB URL         {stack.db_url}
+  Mailbox        {stack.mail_url}          (email and SMS the stack has sent)
   AWS (moto)     {stack.aws_url}
   JWT secret     {stack.jwt_secret}
   anon key       {stack.key('anon')}

@@ -20,6 +20,7 @@ import jwt as pyjwt
 from ripple.local.bridge import Bridge
 from ripple.local.gateway import Gateway, Limits, Routes
 from ripple.local.http import http_route
+from ripple.local.mailbox import Mailbox
 from ripple.local.postgres import LocalPostgres, migrate
 
 ROOT = Path(__file__).resolve().parents[4]
@@ -27,6 +28,7 @@ DEV_JWT_SECRET = "super-secret-jwt-token-with-at-least-32-characters-long"
 REGION = "us-east-1"
 CONNECTIONS_TABLE = "ripple-connections"
 BINDINGS_TABLE = "ripple-bindings"
+MAIL_DOMAIN = "ripple.test"
 
 
 @dataclass
@@ -35,6 +37,7 @@ class Ports:
 
     api: int = 54321
     db: int = 54322
+    mail: int = 54324
     aws: int = 54326
 
 
@@ -94,6 +97,7 @@ class Stack:
     postgres: LocalPostgres | None = None
     gateway: Gateway | None = None
     bridge: Bridge | None = None
+    mailbox: Mailbox | None = None
     _loop: asyncio.AbstractEventLoop | None = None
     _thread: threading.Thread | None = None
     _moto = None
@@ -131,6 +135,10 @@ class Stack:
     def api_url(self) -> str:
         return self.gateway.url
 
+    @property
+    def mail_url(self) -> str:
+        return self.mailbox.url
+
     def key(self, role: str) -> str:
         return dev_key(role, self.jwt_secret)
 
@@ -152,6 +160,9 @@ class Stack:
             "AWS_ENDPOINT_URL_SNS": self.aws_url,
         })
         create_tables(self.aws_url)
+        # SES refuses unverified senders; locally the sending domain is verified up front.
+        boto3.client("sesv2", endpoint_url=self.aws_url, region_name=REGION).create_email_identity(
+            EmailIdentity=MAIL_DOMAIN)
 
     async def _start_async(self) -> None:
         connect, router, disconnect, fanout, broadcast = (
@@ -170,6 +181,8 @@ class Stack:
             "RIPPLE_CONNECTIONS_TABLE": CONNECTIONS_TABLE,
             "RIPPLE_BINDINGS_TABLE": BINDINGS_TABLE,
         })
+        self.mailbox = Mailbox(port=self.ports.mail, region=REGION)
+        await self.mailbox.start()
         self.bridge = Bridge(self.db_url, fanout.handler, self.sweep_seconds)
         await self.bridge.start()
 
@@ -178,6 +191,8 @@ class Stack:
             await self.bridge.stop()
         if self.gateway is not None:
             await self.gateway.stop()
+        if self.mailbox is not None:
+            await self.mailbox.stop()
 
     def _ready(self) -> bool:
         return self.bridge is not None and self.bridge.listening.is_set()
