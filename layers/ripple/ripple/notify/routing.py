@@ -1,0 +1,282 @@
+"""Routing: for each recipient and each requested email/SMS channel, what to do and where.
+
+``plan`` applies, in this order, the first rule that stops a delivery:
+
+1. the channel is in the notification's ``delivery_method`` (others get no decision at all:
+   they were never asked for, so there is nothing to record);
+2. SMS goes out only for ``config.sms_priorities`` (high and urgent by default) → skip;
+3. preferences: a row for the notification's type beats a ``'*'`` row for the channel;
+   disabled → skip ``opted_out``; no row → on, unless the channel is in
+   ``config.opt_in_channels`` → skip ``not_opted_in``. Opt-outs hold even for urgent;
+4. the address: missing or malformed → fail (an error in the recipient's data);
+5. the suppression list → suppress;
+6. quiet hours, unless the priority is in ``config.quiet_hours_bypass`` (urgent) → defer
+   until the window ends.
+
+Final outcomes come before ``defer`` so nothing is deferred that could never be sent.
+
+Typical use::
+
+    decisions = plan(notification, recipients, preferences={user_id: [Preference(...)]},
+                     quiet={user_id: QuietHours(start=time(22), end=time(7))},
+                     suppressed={"bounced@example.com"}, now=datetime.now(timezone.utc),
+                     config=RoutingConfig())
+    for d in decisions:
+        if d.action == "send": ...          # render and send to d.address
+        elif d.action == "defer": ...       # schedule at d.not_before
+"""
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, time, timedelta, timezone
+from functools import lru_cache
+from typing import Iterable, Mapping, Sequence, TypeVar
+from uuid import UUID
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from ripple.notify.models import (
+    DELIVERY_CHANNELS,
+    Action,
+    Decision,
+    DeliveryChannel,
+    Notification,
+    Plan,
+    Preference,
+    QuietHours,
+    Reason,
+    Recipient,
+    RoutingConfig,
+)
+
+UTC = timezone.utc
+DEFAULT_CONFIG = RoutingConfig()
+T = TypeVar("T")
+
+
+def plan(
+    notification: Notification,
+    recipients: Iterable[Recipient],
+    preferences: Mapping[UUID, Sequence[Preference]],
+    quiet: Mapping[UUID, QuietHours],
+    suppressed: Iterable[str],
+    now: datetime,
+    config: RoutingConfig = DEFAULT_CONFIG,
+) -> Plan:
+    """One ``Decision`` per (recipient, requested channel among email and SMS).
+
+    Recipients are taken in order; a user listed twice (in two targeted roles, say) is
+    planned once, so the decisions can key deliveries by (notification, user, channel).
+    ``preferences`` and ``quiet`` are keyed by user id (UUIDs, or their text); ``suppressed``
+    holds emails and phone numbers in any accepted spelling. ``now`` must be
+    timezone-aware; ``not_before`` of a deferral is in UTC.
+    """
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError("now must be timezone-aware")
+    now = now.astimezone(UTC)
+    channels = [c for c in DELIVERY_CHANNELS if c in notification.delivery_method]
+    if not channels:
+        return []
+    blocked = _normalized_addresses(suppressed)
+    preferences, quiet = _by_user(preferences), _by_user(quiet)
+    decisions: Plan = []
+    seen: set[UUID] = set()
+    for recipient in recipients:
+        if recipient.user_id in seen:
+            continue
+        seen.add(recipient.user_id)
+        rows = preferences.get(recipient.user_id, ())
+        window = quiet.get(recipient.user_id)
+        for channel in channels:
+            decisions.append(
+                _decide(notification, recipient, channel, rows, window, blocked, now, config))
+    return decisions
+
+
+def _decide(notification: Notification, recipient: Recipient, channel: DeliveryChannel,
+            rows: Sequence[Preference], window: QuietHours | None, blocked: frozenset[str],
+            now: datetime, config: RoutingConfig) -> Decision:
+    address, problem = _address(recipient, channel)
+
+    def decision(action: Action, reason: Reason | None = None,
+                 not_before: datetime | None = None) -> Decision:
+        return Decision(recipient=recipient, channel=channel, action=action, reason=reason,
+                        address=address, not_before=not_before)
+
+    if channel == "sms" and notification.priority not in config.sms_priorities:
+        return decision("skip", "sms_requires_high_priority")
+    chosen = preference_for(rows, notification.type, channel)
+    if chosen is None and channel in config.opt_in_channels:
+        return decision("skip", "not_opted_in")
+    if chosen is not None and not chosen.enabled:
+        return decision("skip", "opted_out")
+    if problem is not None:
+        return decision("fail", problem)
+    if address in blocked:
+        return decision("suppress", "suppressed")
+    if window is not None and notification.priority not in config.quiet_hours_bypass:
+        until = quiet_until(window, recipient.timezone, now)
+        if until is not None:
+            return decision("defer", "quiet_hours", until)
+    return decision("send")
+
+
+def _address(recipient: Recipient, channel: DeliveryChannel) -> tuple[str | None, Reason | None]:
+    """The normalized address for ``channel`` and, when unusable, the failure reason."""
+    if channel == "email":
+        if not recipient.email or not recipient.email.strip():
+            return None, "no_email_address"
+        email = normalize_email(recipient.email)
+        return (email, None) if email else (None, "invalid_email")
+    if not recipient.phone or not recipient.phone.strip():
+        return None, "no_phone_number"
+    phone = normalize_phone(recipient.phone)
+    return (phone, None) if phone else (None, "invalid_phone")
+
+
+def _by_user(mapping: Mapping[UUID, T]) -> dict[UUID, T]:
+    # Keys read as UUIDs, so ids given as text still find their rows: a missed lookup would
+    # silently ignore someone's opt-out.
+    return {k if isinstance(k, UUID) else UUID(str(k)): v for k, v in mapping.items()}
+
+
+def _normalized_addresses(addresses: Iterable[str]) -> frozenset[str]:
+    normalized = set()
+    for raw in addresses:
+        if "@" in raw:
+            normalized.add(normalize_email(raw) or raw.strip().lower())
+        else:
+            normalized.add(normalize_phone(raw) or raw.strip())
+    return frozenset(normalized)
+
+
+# --- preferences --------------------------------------------------------------------------
+
+def preference_for(rows: Iterable[Preference], type: str, channel: str) -> Preference | None:
+    """The row deciding ``type`` on ``channel``: the type's own row, else the ``'*'`` row.
+
+    None when neither exists. Should a user hold two rows for the same key, a disabled one
+    wins: sending to someone who said no is the worse mistake.
+    """
+    exact: Preference | None = None
+    wildcard: Preference | None = None
+    for row in rows:
+        if row.channel != channel:
+            continue
+        if row.type == type:
+            exact = row if exact is None or exact.enabled else exact
+        elif row.type == "*":
+            wildcard = row if wildcard is None or wildcard.enabled else wildcard
+    return exact if exact is not None else wildcard
+
+
+# --- addresses ----------------------------------------------------------------------------
+
+_EMAIL = re.compile(r"[^@\s\x00-\x1f\x7f]+@(?:[^@\s\x00-\x1f\x7f.]+\.)+[^@\s\x00-\x1f\x7f.]+")
+# RFC 5321: a forward path holds at most 256 octets including the angle brackets.
+_MAX_EMAIL = 254
+_PHONE_PUNCTUATION = re.compile(r"[\s\-.()]")
+_E164 = re.compile(r"\+[1-9][0-9]{7,14}", re.ASCII)
+
+
+def normalize_email(raw: str) -> str | None:
+    """``raw`` trimmed and lowercased if it looks like ``local@domain.tld``, else None.
+
+    The check is deliberately loose (one ``@``, a dotted domain, no whitespace or control
+    characters): the mail provider is the judge of deliverability; this only catches data
+    that can never be an address.
+
+    >>> normalize_email("  Ada@Example.COM ")
+    'ada@example.com'
+    """
+    email = raw.strip().lower()
+    if len(email) > _MAX_EMAIL or not _EMAIL.fullmatch(email):
+        return None
+    return email
+
+
+def normalize_phone(raw: str) -> str | None:
+    """``raw`` in E.164 (``+`` and 8–15 digits, the first 1–9), or None.
+
+    Spaces, dashes, dots and parentheses are dropped, so ``"+1 (415) 555-0100"`` gives
+    ``"+14155550100"``. A number without a leading ``+`` is refused rather than guessed:
+    there is no default country, and guessing one would text a stranger abroad.
+
+    >>> normalize_phone("+44 20 7946 0958"), normalize_phone("(415) 555-0100")
+    ('+442079460958', None)
+    """
+    phone = _PHONE_PUNCTUATION.sub("", raw)
+    return phone if _E164.fullmatch(phone) else None
+
+
+# --- quiet hours --------------------------------------------------------------------------
+
+def quiet_until(window: QuietHours, fallback_timezone: str, now: datetime) -> datetime | None:
+    """When ``window`` ends, in UTC, if ``now`` is inside it; None when it is not.
+
+    ``now`` is read on the local wall clock of ``window.timezone``, else
+    ``fallback_timezone`` (the recipient's), else UTC — the first that is a known IANA zone.
+    The window ends at the first instant after ``now`` at which that clock reads ``end``; when
+    a DST jump skips ``end`` (02:30 on a spring-forward day) it ends at the jump. On a
+    fall-back day an ``end`` inside the repeated hour is reached at its first occurrence.
+
+    >>> quiet_until(QuietHours(start=time(22), end=time(7), timezone="Europe/Paris"), "UTC",
+    ...             datetime(2026, 1, 15, 23, 0, tzinfo=UTC))
+    datetime.datetime(2026, 1, 16, 6, 0, tzinfo=datetime.timezone.utc)
+    """
+    start, end = window.start, window.end
+    if start is None or end is None or start == end:
+        return None
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError("now must be timezone-aware")
+    zone = _zone(window.timezone) or _zone(fallback_timezone) or UTC
+    local = now.astimezone(zone)
+    wall = local.time().replace(tzinfo=None)
+    if start < end:
+        if not start <= wall < end:
+            return None
+        end_day = local.date()
+    elif wall >= start:
+        end_day = local.date() + timedelta(days=1)
+    elif wall < end:
+        end_day = local.date()
+    else:
+        return None
+    return _first_instant_at(end_day, end, zone, after=now.astimezone(UTC))
+
+
+@lru_cache(maxsize=512)
+def _zone(name: str | None) -> ZoneInfo | None:
+    if not name:
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+def _first_instant_at(day: date, wall: time, zone: ZoneInfo | timezone,
+                      after: datetime) -> datetime:
+    """The first UTC instant later than ``after`` at which the clock of ``zone`` reads
+    ``wall`` on ``day``, or — when DST skips ``wall`` — the instant of the jump."""
+    naive = datetime.combine(day, wall)
+    existing = []
+    for fold in (0, 1):
+        instant = naive.replace(tzinfo=zone, fold=fold).astimezone(UTC)
+        if instant.astimezone(zone).replace(tzinfo=None) == naive:
+            existing.append(instant)
+    if existing:
+        # In a repeated hour ``after`` may be past the first reading (fold=0) but not the
+        # second: ``after`` is inside the window, so the clock reads ``wall`` again later.
+        return min(instant for instant in existing if instant > after)
+    # A gap: fold=1 reads ``wall`` with the offset after the jump and lands before it, fold=0
+    # with the offset before and lands after; the jump is in between, found to the second.
+    before = naive.replace(tzinfo=zone, fold=1).astimezone(UTC)
+    jumped = naive.replace(tzinfo=zone, fold=0).astimezone(UTC)
+    offset_after = jumped.astimezone(zone).utcoffset()
+    while jumped - before > timedelta(seconds=1):
+        middle = before + (jumped - before) / 2
+        if middle.astimezone(zone).utcoffset() == offset_after:
+            jumped = middle
+        else:
+            before = middle
+    return jumped.replace(microsecond=0)

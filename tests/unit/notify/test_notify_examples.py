@@ -1,0 +1,15 @@
+"""The examples in the notify package's docstrings run as written."""
+from __future__ import annotations
+
+import doctest
+
+import pytest
+
+from ripple.notify import errors, routing, sms, templates, unsubscribe
+
+
+@pytest.mark.parametrize("module", [errors, routing, sms, templates, unsubscribe],
+                         ids=lambda m: m.__name__)
+def test_docstring_examples(module):
+    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0
