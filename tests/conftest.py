@@ -1,7 +1,9 @@
 """Shared fixtures: one local stack per test session, on free ports."""
 from __future__ import annotations
 
+import shutil
 import socket
+import tempfile
 from pathlib import Path
 
 import psycopg
@@ -17,12 +19,15 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory) -> Stack:
+def stack() -> Stack:
     """The whole local stack (Postgres, moto, gateway, bridge), never on `make dev`'s ports."""
-    state = Path(tmp_path_factory.mktemp("ripple-state"))
+    # Not under pytest's tmp dir: pytest resets its mode to 0700, which locks out the
+    # unprivileged user the embedded Postgres runs as.
+    state = Path(tempfile.mkdtemp(prefix="ripple-test-"))
     running = Stack(state_dir=state, ports=Ports(api=0, db=free_port(), aws=0, mail=0), sweep_seconds=1.0).start()
     yield running
     running.stop()
+    shutil.rmtree(state, ignore_errors=True)
 
 
 @pytest.fixture

@@ -9,6 +9,8 @@ from botocore.config import Config
 
 # Standard retry mode backs off on throttling; connection pool sized for concurrent posts.
 _CONFIG = Config(retries={"mode": "standard", "max_attempts": 4}, max_pool_connections=64)
+# Email and SMS sends retry in ripple.notify.providers, which knows which errors are final.
+_SEND_CONFIG = Config(retries={"mode": "standard", "max_attempts": 1})
 
 
 @dataclass
@@ -22,6 +24,14 @@ class Clients:
     @cached_property
     def secretsmanager(self):
         return boto3.client("secretsmanager", config=_CONFIG)
+
+    @cached_property
+    def sesv2(self):
+        return boto3.client("sesv2", config=_SEND_CONFIG)
+
+    @cached_property
+    def sns(self):
+        return boto3.client("sns", config=_SEND_CONFIG)
 
     def connections_api(self, endpoint: str):
         return boto3.client("apigatewaymanagementapi", endpoint_url=endpoint, config=_CONFIG)

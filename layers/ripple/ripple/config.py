@@ -33,6 +33,15 @@ class Settings(BaseSettings):
     drain_batch_size: int = 500
     max_posts_per_batch: int = 10_000
     post_concurrency: int = 32
+    # Notification delivery (SESv2 / SNS).
+    mail_from: str = "Ripple <notifications@ripple.test>"
+    ses_configuration_set: str | None = None
+    sms_sender_id: str | None = None
+    sms_max_segments: int = 3
+    sms_priorities: list[str] = ["high", "urgent"]
+    # Where recipients reach the REST API (unsubscribe links); the local stack's by default.
+    public_url: str = "http://127.0.0.1:54321"
+    templates_dir: str | None = None
 
 
 @lru_cache(maxsize=1)

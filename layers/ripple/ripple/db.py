@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -76,3 +77,17 @@ class Database:
 def database() -> Database:
     """The container-wide database."""
     return Database.from_settings()
+
+
+def await_commit(db: Database, xid: str, timeout: float = 5.0) -> None:
+    """Wait (bounded) until transaction `xid` is no longer in progress.
+
+    A wake-up sent by aws_lambda.invoke runs in the writer's commit path and can arrive before
+    the commit is visible; waiting on the writer's xid closes that window.
+    """
+    deadline = time.monotonic() + timeout
+    with db.transaction() as conn:
+        while time.monotonic() < deadline:
+            if db.execute(conn, "select pg_xact_status(%s::xid8) as s", (xid,))[0]["s"] != "in progress":
+                return
+            time.sleep(0.01)

@@ -24,7 +24,7 @@ from ripple.changes.binding import MAX_INDEXED_VALUE, Binding, eq_key, table_key
 from ripple.changes.change import Change
 from ripple.changes.filters import FilterError, canonical, parse_filter
 from ripple.config import settings
-from ripple.db import Database
+from ripple.db import Database, await_commit
 from ripple.gateway import ConnectionsApi, Delivery
 from ripple.log import logger
 from ripple.presence.tracker import depart, sweep
@@ -36,9 +36,6 @@ DRAIN_LOCK = "select pg_advisory_xact_lock(hashtext('realtime.drain'))"
 PENDING = "select * from realtime.pending(%s)"
 ACK = "select realtime.ack(%s)"
 AUTHORIZE = "select * from realtime.authorize(%s::jsonb)"
-# A wake-up can arrive before its transaction finishes committing (aws_lambda.invoke runs in the
-# commit path); waiting on the writer's xid closes that window.
-AWAIT_COMMIT = "select pg_xact_status(%s::xid8)"
 
 
 class WakeEvent(BaseModel):
@@ -77,7 +74,7 @@ class Fanout:
         stats = Stats()
         calls0, trips0, posts0 = self.store.calls, self.db.round_trips, self.api.posts
         if wake.xid:
-            self._await_commit(wake.xid)
+            await_commit(self.db, wake.xid)
         if wake.sweep:
             stats.gone += sweep(self.store, self.api)
         deadline = time.monotonic() + budget_seconds
@@ -100,15 +97,6 @@ class Fanout:
         stats.pg_round_trips = self.db.round_trips - trips0
         stats.posts = self.api.posts - posts0
         return stats
-
-    def _await_commit(self, xid: str, timeout: float = 5.0) -> None:
-        deadline = time.monotonic() + timeout
-        with self.db.transaction() as conn:
-            while time.monotonic() < deadline:
-                status = self.db.execute(conn, AWAIT_COMMIT, (xid,))[0]["pg_xact_status"]
-                if status != "in progress":
-                    return
-                time.sleep(0.01)
 
     def _deliver_rows(self, rows: list[dict], stats: Stats, authorize: Authorizer) -> int:
         """Deliver a leading run of `rows` worth at most max_posts_per_batch posts (and always at

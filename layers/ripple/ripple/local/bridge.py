@@ -1,6 +1,7 @@
-"""The local wake-up path: LISTEN on the outbox channel and run the fanout handler, as
-`aws_lambda.invoke(..., 'Event')` does on AWS. Wake-ups that arrive during a run coalesce into
-one more run; a periodic sweep is the backstop, as the scheduled invoke is on AWS.
+"""The local wake-up path: LISTEN on the outbox channels and run the consumer handlers, as
+`aws_lambda.invoke(..., 'Event')` does on AWS — `realtime_outbox` wakes the fanout,
+`realtime_notifications` the delivery function. Wake-ups that arrive during a run coalesce
+into one more run; a periodic sweep is the backstop, as the scheduled invokes are on AWS.
 """
 from __future__ import annotations
 
@@ -8,27 +9,41 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
 
 log = logging.getLogger("ripple.local.bridge")
-CHANNEL = "realtime_outbox"
+Handler = Callable[[dict, Any], dict]
+
+
+@dataclass
+class Consumer:
+    """One LISTEN channel and the handler it wakes; `results` keeps what the handler returned."""
+
+    channel: str
+    handler: Handler
+    wanted: asyncio.Event = field(default_factory=asyncio.Event)
+    results: deque = field(default_factory=lambda: deque(maxlen=200))
 
 
 class Bridge:
-    def __init__(self, db_url: str, fanout: Callable[[dict, Any], dict], sweep_seconds: float = 2.0):
+    def __init__(self, db_url: str, handlers: dict[str, Handler], sweep_seconds: float = 2.0):
         self.db_url = db_url
-        self.fanout = fanout
+        self.consumers = {channel: Consumer(channel, handler) for channel, handler in handlers.items()}
         self.sweep_seconds = sweep_seconds
         self.listening = asyncio.Event()
-        self._wanted = asyncio.Event()
-        # What the last runs returned (the fanout's counters), for `make dev` logs and the tests.
-        self.results: deque[dict] = deque(maxlen=200)
         self._tasks: list[asyncio.Task] = []
 
+    @property
+    def results(self) -> deque:
+        """The fanout's recent non-empty runs (its counters), for `make dev` logs and the tests."""
+        return self.consumers["realtime_outbox"].results
+
     async def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self._run())]
+        self._tasks = [asyncio.create_task(self._listen())]
+        self._tasks += [asyncio.create_task(self._run(c)) for c in self.consumers.values()]
         await asyncio.wait_for(self.listening.wait(), timeout=30)
 
     async def stop(self) -> None:
@@ -36,35 +51,35 @@ class Bridge:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def wake(self) -> None:
-        self._wanted.set()
-
     async def _listen(self) -> None:
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(self.db_url, autocommit=True) as conn:
-                    await conn.execute(f"LISTEN {CHANNEL}")
+                    for channel in self.consumers:
+                        await conn.execute(f"LISTEN {channel}")
                     self.listening.set()
-                    self.wake()  # anything written while we were not listening
-                    async for _ in conn.notifies():
-                        self.wake()
+                    for consumer in self.consumers.values():
+                        consumer.wanted.set()  # anything written while we were not listening
+                    async for notice in conn.notifies():
+                        if notice.channel in self.consumers:
+                            self.consumers[notice.channel].wanted.set()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("outbox listener lost its connection; reconnecting")
                 await asyncio.sleep(1)
 
-    async def _run(self) -> None:
+    async def _run(self, consumer: Consumer) -> None:
         while True:
             try:
-                await asyncio.wait_for(self._wanted.wait(), timeout=self.sweep_seconds)
+                await asyncio.wait_for(consumer.wanted.wait(), timeout=self.sweep_seconds)
                 event = {}
             except TimeoutError:
                 event = {"sweep": True}  # the scheduled invoke's payload on AWS
-            self._wanted.clear()
+            consumer.wanted.clear()
             try:
-                result = await asyncio.to_thread(self.fanout, event, None)
-                if result and result.get("changes"):
-                    self.results.append(result)
+                result = await asyncio.to_thread(consumer.handler, event, None)
+                if result and (result.get("changes") or result.get("notifications")):
+                    consumer.results.append(result)
             except Exception:
-                log.exception("fanout invocation failed")
+                log.exception("%s handler failed", consumer.channel)

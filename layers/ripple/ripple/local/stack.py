@@ -165,8 +165,8 @@ class Stack:
             EmailIdentity=MAIL_DOMAIN)
 
     async def _start_async(self) -> None:
-        connect, router, disconnect, fanout, broadcast = (
-            load_handler(n) for n in ("connect", "router", "disconnect", "fanout", "broadcast"))
+        connect, router, disconnect, fanout, broadcast, notify = (
+            load_handler(n) for n in ("connect", "router", "disconnect", "fanout", "broadcast", "notify"))
         self.gateway = Gateway(
             Routes(connect=connect.handler, default=router.handler, disconnect=disconnect.handler),
             port=self.ports.api, limits=self.limits, ready=self._ready)
@@ -180,10 +180,13 @@ class Stack:
             "RIPPLE_CONNECTIONS_ENDPOINT": self.gateway.url,
             "RIPPLE_CONNECTIONS_TABLE": CONNECTIONS_TABLE,
             "RIPPLE_BINDINGS_TABLE": BINDINGS_TABLE,
+            "RIPPLE_MAIL_FROM": f"Ripple <notifications@{MAIL_DOMAIN}>",
+            "RIPPLE_PUBLIC_URL": self.gateway.url,
         })
         self.mailbox = Mailbox(port=self.ports.mail, region=REGION)
         await self.mailbox.start()
-        self.bridge = Bridge(self.db_url, fanout.handler, self.sweep_seconds)
+        self.bridge = Bridge(self.db_url, {"realtime_outbox": fanout.handler,
+                                           "realtime_notifications": notify.handler}, self.sweep_seconds)
         await self.bridge.start()
 
     async def _stop_async(self) -> None:

@@ -1,0 +1,82 @@
+"""The delivery function's entry: a wake-up from the outbox, a sweep, or a direct invoke."""
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ripple import codec
+from ripple.db import await_commit
+from ripple.log import logger
+from ripple.notify.delivery import Report, courier
+
+INSERT = """
+insert into public.notifications (organization_id, user_id, role_target, type, title, message,
+                                  priority, delivery_method, action_url, data)
+values (%(organization_id)s, %(user_id)s, %(role_target)s, %(type)s, %(title)s, %(message)s,
+        %(priority)s, %(delivery_method)s, %(action_url)s, %(data)s::jsonb)
+returning id
+"""
+
+
+class NewNotification(BaseModel):
+    """A notification to create and deliver, as a direct invoke may carry it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    organization_id: UUID | None = None
+    user_id: UUID | None = None
+    role_target: list[str] | None = None
+    type: str = Field(min_length=1)
+    title: str = Field(min_length=1)
+    message: str
+    priority: Literal["low", "normal", "high", "urgent"] = "normal"
+    delivery_method: list[Literal["in_app", "email", "sms"]] = Field(default_factory=lambda: ["in_app"],
+                                                                   min_length=1)
+    action_url: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> NewNotification:
+        if (self.user_id is None) == (self.role_target is None):
+            raise ValueError("exactly one of user_id and role_target is required")
+        return self
+
+
+class NotifyEvent(BaseModel):
+    """`{"xid"}` from Postgres, `{"sweep": true}` from the schedule, or a direct invoke with
+    `{"notification_id": ...}` or `{"notification": {...}}`."""
+
+    xid: str | None = None
+    sweep: bool = False
+    notification_id: UUID | None = None
+    notification: NewNotification | None = None
+
+
+def on_event(event: NotifyEvent) -> dict:
+    """Deliver what the event names (or everything pending) and report delivery statuses."""
+    c = courier()
+    report = Report()
+    if event.notification is not None:
+        fields = event.notification.model_dump()
+        fields.update(organization_id=_text(fields["organization_id"]), user_id=_text(fields["user_id"]),
+                      data=codec.dumps(fields["data"]))
+        with c.db.transaction() as conn:
+            created = c.db.execute(conn, INSERT, fields)[0]["id"]
+        c.deliver(created, report)
+    elif event.notification_id is not None:
+        c.deliver(event.notification_id, report)
+    else:
+        if event.xid:
+            await_commit(c.db, event.xid)
+        c.drain(report)
+        c.send_due(report)
+    result = asdict(report)
+    logger.info("notify", extra=result)
+    return result
+
+
+def _text(value: UUID | None) -> str | None:
+    return str(value) if value is not None else None

@@ -1,0 +1,106 @@
+"""The two senders: email through SESv2, SMS through SNS. Thin adapters with retries.
+
+Each send returns the provider's message id or raises SendError carrying the outcome class
+(`permanent` or `suppress`; `retry` errors are retried here with backoff until the attempts
+run out, then surface as `permanent` with the last code).
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from email.utils import formataddr, make_msgid
+from typing import Any, TypeVar
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ripple.notify.errors import Service, backoff, classify
+from ripple.notify.models import RenderedEmail
+
+T = TypeVar("T")
+
+
+class SendError(Exception):
+    """A send that did not happen; `outcome` is 'permanent' or 'suppress', `code` the provider's."""
+
+    def __init__(self, outcome: str, code: str, message: str, attempts: int):
+        super().__init__(f"{code}: {message}")
+        self.outcome, self.code, self.attempts = outcome, code, attempts
+
+
+def attempt(service: Service, call: Callable[[], T], *, tries: int = 4,
+            sleep: Callable[[float], None] = time.sleep) -> tuple[T, int]:
+    """Run `call`, retrying throttling and server errors with jittered backoff.
+
+    Returns (result, attempts used); raises SendError for anything that will not succeed.
+    """
+    for n in range(1, tries + 1):
+        try:
+            return call(), n
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            code = error.get("Code", "Unknown")
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            outcome = classify(service, code, status)
+            if outcome != "retry" or n == tries:
+                raise SendError("permanent" if outcome == "retry" else outcome, code,
+                                error.get("Message", ""), n) from None
+        except BotoCoreError as exc:  # connection failures: the service is unreachable
+            if n == tries:
+                raise SendError("permanent", type(exc).__name__, str(exc), n) from None
+        sleep(backoff(n))
+    raise AssertionError("unreachable")
+
+
+@dataclass
+class Mailer:
+    """SESv2 SendEmail with a raw MIME message: HTML + text parts and List-Unsubscribe headers."""
+
+    client: Any
+    sender: str
+    configuration_set: str | None = None
+    sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
+
+    def send(self, to: str, name: str | None, email: RenderedEmail, headers: dict[str, str]) -> tuple[str, int]:
+        message = EmailMessage()
+        message["From"] = self.sender
+        message["To"] = formataddr((name or "", to))
+        message["Subject"] = email.subject
+        message["Message-ID"] = make_msgid(domain=self.sender.rpartition("@")[2].rstrip(">") or None)
+        for key, value in headers.items():
+            message[key] = value
+        message.set_content(email.text)
+        message.add_alternative(email.html, subtype="html")
+        request: dict[str, Any] = {
+            "FromEmailAddress": self.sender,
+            "Destination": {"ToAddresses": [to]},
+            "Content": {"Raw": {"Data": message.as_bytes()}},
+        }
+        if self.configuration_set:
+            request["ConfigurationSetName"] = self.configuration_set
+        answer, tries = attempt("sesv2", lambda: self.client.send_email(**request), sleep=self.sleep)
+        return answer["MessageId"], tries
+
+
+@dataclass
+class Texter:
+    """SNS Publish to an E.164 number; high and urgent messages go as Transactional."""
+
+    client: Any
+    sender_id: str | None = None
+    sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
+
+    def opted_out(self, phone: str) -> bool:
+        answer, _ = attempt("sns", lambda: self.client.check_if_phone_number_is_opted_out(phoneNumber=phone),
+                            sleep=self.sleep)
+        return bool(answer.get("isOptedOut"))
+
+    def send(self, phone: str, body: str, transactional: bool) -> tuple[str, int]:
+        attributes = {"AWS.SNS.SMS.SMSType": {"DataType": "String",
+                                              "StringValue": "Transactional" if transactional else "Promotional"}}
+        if self.sender_id:
+            attributes["AWS.SNS.SMS.SenderID"] = {"DataType": "String", "StringValue": self.sender_id}
+        answer, tries = attempt("sns", lambda: self.client.publish(
+            PhoneNumber=phone, Message=body, MessageAttributes=attributes), sleep=self.sleep)
+        return answer["MessageId"], tries
