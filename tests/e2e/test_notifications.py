@@ -164,3 +164,33 @@ def test_a_throttled_send_is_retried_and_a_rejection_is_final():
         with pytest.raises(SendError) as rejected:
             mailer.send("a@b.test", None, email, {})
         assert rejected.value.outcome == "permanent" and rejected.value.attempts == 1
+
+
+def _sns(message: dict) -> dict:
+    return {"Records": [{"EventSource": "aws:sns", "Sns": {"Message": json.dumps(message)}}]}
+
+
+def test_a_bounce_marks_the_delivery_and_suppresses_the_next_send(stack, db):
+    from ripple.notify.feedback import on_sns
+
+    user = str(uuid.uuid4())
+    address = f"{user}@bounce.test"
+    db.execute("insert into profiles (id, role, full_name, email) values (%s, 'member', 'B', %s)", (user, address))
+    first = db.execute("insert into notifications (user_id, type, title, message, delivery_method) "
+                       "values (%s, 'news', 'One', 'first', '{email}') returning id", (user,)).fetchone()[0]
+    wait_for(lambda: deliveries(db, first).get((user, "email")) == "sent")
+    message_id = db.execute("select provider_message_id from notification_deliveries where notification_id = %s",
+                            (first,)).fetchone()[0]
+    assert on_sns(_sns({"eventType": "Delivery", "mail": {"messageId": message_id}}))["deliveries"] == 1
+    assert deliveries(db, first)[(user, "email")] == "delivered"
+    bounce = {"eventType": "Bounce", "mail": {"messageId": message_id},
+              "bounce": {"bounceType": "Permanent", "bounceSubType": "General",
+                         "bouncedRecipients": [{"emailAddress": address.upper()}]}}
+    assert on_sns(_sns(bounce)) == {"events": 1, "deliveries": 1, "suppressions": 1, "skipped": 0}
+    assert deliveries(db, first)[(user, "email")] == "bounced"
+    assert on_sns({"Records": [{"Sns": {"Message": "not json"}}]})["skipped"] == 1
+
+    second = db.execute("insert into notifications (user_id, type, title, message, delivery_method) "
+                        "values (%s, 'news', 'Two', 'second', '{email}') returning id", (user,)).fetchone()[0]
+    wait_for(lambda: deliveries(db, second).get((user, "email")) == "suppressed")
+    assert [m["subject"] for m in mailbox(stack, to=address)] == ["One"]
