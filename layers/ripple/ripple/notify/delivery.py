@@ -179,6 +179,8 @@ class Courier:
                     self.db.execute(conn, SUPPRESS, (codec.dumps(suppressions),))
 
     def _email(self, notification: Notification, recipient: Recipient, address: str) -> tuple[str, int]:
+        if not self.mailer.sender:
+            raise _Skip("failed", "email_not_configured")
         link = unsubscribe_url(f"{self.config.public_url}/api/unsubscribe",
                                make_token(recipient.user_id, notification.type, "email", self.secret,
                                           dt.datetime.now(dt.timezone.utc)))
