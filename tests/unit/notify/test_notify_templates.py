@@ -269,20 +269,19 @@ def test_default_email():
 
 def test_example_type_uses_its_data_and_falls_back_without_it():
     templates = Templates()
-    n = notification(type="enrollment.created", title="New enrollment", message="See you there.",
-                     data={"course_name": "Algebra I", "starts_on": "March 3"},
-                     action_url="https://app.example/c/1")
+    n = notification(type="enrollment.created", title="New enrollment", message="Please review.",
+                     data={"student_name": "Ada", "group_name": "Piano"},
+                     action_url="https://app.example/e/1")
     email = templates.email(n, recipient(locale="pt-BR"))
-    assert email.subject == "You're enrolled in Algebra I"
-    assert "Welcome to Algebra I" in email.html and "<strong>March 3</strong>" in email.html
-    assert ">Open the course</a>" in email.html
-    assert "Starts on March 3." in email.text
-    assert templates.sms(n, recipient()).body == \
-        "You're enrolled in Algebra I. See you there. https://app.example/c/1"
+    assert email.subject == "Ada enrolled in Piano"
+    assert "Ada joined Piano" in email.html
+    assert ">Open the enrollment</a>" in email.html
+    assert "Ada joined Piano." in email.text and "Open the enrollment: https://app.example/e/1" in email.text
+    assert templates.sms(n, recipient()).body == "Ada enrolled in Piano. Please review. https://app.example/e/1"
 
     bare = notification(type="enrollment.created", title="New enrollment", message="Hi.")
     email = templates.email(bare, recipient())
-    assert email.subject == "New enrollment" and "Starts on" not in email.html
+    assert email.subject == "New enrollment" and "joined" not in email.html
     assert templates.sms(bare, recipient()).body == "New enrollment: Hi."
 
 
