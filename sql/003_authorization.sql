@@ -59,75 +59,84 @@ $$;
 --           "images": [{"schema": text, "table": text, "row": {...}}, ...],
 --           "checks": [[principal index, image index], ...]}
 -- One result row per check. A check that cannot be evaluated is denied (fail closed).
+-- One pass over the checks, grouped by principal: a principal's claims are set once, and the
+-- role-and-table facts (privilege, predicate, hidden columns) are computed once per batch.
 create or replace function realtime.authorize(request jsonb)
 returns table (principal integer, image integer, allowed boolean, hidden text[])
 language plpgsql set search_path = '' as $$
 declare
   me text := current_user;
-  pr record;
+  principals jsonb[] := array(select e from jsonb_array_elements(request -> 'principals') e);
+  images jsonb[] := array(select e from jsonb_array_elements(request -> 'images') e);
   chk record;
+  current_principal integer := -1;
+  role_name text;
   img jsonb;
   rel regclass;
-  pred text;
-  ok boolean;
-  cache jsonb := '{}';
   key text;
+  facts jsonb;
+  cache jsonb := '{}';
+  ok boolean;
 begin
-  for pr in
-    select (e.ordinality - 1)::int as idx, e.value as v
-    from jsonb_array_elements(request -> 'principals') with ordinality e
+  for chk in
+    select (c.value ->> 0)::int as p, (c.value ->> 1)::int as i
+    from jsonb_array_elements(request -> 'checks') c
+    order by 1, 2
   loop
-    for chk in
-      select (c.value ->> 1)::int as img_idx
-      from jsonb_array_elements(request -> 'checks') c
-      where (c.value ->> 0)::int = pr.idx
-    loop
-      img := request -> 'images' -> chk.img_idx;
-      principal := pr.idx;
-      image := chk.img_idx;
-      allowed := false;
-      hidden := null;
-      begin
+    principal := chk.p;
+    image := chk.i;
+    allowed := false;
+    hidden := null;
+    if chk.p <> current_principal then
+      current_principal := chk.p;
+      role_name := principals[chk.p + 1] ->> 'role';
+      perform pg_catalog.set_config('request.jwt.claims', coalesce(principals[chk.p + 1] -> 'claims', '{}')::text, true);
+      perform pg_catalog.set_config('request.jwt.claim.sub', coalesce(principals[chk.p + 1] -> 'claims' ->> 'sub', ''), true);
+      perform pg_catalog.set_config('request.jwt.claim.role', role_name, true);
+    end if;
+    img := images[chk.i + 1];
+    begin
+      key := role_name || '/' || (img ->> 'schema') || '.' || (img ->> 'table');
+      facts := cache -> key;
+      if facts is null then
         rel := pg_catalog.to_regclass(pg_catalog.quote_ident(img ->> 'schema') || '.' ||
                                       pg_catalog.quote_ident(img ->> 'table'));
-        if rel is null or not pg_catalog.has_any_column_privilege(pr.v ->> 'role', rel, 'SELECT') then
-          return next;
-          continue;
+        if rel is null or not pg_catalog.has_any_column_privilege(role_name, rel, 'SELECT') then
+          facts := jsonb_build_object('readable', false);
+        else
+          facts := jsonb_build_object(
+            'readable', true, 'rel', rel::oid::text,
+            'predicate', realtime.select_predicate(rel, role_name),
+            'hidden', (select jsonb_agg(a.attname::text order by a.attnum)
+                       from pg_catalog.pg_attribute a
+                       where a.attrelid = rel and a.attnum > 0 and not a.attisdropped
+                         and not pg_catalog.has_column_privilege(role_name, rel, a.attnum, 'SELECT')));
         end if;
-        key := (pr.v ->> 'role') || '/' || rel::oid::text;
-        pred := cache ->> key;
-        if pred is null then
-          pred := realtime.select_predicate(rel, pr.v ->> 'role');
-          cache := cache || jsonb_build_object(key, pred);
-        end if;
-        if pred = 'true' then
+        cache := cache || jsonb_build_object(key, facts);
+      end if;
+      if (facts ->> 'readable')::boolean then
+        if facts ->> 'predicate' = 'true' then
           ok := true;
-        elsif pred = 'false' then
+        elsif facts ->> 'predicate' = 'false' then
           ok := false;
         else
-          perform pg_catalog.set_config('request.jwt.claims', coalesce(pr.v -> 'claims', '{}')::text, true);
-          perform pg_catalog.set_config('request.jwt.claim.sub', coalesce(pr.v -> 'claims' ->> 'sub', ''), true);
-          perform pg_catalog.set_config('request.jwt.claim.role', pr.v ->> 'role', true);
-          perform pg_catalog.set_config('role', pr.v ->> 'role', true);
+          perform pg_catalog.set_config('role', role_name, true);
           execute format('select exists (select 1 from pg_catalog.jsonb_populate_record(null::%s, $1) as %I where %s)',
-                         rel, img ->> 'table', pred)
+                         (facts ->> 'rel')::oid::regclass, img ->> 'table', facts ->> 'predicate')
             into ok using img -> 'row';
           perform pg_catalog.set_config('role', me, true);
         end if;
         allowed := coalesce(ok, false);
-        if allowed then
-          select array_agg(a.attname::text order by a.attnum) into hidden
-          from pg_catalog.pg_attribute a
-          where a.attrelid = rel and a.attnum > 0 and not a.attisdropped
-            and not pg_catalog.has_column_privilege(pr.v ->> 'role', rel, a.attnum, 'SELECT');
+        if allowed and jsonb_typeof(facts -> 'hidden') = 'array' then
+          hidden := array(select jsonb_array_elements_text(facts -> 'hidden'));
         end if;
-      exception when others then
-        perform pg_catalog.set_config('role', me, true);
-        allowed := false;
-        hidden := null;
-      end;
-      return next;
-    end loop;
+      end if;
+    exception when others then
+      perform pg_catalog.set_config('role', me, true);
+      allowed := false;
+      hidden := null;
+    end;
+    return next;
   end loop;
   perform pg_catalog.set_config('request.jwt.claims', '', true);
 end
