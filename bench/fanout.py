@@ -32,22 +32,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
-import math
-import multiprocessing
-import os
-import platform
-import shlex
-import signal
-import socket
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from harness import (Clients, WakeLog, configure, local_stack, percentile, print_header,
+                     wait_for_cleanup, watch_fanout)
+
 TABLE = "bench_items"
 TOPIC = "realtime:bench"
 PAYLOAD = "x" * 100
@@ -55,27 +47,39 @@ PAYLOAD = "x" * 100
 
 # -- the clients' process ------------------------------------------------------------------------
 
-def _join_frame(filter_value: int | None) -> str:
-    binding = {"event": "INSERT", "schema": "public", "table": TABLE}
+def _join_frame(filter_value: int | None, tables: tuple[str, ...], access_token: str | None
+                ) -> str:
+    bindings = [{"event": "INSERT", "schema": "public", "table": table} for table in tables]
     if filter_value is not None:
-        binding["filter"] = f"n=eq.{filter_value}"
+        for binding in bindings:
+            binding["filter"] = f"n=eq.{filter_value}"
+    payload: dict = {"config": {"postgres_changes": bindings}}
+    if access_token is not None:
+        payload["access_token"] = access_token
     return json.dumps({"topic": TOPIC, "event": "phx_join", "ref": "1", "join_ref": "1",
-                       "payload": {"config": {"postgres_changes": [binding]}}})
+                       "payload": payload})
 
 
 class Subscribers:
-    """N sockets in one event loop; each records (subscriber, row id, arrival time) per change."""
+    """N sockets in one event loop; each records (subscriber, row id, arrival time) per change.
+
+    The clients' party of `harness.Clients`: its coroutines are the parent's commands.
+    """
 
     def __init__(self, url: str):
         self.url = url
         self.sockets: list = []
+        self.joined: list[int] = []
         self.readers: list[asyncio.Task] = []
         self.arrivals: list[tuple[int, int, float]] = []
         self.other_frames = 0
         self.progress = asyncio.Event()
 
-    async def open(self, count: int, eq: bool, concurrency: int) -> dict:
-        """Connect and join `count` subscribers, `concurrency` at a time."""
+    async def open(self, count: int, eq: bool, concurrency: int,
+                   tables: tuple[str, ...] = (TABLE,), tokens: list[str] | None = None) -> dict:
+        """Connect and join `count` subscribers, `concurrency` at a time, each with one INSERT
+        binding per table; subscriber i joins with `tokens[i]` as its `access_token` when tokens
+        are given. Returns, among others, the indexes of the subscribers that joined."""
         from websockets.asyncio.client import connect
 
         gate = asyncio.Semaphore(concurrency)
@@ -86,18 +90,20 @@ class Subscribers:
                 try:
                     ws = await connect(self.url, open_timeout=120, ping_interval=None,
                                        close_timeout=10, max_queue=None)
-                    await ws.send(_join_frame(index if eq else None))
+                    await ws.send(_join_frame(index if eq else None, tables,
+                                              tokens[index] if tokens else None))
                     await self._await_subscribed(ws)
                 except Exception as exc:
                     failures.append(f"{type(exc).__name__}: {exc}")
                     return
             self.sockets.append(ws)
+            self.joined.append(index)
             self.readers.append(asyncio.create_task(self._read(index, ws)))
 
         started = time.monotonic()
         await asyncio.gather(*(one(i) for i in range(count)))
         return {"joined": len(self.sockets), "seconds": time.monotonic() - started,
-                "failures": failures[:5], "failed": len(failures)}
+                "failures": failures[:5], "failed": len(failures), "indexes": sorted(self.joined)}
 
     @staticmethod
     async def _await_subscribed(ws) -> None:
@@ -126,88 +132,26 @@ class Subscribers:
             pass  # closed by us or by the gateway; the parent counts what is missing
 
     async def collect(self, expected: int, stall_seconds: float) -> dict:
-        """Wait for `expected` arrivals, giving up after `stall_seconds` without a new one."""
+        """Wait for `expected` arrivals, giving up after `stall_seconds` without a new one, and
+        hand them over: the next collect counts from zero."""
         while len(self.arrivals) < expected:
             self.progress.clear()
             try:
                 await asyncio.wait_for(self.progress.wait(), timeout=stall_seconds)
             except TimeoutError:
                 break
-        return {"arrivals": list(self.arrivals), "other_frames": self.other_frames}
+        arrivals, self.arrivals = self.arrivals, []
+        other_frames, self.other_frames = self.other_frames, 0
+        return {"arrivals": arrivals, "other_frames": other_frames}
 
     async def close(self) -> None:
         await asyncio.gather(*(ws.close() for ws in self.sockets), return_exceptions=True)
         await asyncio.gather(*self.readers, return_exceptions=True)
-        self.sockets, self.readers, self.arrivals, self.other_frames = [], [], [], 0
-
-
-async def _serve(pipe, url: str) -> None:
-    subscribers = Subscribers(url)
-    while True:
-        command, args = await asyncio.to_thread(pipe.recv)
-        if command == "open":
-            pipe.send(await subscribers.open(**args))
-        elif command == "collect":
-            pipe.send(await subscribers.collect(**args))
-        elif command == "close":
-            await subscribers.close()
-            pipe.send({})
-        else:
-            await subscribers.close()
-            return
-
-
-def clients_process(pipe, url: str) -> None:
-    """Entry of the clients' process: obey commands from the pipe until told to stop."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
-    asyncio.run(_serve(pipe, url))
-
-
-class Clients:
-    """The parent's handle on the clients' process."""
-
-    def __init__(self, url: str):
-        context = multiprocessing.get_context("spawn")
-        self.pipe, theirs = context.Pipe()
-        self.process = context.Process(target=clients_process, args=(theirs, url), daemon=True)
-        self.process.start()
-
-    def call(self, command: str, **args) -> dict:
-        self.pipe.send((command, args))
-        return self.pipe.recv()
-
-    def stop(self) -> None:
-        if self.process.is_alive():
-            try:
-                self.pipe.send(("stop", {}))
-                self.process.join(timeout=5)
-            except (BrokenPipeError, OSError):
-                pass
-        if self.process.is_alive():
-            self.process.terminate()
-            self.process.join(timeout=5)
+        self.sockets, self.joined, self.readers = [], [], []
+        self.arrivals, self.other_frames = [], 0
 
 
 # -- the server's side ---------------------------------------------------------------------------
-
-class WakeLog:
-    """Wraps the bridge's fanout handler to keep what each run reported and how long it took."""
-
-    def __init__(self, handler):
-        self.handler = handler
-        self.runs: list[tuple[float, dict]] = []
-        self.running = False
-
-    def __call__(self, event, context):
-        self.running = True
-        started = time.monotonic()
-        try:
-            stats = self.handler(event, context)
-            self.runs.append((time.monotonic() - started, stats))
-            return stats
-        finally:
-            self.running = False
-
 
 @dataclass
 class Counters:
@@ -249,20 +193,6 @@ class Result:
     cost: Counters = field(default_factory=Counters)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def percentile(sorted_values: list[float], q: float) -> float:
-    """Nearest-rank percentile of an ascending list."""
-    if not sorted_values:
-        return float("nan")
-    rank = math.ceil(q / 100 * len(sorted_values))
-    return sorted_values[max(0, min(len(sorted_values), rank) - 1)]
-
-
 def prepare_table(db_url: str) -> None:
     import psycopg
 
@@ -275,28 +205,6 @@ def prepare_table(db_url: str) -> None:
                                  "'supabase_realtime' and tablename = %s", (TABLE,)).fetchone()
         if not published:
             conn.execute(f"alter publication supabase_realtime add table public.{TABLE}")
-
-
-def wait_for_cleanup(aws_url: str, timeout: float = 120.0) -> int:
-    """Wait until $disconnect has removed every connection and binding; returns what is left."""
-    import boto3
-
-    from ripple.local.stack import BINDINGS_TABLE, CONNECTIONS_TABLE, REGION
-    from ripple.store import REGISTRY_SK
-
-    ddb = boto3.client("dynamodb", endpoint_url=aws_url, region_name=REGION)
-
-    def left() -> int:
-        connections = ddb.scan(TableName=CONNECTIONS_TABLE, Select="COUNT")["Count"]
-        # The eq registry row stays by design; only per-connection rows must go.
-        bindings = ddb.scan(TableName=BINDINGS_TABLE, Select="COUNT", FilterExpression="sk <> :r",
-                            ExpressionAttributeValues={":r": {"S": REGISTRY_SK}})["Count"]
-        return connections + bindings
-
-    deadline = time.monotonic() + timeout
-    while (remaining := left()) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    return remaining
 
 
 def wait_until_idle(wakes: WakeLog, quiet: float = 0.5, timeout: float = 60.0) -> None:
@@ -428,32 +336,22 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    # The handlers log one line per wake-up and per connection; the table is the output here.
-    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
-    sys.path.insert(0, str(ROOT / "layers" / "ripple"))
-    from ripple.local.stack import Ports, Stack
+    configure()
 
     pacing = (f"one commit every {args.interval_ms:g} ms" if args.interval_ms
               else "commits back to back")
-    print(f"command: {shlex.join([Path(sys.executable).name, *sys.argv])}")
-    print(f"machine: {os.cpu_count()} cores, {platform.machine()}, {platform.system()} "
-          f"{platform.release()}, Python {platform.python_version()}")
-    print(f"workload: {args.changes} INSERTs per round on public.{TABLE}, {pacing}; "
-          f"latency = arrival at the client - commit returned", flush=True)
+    print_header(f"{args.changes} INSERTs per round on public.{TABLE}, {pacing}; "
+                 f"latency = arrival at the client - commit returned")
 
     modes = ["all", "eq"] if args.mode == "both" else [args.mode]
     results: list[Result] = []
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="ripple-bench-") as state:
-        stack = clients = None
+    with local_stack() as stack:
+        clients = None
         try:
-            stack = Stack(state_dir=Path(state), ports=Ports(api=0, db=free_port(), aws=0)).start()
             prepare_table(stack.db_url)
-            # The bridge calls whatever `fanout` holds, so the wrapper sees every run.
-            wakes = WakeLog(stack.bridge.fanout)
-            stack.bridge.fanout = wakes
-            clients = Clients(f"{stack.ws_url}?apikey={stack.key('anon')}&vsn=1.0.0")
+            wakes = watch_fanout(stack)
+            clients = Clients(f"{stack.ws_url}?apikey={stack.key('anon')}&vsn=1.0.0", Subscribers)
             # Once an eq join registers column n, every later run also Queries the buckets of
             # the n values it drains, so the unfiltered rounds run first to measure them alone.
             for mode in modes:
@@ -465,8 +363,6 @@ def main() -> None:
         finally:
             if clients is not None:
                 clients.stop()
-            if stack is not None:
-                stack.stop()
     print()
     print(render(results))
     print()

@@ -1,0 +1,170 @@
+"""What the benchmarks share: the local stack on free ports, clients in a second process, the
+fanout's wake-ups, percentiles and the header every run prints.
+
+A benchmark defines a party: a class whose instance lives in the clients' process and whose
+async methods are the commands the parent sends (`open`, `collect`, `close`, ...):
+
+    with local_stack() as stack:
+        clients = Clients(f"{stack.ws_url}?apikey={stack.key('anon')}&vsn=1.0.0", Subscribers)
+        opened = clients.call("open", count=100, eq=False, concurrency=50)
+        clients.stop()
+"""
+from __future__ import annotations
+
+import asyncio
+import math
+import multiprocessing
+import os
+import platform
+import shlex
+import signal
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# -- the clients' process ------------------------------------------------------------------------
+
+async def _serve(pipe, party) -> None:
+    while True:
+        command, args = await asyncio.to_thread(pipe.recv)
+        if command == "stop":
+            await party.close()
+            return
+        pipe.send(await getattr(party, command)(**args) or {})
+
+
+def clients_process(pipe, url: str, party_type: type) -> None:
+    """Entry of the clients' process: obey commands from the pipe until told to stop."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
+    asyncio.run(_serve(pipe, party_type(url)))
+
+
+class Clients:
+    """The parent's handle on the clients' process, so the clients' frame parsing does not share
+    the server's interpreter lock. `party_type(url)` is built there and runs the commands."""
+
+    def __init__(self, url: str, party_type: type):
+        context = multiprocessing.get_context("spawn")
+        self.pipe, theirs = context.Pipe()
+        self.process = context.Process(target=clients_process, args=(theirs, url, party_type),
+                                       daemon=True)
+        self.process.start()
+
+    def call(self, command: str, **args) -> dict:
+        self.pipe.send((command, args))
+        return self.pipe.recv()
+
+    def stop(self) -> None:
+        if self.process.is_alive():
+            try:
+                self.pipe.send(("stop", {}))
+                self.process.join(timeout=5)
+            except (BrokenPipeError, OSError):
+                pass
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(timeout=5)
+
+
+# -- the server's side ---------------------------------------------------------------------------
+
+@contextmanager
+def local_stack() -> Iterator:
+    """The whole local stack on free ports in a temporary directory, stopped however the block
+    ends (including a start that fails halfway)."""
+    from ripple.local.stack import Ports, Stack
+
+    with tempfile.TemporaryDirectory(prefix="ripple-bench-") as state:
+        stack = Stack(state_dir=Path(state), ports=Ports(api=0, db=free_port(), mail=0, aws=0))
+        try:
+            yield stack.start()
+        finally:
+            stack.stop()
+
+
+def watch_fanout(stack) -> WakeLog:
+    """Wrap the fanout handler the stack's bridge runs, so every run is seen; the bridge calls
+    whatever its `realtime_outbox` consumer holds."""
+    consumer = stack.bridge.consumers["realtime_outbox"]
+    wakes = WakeLog(consumer.handler)
+    consumer.handler = wakes
+    return wakes
+
+
+class WakeLog:
+    """Wraps the bridge's fanout handler to keep what each run reported and how long it took."""
+
+    def __init__(self, handler):
+        self.handler = handler
+        self.runs: list[tuple[float, dict]] = []
+        self.running = False
+
+    def __call__(self, event, context):
+        self.running = True
+        started = time.monotonic()
+        try:
+            stats = self.handler(event, context)
+            self.runs.append((time.monotonic() - started, stats))
+            return stats
+        finally:
+            self.running = False
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending list."""
+    if not sorted_values:
+        return float("nan")
+    rank = math.ceil(q / 100 * len(sorted_values))
+    return sorted_values[max(0, min(len(sorted_values), rank) - 1)]
+
+
+def wait_for_cleanup(aws_url: str, timeout: float = 120.0) -> int:
+    """Wait until $disconnect has removed every connection and binding; returns what is left."""
+    import boto3
+
+    from ripple.local.stack import BINDINGS_TABLE, CONNECTIONS_TABLE, REGION
+    from ripple.store import REGISTRY_SK
+
+    ddb = boto3.client("dynamodb", endpoint_url=aws_url, region_name=REGION)
+
+    def left() -> int:
+        connections = ddb.scan(TableName=CONNECTIONS_TABLE, Select="COUNT")["Count"]
+        # The eq registry row stays by design; only per-connection rows must go.
+        bindings = ddb.scan(TableName=BINDINGS_TABLE, Select="COUNT", FilterExpression="sk <> :r",
+                            ExpressionAttributeValues={":r": {"S": REGISTRY_SK}})["Count"]
+        return connections + bindings
+
+    deadline = time.monotonic() + timeout
+    while (remaining := left()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return remaining
+
+
+def configure() -> None:
+    """Make `ripple` importable, and quiet the handlers: they log a line per wake-up and per
+    connection, and a run's output is its table."""
+    import logging
+
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
+    sys.path.insert(0, str(ROOT / "layers" / "ripple"))
+
+
+def print_header(workload: str) -> None:
+    print(f"command: {shlex.join([Path(sys.executable).name, *sys.argv])}")
+    print(f"machine: {os.cpu_count()} cores, {platform.machine()}, {platform.system()} "
+          f"{platform.release()}, Python {platform.python_version()}")
+    print(f"workload: {workload}", flush=True)
