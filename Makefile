@@ -45,6 +45,8 @@ sam-check: $(PY_STAMP) $(SAM)
 
 bench: $(PY_STAMP)
 	$(PY) bench/fanout.py
+	$(PY) bench/rls.py
+	$(PY) bench/broadcast.py
 
 clean:
 	rm -rf $(VENV) $(JS_DIR)/node_modules .aws-sam

@@ -165,13 +165,14 @@ class Stack:
             EmailIdentity=MAIL_DOMAIN)
 
     async def _start_async(self) -> None:
-        connect, router, disconnect, fanout, broadcast, notify = (
-            load_handler(n) for n in ("connect", "router", "disconnect", "fanout", "broadcast", "notify"))
+        connect, router, disconnect, fanout, broadcast, notify, api = (
+            load_handler(n) for n in ("connect", "router", "disconnect", "fanout", "broadcast", "notify", "api"))
         self.gateway = Gateway(
             Routes(connect=connect.handler, default=router.handler, disconnect=disconnect.handler),
             port=self.ports.api, limits=self.limits, ready=self._ready)
         self.gateway.app.router.add_post("/realtime/v1/api/broadcast",
                                          http_route("broadcast", broadcast.handler))
+        self.gateway.app.router.add_route("*", "/api/{tail:.*}", http_route("api", api.handler))
         await self.gateway.start()
         os.environ.update({
             "POWERTOOLS_SERVICE_NAME": "ripple",
