@@ -1,0 +1,6 @@
+"""The notifications REST API under /api/: the inbox, creating, unsubscribe links, OpenAPI."""
+from ripple.notify.api import HttpEvent, on_request
+
+
+def handler(event, context):
+    return on_request(HttpEvent.model_validate(event))
