@@ -166,7 +166,8 @@ class Stack:
 
     async def _start_async(self) -> None:
         connect, router, disconnect, fanout, broadcast, notify, api = (
-            load_handler(n) for n in ("connect", "router", "disconnect", "fanout", "broadcast", "notify", "api"))
+            load_handler(n)
+            for n in ("connect", "router", "disconnect", "fanout", "broadcast", "notify", "api"))
         self.gateway = Gateway(
             Routes(connect=connect.handler, default=router.handler, disconnect=disconnect.handler),
             port=self.ports.api, limits=self.limits, ready=self._ready)
