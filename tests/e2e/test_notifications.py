@@ -149,6 +149,11 @@ def test_quiet_hours_defer_but_urgent_goes_through(stack, db):
                      (normal,)).fetchone()[0]
     assert due is True
     assert [m["subject"] for m in mailbox(stack, to=f"{user}@quiet.test")] == ["Now"]
+    # When the window opens, the delivery function's sweep sends what was deferred.
+    db.execute("update notification_deliveries set next_attempt_at = now() - interval '1 second' "
+               "where notification_id = %s", (normal,))
+    wait_for(lambda: deliveries(db, normal).get((user, "email")) == "sent")
+    assert sorted(m["subject"] for m in mailbox(stack, to=f"{user}@quiet.test")) == ["Later", "Now"]
 
 
 def test_a_throttled_send_is_retried_and_a_rejection_is_final():
