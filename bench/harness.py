@@ -86,7 +86,10 @@ def local_stack() -> Iterator:
         try:
             yield stack.start()
         finally:
-            stack.stop()
+            try:
+                stack.stop()
+            except Exception as exc:  # a slow shutdown must not lose the measurements
+                print(f"stack did not stop cleanly: {exc!r}", file=sys.stderr)
 
 
 def watch_fanout(stack) -> WakeLog:

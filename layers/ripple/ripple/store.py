@@ -145,12 +145,20 @@ class Store:
         except self.client.exceptions.ConditionalCheckFailedException:
             return False
 
-    def delete_connection(self, connection_id: str) -> None:
-        """Forget a connection and every binding it held (on $disconnect or a 410)."""
+    def delete_connection(self, connection_id: str) -> list[Member]:
+        """Forget a connection and every row it held (on $disconnect or a 410); returns the
+        channel memberships it had, read by the same Query that found the rows."""
         self.calls += 1
         self.client.delete_item(TableName=self.connections_table,
                                 Key=_item({"connection_id": connection_id}))
-        self._delete_keys(self._binding_keys(connection_id))
+        rows = self._query({
+            "TableName": self.bindings_table,
+            "IndexName": "by_connection",
+            "KeyConditionExpression": "connection_id = :c",
+            "ExpressionAttributeValues": {":c": {"S": connection_id}},
+        })
+        self._delete_keys([{"pk": row["pk"], "sk": row["sk"]} for row in rows])
+        return [self._member(row) for row in rows if row["pk"].startswith(TOPIC_PREFIX)]
 
     # -- bindings -------------------------------------------------------------------------------
     def replace_channel(self, connection_id: str, topic: str, bindings: list[Binding],
@@ -229,17 +237,6 @@ class Store:
     def members(self, topic: str) -> list[Member]:
         """Every member of `topic`: one Query (paginated), never a Scan."""
         return [self._member(row) for row in self._query_bucket(topic_key(topic))]
-
-    def memberships(self, connection_id: str) -> list[Member]:
-        """The channels one connection has joined (GSI Query by connection)."""
-        kwargs: dict[str, Any] = {
-            "TableName": self.bindings_table,
-            "IndexName": "by_connection",
-            "KeyConditionExpression": "connection_id = :c",
-            "FilterExpression": "begins_with(pk, :p)",
-            "ExpressionAttributeValues": {":c": {"S": connection_id}, ":p": {"S": TOPIC_PREFIX}},
-        }
-        return [self._member(row) for row in self._query(kwargs)]
 
     def set_presence(self, connection_id: str, topic: str, meta: dict[str, Any] | None) -> None:
         """Record (or, with None, clear) what this connection tracks on `topic`.

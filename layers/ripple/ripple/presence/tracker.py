@@ -44,9 +44,7 @@ def announce(store: Store, api: ConnectionsApi, topic: str, private: bool, paylo
 
 def depart(store: Store, api: ConnectionsApi, connection_id: str) -> None:
     """Forget a connection everywhere and tell each topic it tracked presence on that it left."""
-    memberships = store.memberships(connection_id)
-    store.delete_connection(connection_id)
-    for member in memberships:
+    for member in store.delete_connection(connection_id):
         if member.presence is not None:
             announce(store, api, member.topic, member.private,
                      diff(member.presence_key, [], [member.presence]))
