@@ -37,8 +37,8 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from harness import (Clients, configure, local_stack, percentile, print_header,
-                     wait_for_cleanup)
+from harness import (Clients, add_round_options, configure, counts, local_stack, percentile,
+                     print_header, wait_for_cleanup)
 
 TOPIC = "realtime:bench-room"
 EVENT = "tick"
@@ -363,16 +363,10 @@ def parse_args() -> argparse.Namespace:
                              "WebSocket connection (default: %(default)s)")
     parser.add_argument("--messages", type=int, default=20,
                         help="broadcasts the sender sends per round (default: %(default)s)")
-    parser.add_argument("--interval-ms", type=float, default=100.0,
-                        help="pace between sends; the router allows 100 messages per second "
-                             "per connection (default: %(default)s)")
-    parser.add_argument("--concurrency", type=int, default=50,
-                        help="members connecting and joining at once (default: %(default)s)")
-    parser.add_argument("--timeout", type=float, default=30.0,
-                        help="give up waiting for deliveries after this many seconds without one "
-                             "(default: %(default)s)")
+    add_round_options(parser, interval_ms=100.0, interval_help='pace between sends; the router allows 100 messages per second per connection',
+                      who='members')
     args = parser.parse_args()
-    args.counts = [int(c) for c in args.members.split(",") if c.strip()]
+    args.counts = counts(args.members)
     return args
 
 

@@ -37,8 +37,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from harness import (Clients, WakeLog, configure, local_stack, percentile, print_header,
-                     wait_for_cleanup, watch_fanout)
+from harness import (Clients, WakeLog, add_round_options, configure, counts, local_stack,
+                     percentile, print_header, wait_for_cleanup, watch_fanout)
 
 TABLE = "bench_items"
 TOPIC = "realtime:bench"
@@ -318,19 +318,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--changes", type=int, default=50,
                         help="rows committed per round, one transaction each "
                              "(default: %(default)s)")
-    parser.add_argument("--interval-ms", type=float, default=20.0,
-                        help="pace between commits; 0 commits as fast as possible "
-                             "(default: %(default)s)")
     parser.add_argument("--mode", choices=("all", "eq", "both"), default="both",
                         help="unfiltered fan-out to all, one eq-filtered match per change, or both "
                              "(default: %(default)s)")
-    parser.add_argument("--concurrency", type=int, default=50,
-                        help="subscribers connecting and joining at once (default: %(default)s)")
-    parser.add_argument("--timeout", type=float, default=30.0,
-                        help="give up waiting for deliveries after this many seconds without one "
-                             "(default: %(default)s)")
+    add_round_options(parser, interval_ms=20.0, interval_help='pace between commits; 0 commits as fast as possible',
+                      who='subscribers')
     args = parser.parse_args()
-    args.counts = [int(c) for c in args.subscribers.split(",") if c.strip()]
+    args.counts = counts(args.subscribers)
     return args
 
 

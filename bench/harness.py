@@ -171,3 +171,19 @@ def print_header(workload: str) -> None:
     print(f"machine: {os.cpu_count()} cores, {platform.machine()}, {platform.system()} "
           f"{platform.release()}, Python {platform.python_version()}")
     print(f"workload: {workload}", flush=True)
+
+
+def add_round_options(parser, *, interval_ms: float, interval_help: str, who: str) -> None:
+    """The options every benchmark shares: pacing, join concurrency and the delivery timeout."""
+    parser.add_argument("--interval-ms", type=float, default=interval_ms,
+                        help=f"{interval_help} (default: %(default)s)")
+    parser.add_argument("--concurrency", type=int, default=50,
+                        help=f"{who} connecting and joining at once (default: %(default)s)")
+    parser.add_argument("--timeout", type=float, default=30.0,
+                        help="give up waiting for deliveries after this many seconds without one "
+                             "(default: %(default)s)")
+
+
+def counts(text: str) -> list[int]:
+    """`10,100,1000` as numbers."""
+    return [int(c) for c in text.split(",") if c.strip()]

@@ -41,8 +41,8 @@ import uuid
 from dataclasses import dataclass, field
 
 from fanout import Counters, Subscribers, wait_until_idle
-from harness import (Clients, WakeLog, configure, local_stack, percentile, print_header,
-                     wait_for_cleanup, watch_fanout)
+from harness import (Clients, WakeLog, add_round_options, configure, counts, local_stack,
+                     percentile, print_header, wait_for_cleanup, watch_fanout)
 
 TABLES = {"rls": "bench_docs", "open": "bench_docs_open"}
 POLICY = "organization_id = (auth.jwt()->>'organization_id')::int"
@@ -309,19 +309,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--organizations", type=int, default=10,
                         help="organizations the users and rows are spread over "
                              "(default: %(default)s)")
-    parser.add_argument("--interval-ms", type=float, default=20.0,
-                        help="pace between commits; 0 commits as fast as possible "
-                             "(default: %(default)s)")
     parser.add_argument("--mode", choices=("rls", "open", "both"), default="both",
                         help="the table with RLS, the same table without, or both "
                              "(default: %(default)s)")
-    parser.add_argument("--concurrency", type=int, default=50,
-                        help="subscribers connecting and joining at once (default: %(default)s)")
-    parser.add_argument("--timeout", type=float, default=30.0,
-                        help="give up waiting for deliveries after this many seconds without one "
-                             "(default: %(default)s)")
+    add_round_options(parser, interval_ms=20.0, interval_help='pace between commits; 0 commits as fast as possible',
+                      who='subscribers')
     args = parser.parse_args()
-    args.counts = [int(c) for c in args.subscribers.split(",") if c.strip()]
+    args.counts = counts(args.subscribers)
     if args.organizations < 1:
         parser.error("--organizations must be at least 1")
     return args
