@@ -363,8 +363,9 @@ def parse_args() -> argparse.Namespace:
                              "WebSocket connection (default: %(default)s)")
     parser.add_argument("--messages", type=int, default=20,
                         help="broadcasts the sender sends per round (default: %(default)s)")
-    add_round_options(parser, interval_ms=100.0, interval_help='pace between sends; the router allows 100 messages per second per connection',
-                      who='members')
+    add_round_options(parser, interval_ms=100.0, who="members",
+                      interval_help="pace between sends; the router allows 100 messages per "
+                                    "second per connection")
     args = parser.parse_args()
     args.counts = counts(args.members)
     return args

@@ -321,8 +321,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--mode", choices=("all", "eq", "both"), default="both",
                         help="unfiltered fan-out to all, one eq-filtered match per change, or both "
                              "(default: %(default)s)")
-    add_round_options(parser, interval_ms=20.0, interval_help='pace between commits; 0 commits as fast as possible',
-                      who='subscribers')
+    add_round_options(parser, interval_ms=20.0, who="subscribers",
+                      interval_help="pace between commits; 0 commits as fast as possible")
     args = parser.parse_args()
     args.counts = counts(args.subscribers)
     return args
