@@ -288,5 +288,6 @@ def fanout() -> Fanout:
 def on_wake(wake: WakeEvent) -> dict:
     """Lambda entry: drain and deliver; returns the counters of what was done."""
     stats = fanout().run(wake)
-    logger.info("fanout", extra=asdict(stats))
+    # An idle wake (a sweep that found nothing) is routine; only work done is worth an INFO line.
+    (logger.info if stats.batches else logger.debug)("fanout", extra=asdict(stats))
     return asdict(stats)

@@ -74,7 +74,7 @@ def on_event(event: NotifyEvent) -> dict:
         c.drain(report)
         c.send_due(report)
     result = asdict(report)
-    logger.info("notify", extra=result)
+    (logger.info if report.notifications or report.statuses else logger.debug)("notify", extra=result)
     return result
 
 
