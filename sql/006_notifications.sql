@@ -45,6 +45,13 @@ create table if not exists public.notifications (
     check (cardinality(delivery_method) > 0 and delivery_method <@ array['in_app', 'email', 'sms'])
 );
 
+-- A type names templates and travels inside signed unsubscribe links: at most 200 bytes.
+do $$ begin
+  alter table public.notifications add constraint notifications_type_check
+    check (octet_length(type) between 1 and 200);
+exception when duplicate_object then null;
+end $$;
+
 create index if not exists notifications_user_created_idx
   on public.notifications (user_id, created_at desc);
 create index if not exists notifications_user_unread_idx

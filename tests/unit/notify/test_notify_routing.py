@@ -199,6 +199,9 @@ def test_e164_normalization(raw, normalized):
     ("ada@example..com", None),
     ("ada@.example.com", None),
     ("a" * 250 + "@x.io", None),
+    ("zoë@uni.test", None),                      # SES cannot send to a non-ASCII local part
+    ("Ada@Bücher.Example", "ada@xn--bcher-kva.example"),
+    ("ada@" + "x" * 64 + ".io", None),             # a domain label over 63 characters
 ])
 def test_email_normalization(raw, normalized):
     assert normalize_email(raw) == normalized

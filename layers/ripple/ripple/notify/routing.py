@@ -189,9 +189,19 @@ def normalize_email(raw: str) -> str | None:
     'ada@example.com'
     """
     email = raw.strip().lower()
-    if len(email) > _MAX_EMAIL or not _EMAIL.fullmatch(email):
+    if not _EMAIL.fullmatch(email):
         return None
-    return email
+    local, _, domain = email.rpartition("@")
+    # SES takes 7-bit addresses only: an internationalized domain goes as its punycode form; a
+    # non-ASCII local part (SMTPUTF8) cannot be sent at all.
+    if not local.isascii():
+        return None
+    try:
+        domain = domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        return None
+    email = f"{local}@{domain}"
+    return email if len(email) <= _MAX_EMAIL else None
 
 
 def normalize_phone(raw: str) -> str | None:
