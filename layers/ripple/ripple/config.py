@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     # Below API Gateway's 128 KB frame limit, so an oversize broadcast gets an answer, not a close.
     max_broadcast_bytes: int = 100 * 1024
     max_presence_bytes: int = 10 * 1024
+    # Top-level keys of one tracked presence payload, as Supabase's "presence keys per object".
+    max_presence_keys: int = 10
     drain_batch_size: int = 500
     max_posts_per_batch: int = 10_000
     post_concurrency: int = 32

@@ -77,6 +77,18 @@ class Store:
         self.calls += 1
         self.client.put_item(TableName=self.connections_table, Item=_item(asdict(connection)))
 
+    def touch(self, connection_id: str, now: float) -> None:
+        """Record that the client was heard from (its heartbeat): the presence sweep departs
+        connections silent for longer than the clients' heartbeat allows."""
+        self.calls += 1
+        try:
+            self.client.update_item(
+                TableName=self.connections_table, Key=_item({"connection_id": connection_id}),
+                UpdateExpression="SET last_seen = :now", ConditionExpression="attribute_exists(connection_id)",
+                ExpressionAttributeValues={":now": {"N": str(int(now))}})
+        except self.client.exceptions.ConditionalCheckFailedException:
+            pass
+
     def get_connection(self, connection_id: str) -> Connection | None:
         self.calls += 1
         found = self.client.get_item(TableName=self.connections_table,

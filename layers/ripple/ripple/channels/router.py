@@ -97,6 +97,7 @@ class Router:
 
     # -- events ---------------------------------------------------------------------------------
     def heartbeat(self, frame: Frame) -> None:
+        self.store.touch(frame.connection_id, time.time())
         self.reply(frame, m.ok(frame.msg))
 
     def join(self, frame: Frame) -> None:
@@ -187,7 +188,7 @@ class Router:
             self.reply(frame, m.reply(msg, "error", {"error": "payload_size_exceeded"}))
             return
         if not self.store.spend(frame.connection_id, self.config.max_events_per_second, time.time()):
-            self.reply(frame, m.error(msg, "RateLimitReached: too many messages per second"))
+            self.reply(frame, m.error(msg, "MessagePerSecondRateLimitReached: Too many messages per second"))
             return
         members = self.store.members(msg.topic)
         sender = next((x for x in members if x.connection_id == frame.connection_id), None)
@@ -220,11 +221,15 @@ class Router:
         if event == "track" and not isinstance(meta, dict):
             self.reply(frame, m.error(msg, "InvalidMessage: presence payload must be an object"))
             return
+        if event == "track" and len(meta) > self.config.max_presence_keys:
+            self.reply(frame, m.error(msg, f"PresenceKeysLimitReached: a presence payload may have at most "
+                                           f"{self.config.max_presence_keys} keys"))
+            return
         if frame.size > self.config.max_presence_bytes:
             self.reply(frame, m.reply(msg, "error", {"error": "payload_size_exceeded"}))
             return
         if not self.store.spend(frame.connection_id, self.config.max_events_per_second, time.time()):
-            self.reply(frame, m.error(msg, "RateLimitReached: too many messages per second"))
+            self.reply(frame, m.error(msg, "MessagePerSecondRateLimitReached: Too many messages per second"))
             return
         member = self.store.member(frame.connection_id, msg.topic)
         if member is None:
