@@ -251,6 +251,67 @@ def test_a_presence_holder_that_vanished_without_disconnect_is_swept(stack):
         watcher.close()
 
 
+def _track(wire: Wire, topic: str, meta: dict) -> None:
+    ref = wire.send(topic, "presence", {"type": "presence", "event": "track", "payload": meta},
+                    join_ref="j" + topic)
+    while (frame := wire.recv())["ref"] != ref:
+        pass
+    assert frame["payload"]["status"] == "ok", frame
+
+
+def _heartbeat(wire: Wire) -> None:
+    ref = wire.send("phoenix", "heartbeat", {})
+    while (frame := wire.recv())["ref"] != ref:
+        pass
+
+
+def _next(wire: Wire, event: str, timeout: float = 10.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while (frame := wire.recv(timeout=max(0.1, deadline - time.monotonic())))["event"] != event:
+        pass
+    return frame
+
+
+def test_a_silent_presence_holder_is_departed_and_closed_while_a_heartbeating_one_stays(stack):
+    # API Gateway counts the backend's posts as activity, so a vanished client in a busy room
+    # never idles out: the sweep goes by when each holder last sent a heartbeat.
+    from ripple.gateway import connections_api
+    from ripple.presence.tracker import sweep
+
+    topic = "realtime:silence"
+    watcher, silent, beating = (Wire(stack.ws_url, stack.key("anon")) for _ in range(3))
+    try:
+        watcher.join(topic, [], presence={"enabled": True, "key": "watcher"})
+        assert watcher.recv()["event"] == "presence_state"
+        for wire, key in ((silent, "silent"), (beating, "beating")):
+            wire.join(topic, [], presence={"enabled": True, "key": key})
+            assert wire.recv()["event"] == "presence_state"
+            _track(wire, topic, {"name": key})
+            assert _next(watcher, "presence_diff")["payload"]["joins"][key]["metas"][0]["name"] == key
+        started = time.monotonic()
+        while time.monotonic() - started < 4.5:  # `silent` says nothing; `beating` keeps its heartbeat
+            _heartbeat(beating)
+            time.sleep(0.5)
+        assert sweep(store(), connections_api(), silence_seconds=3) >= 1
+
+        diff = _next(watcher, "presence_diff")
+        assert diff["payload"]["joins"] == {}
+        assert list(diff["payload"]["leaves"]) == ["silent"]
+        assert diff["payload"]["leaves"]["silent"]["metas"][0]["name"] == "silent"
+        with pytest.raises(ConnectionClosed) as closed:  # the sweep closed it (DeleteConnection)
+            while True:
+                silent.recv(timeout=5)
+        assert closed.value.rcvd.code == 1000
+        members = {m.presence_key: m for m in store().members(topic)}
+        assert set(members) == {"watcher", "beating"} and members["beating"].presence["name"] == "beating"
+        _heartbeat(beating)  # still connected
+        with pytest.raises(TimeoutError):  # and nothing else left
+            _next(watcher, "presence_diff", timeout=1.5)
+    finally:
+        for wire in (watcher, silent, beating):
+            wire.close()
+
+
 def test_several_connections_under_one_presence_key_are_one_key_with_several_metas(stack):
     first, second = Wire(stack.ws_url, stack.key("anon")), Wire(stack.ws_url, stack.key("anon"))
     watcher = Wire(stack.ws_url, stack.key("anon"))

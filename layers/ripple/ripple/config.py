@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -32,6 +34,8 @@ class Settings(BaseSettings):
     max_presence_bytes: int = 10 * 1024
     # Top-level keys of one tracked presence payload, as Supabase's "presence keys per object".
     max_presence_keys: int = 10
+    # A presence holder silent this long (clients heartbeat every 25-30 s) is departed by the sweep.
+    presence_timeout_seconds: int = 90
     drain_batch_size: int = 500
     max_posts_per_batch: int = 10_000
     post_concurrency: int = 32
@@ -40,10 +44,19 @@ class Settings(BaseSettings):
     ses_configuration_set: str | None = None
     sms_sender_id: str | None = None
     sms_max_segments: int = 3
-    sms_priorities: list[str] = ["high", "urgent"]
+    # A JSON list in the environment: RIPPLE_SMS_PRIORITIES='["high","urgent"]'.
+    sms_priorities: list[Literal["low", "normal", "high", "urgent"]] = ["high", "urgent"]
+    # Sends of one delivery, across invocations, before throttling or an outage fails it.
+    notify_max_attempts: int = Field(20, ge=1)
     # Where recipients reach the REST API (unsubscribe links); the local stack's by default.
     public_url: str = "http://127.0.0.1:54321"
     templates_dir: str | None = None
+
+    @field_validator("ses_configuration_set", "sms_sender_id", "templates_dir", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # CloudFormation passes an optional parameter left blank as an empty string.
+        return None if value == "" else value
 
 
 @lru_cache(maxsize=1)

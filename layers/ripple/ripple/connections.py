@@ -30,7 +30,7 @@ def on_connect(event: WebSocketEvent) -> dict:
     store().put_connection(Connection(
         connection_id=event.connection_id, role=claims.role, claims=codec.dumps(claims.raw), vsn=vsn,
         connected_at=event.requestContext.connectedAt or now * 1000,
-        expires_at=now + settings().connection_ttl_seconds))
+        expires_at=now + settings().connection_ttl_seconds, last_seen=now))
     return response(200)
 
 

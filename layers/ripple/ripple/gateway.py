@@ -93,14 +93,6 @@ class ConnectionsApi:
                                                                "error": exc.response["Error"]["Code"]})
             raise
 
-    def alive(self, connection_id: str) -> bool:
-        """Whether API Gateway still knows the connection (GetConnection; 410 means gone)."""
-        try:
-            self.client.get_connection(ConnectionId=connection_id)
-            return True
-        except self.client.exceptions.GoneException:
-            return False
-
     def close(self, connection_id: str) -> None:
         """Close a client's socket (DeleteConnection); a gone connection is not an error."""
         try:

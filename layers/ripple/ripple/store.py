@@ -56,6 +56,8 @@ class Connection:
     vsn: str
     connected_at: int
     expires_at: int
+    # Epoch seconds the client was last heard from ($connect, then each heartbeat).
+    last_seen: int | None = None
 
 
 @dataclass
@@ -88,6 +90,36 @@ class Store:
                 ExpressionAttributeValues={":now": {"N": str(int(now))}})
         except self.client.exceptions.ConditionalCheckFailedException:
             pass
+
+    def last_heard(self, connection_ids: Iterable[str]) -> dict[str, float]:
+        """When each connection was last heard from, in epoch seconds: `last_seen`, else
+        `connected_at`; a connection without a row is absent from the answer.
+
+        BatchGetItem, 100 keys a request; eventually consistent, which is at most one
+        heartbeat behind.
+        """
+        wanted = sorted(set(connection_ids))
+        heard: dict[str, float] = {}
+        for start in range(0, len(wanted), 100):
+            pending = {self.connections_table: {
+                "Keys": [_item({"connection_id": cid}) for cid in wanted[start:start + 100]],
+                "ProjectionExpression": "connection_id, last_seen, connected_at"}}
+            for attempt in range(8):
+                self.calls += 1
+                answer = self.client.batch_get_item(RequestItems=pending)
+                for item in answer.get("Responses", {}).get(self.connections_table, ()):
+                    row = _plain(item)
+                    seen = row.get("last_seen")
+                    # connected_at is API Gateway's milliseconds.
+                    heard[row["connection_id"]] = (float(seen) if seen is not None
+                                                   else float(row.get("connected_at", 0)) / 1000)
+                pending = answer.get("UnprocessedKeys") or {}
+                if not pending:
+                    break
+                time.sleep(min(0.05 * 2 ** attempt, 1.0))
+            else:
+                raise RuntimeError("DynamoDB kept keys unprocessed after retries")
+        return heard
 
     def get_connection(self, connection_id: str) -> Connection | None:
         self.calls += 1
@@ -272,6 +304,18 @@ class Store:
             self.client.put_item(TableName=self.bindings_table, Item={
                 **holder, **_item({"connection_id": connection_id, "topic": topic})})
 
+    def set_write_access(self, connection_id: str, topic: str, broadcast: bool, presence: bool) -> None:
+        """Remember what a private channel's policies let this member send."""
+        self.calls += 1
+        try:
+            self.client.update_item(
+                TableName=self.bindings_table, Key=_item({"pk": topic_key(topic), "sk": connection_id}),
+                UpdateExpression="SET can_broadcast = :b, can_track = :p",
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeValues={":b": {"BOOL": broadcast}, ":p": {"BOOL": presence}})
+        except self.client.exceptions.ConditionalCheckFailedException:
+            pass  # the channel ended meanwhile
+
     def presence_holders(self) -> set[str]:
         """Connections tracking presence anywhere: one Query (the sweep's input)."""
         return {row["connection_id"] for row in self._query_bucket(PRESENCE_HOLDERS)}
@@ -284,7 +328,7 @@ class Store:
             join_ref=row.get("join_ref"), broadcast_self=bool(row.get("broadcast_self")),
             broadcast_ack=bool(row.get("broadcast_ack")), presence_key=row.get("presence_key", ""),
             presence=codec.loads(presence) if presence else None, private=bool(row.get("private")),
-            can_broadcast=bool(row.get("can_broadcast", True)), can_track=bool(row.get("can_track", True)),
+            can_broadcast=_known(row.get("can_broadcast")), can_track=_known(row.get("can_track")),
             role=row.get("role", "anon"), claims=row.get("claims", "{}"), exp=int(row.get("exp", 0)))
 
     # -- internals ------------------------------------------------------------------------------
@@ -357,6 +401,10 @@ class Store:
             role=row.get("role", "anon"), claims=row.get("claims", "{}"), join_ref=row.get("join_ref"),
             exp=int(row.get("exp", 0)),
         )
+
+
+def _known(value: Any) -> bool | None:
+    return None if value is None else bool(value)
 
 
 @lru_cache(maxsize=1)

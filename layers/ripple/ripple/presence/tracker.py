@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import base64
 import os
+import time
 from collections.abc import Iterable
 from typing import Any
 
 from ripple.broadcast.relay import relay
 from ripple.channels.member import Member
+from ripple.config import settings
 from ripple.gateway import ConnectionsApi
+from ripple.log import logger
 from ripple.protocol.message import Message
 from ripple.store import Store
 
@@ -50,13 +53,38 @@ def depart(store: Store, api: ConnectionsApi, connection_id: str) -> None:
                      diff(member.presence_key, [], [member.presence]))
 
 
-def sweep(store: Store, api: ConnectionsApi) -> int:
-    """Depart every presence holder API Gateway no longer knows; returns how many departed.
+def sweep(store: Store, api: ConnectionsApi, *, silence_seconds: float | None = None,
+          budget_seconds: float = 5.0, now: float | None = None) -> int:
+    """Depart every presence holder not heard from for `silence_seconds` (the clients heartbeat
+    every 25-30 s; default `settings().presence_timeout_seconds`) and close its socket; returns
+    how many departed.
 
-    API Gateway's `$disconnect` is best effort: this is what bounds how long a vanished client
-    stays present (API Gateway's 10-minute idle timeout, plus the sweep interval).
+    API Gateway's `$disconnect` is best effort, and the backend's own posts keep a socket from
+    idling out, so a client's silence is what bounds how long a vanished client stays present.
+    Costs one Query for the holders and one BatchGetItem per 100 of them; departures stop once
+    `budget_seconds` are spent, and the next sweep takes up the rest.
+
+        sweep(store(), connections_api(), silence_seconds=90)
     """
-    gone = [cid for cid in store.presence_holders() if not api.alive(cid)]
-    for connection_id in gone:
+    started = time.monotonic()
+    limit = settings().presence_timeout_seconds if silence_seconds is None else silence_seconds
+    holders = store.presence_holders()
+    if not holders:
+        return 0
+    heard = store.last_heard(holders)
+    cutoff = (time.time() if now is None else now) - limit
+    silent = sorted(cid for cid in holders if heard.get(cid, 0.0) < cutoff)
+    departed = 0
+    for connection_id in silent:
+        if time.monotonic() - started > budget_seconds:
+            logger.info("presence sweep out of time", extra={"departed": departed,
+                                                             "left": len(silent) - departed})
+            break
+        # Rows first, then the socket: its $disconnect then finds nothing left to announce.
         depart(store, api, connection_id)
-    return len(gone)
+        try:
+            api.close(connection_id)
+        except Exception:
+            logger.exception("closing a silent connection failed", extra={"connection_id": connection_id})
+        departed += 1
+    return departed
