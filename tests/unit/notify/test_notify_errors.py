@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from ripple.notify.errors import backoff, classify
+from ripple.notify.errors import backoff, classify, resend_after
 
 
 @pytest.mark.parametrize("code, outcome", [
@@ -95,3 +95,12 @@ def test_backoff_parameters():
 def test_backoff_counts_from_one(attempt):
     with pytest.raises(ValueError):
         backoff(attempt)
+
+
+def test_a_deferred_resend_waits_longer_with_every_attempt_up_to_an_hour():
+    waits = [resend_after(n) for n in range(1, 41)]
+    assert waits == sorted(waits) and waits[3] < 60 < waits[7] < waits[11]
+    assert waits[-1] == 3600.0 and max(waits) == 3600.0
+    assert resend_after(10**6) == 3600.0
+    with pytest.raises(ValueError):
+        resend_after(0)

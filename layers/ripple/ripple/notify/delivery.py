@@ -2,9 +2,16 @@
 
 A delivery row per (notification, recipient, channel) is inserted — claimed — and committed
 before anything is sent, so a retried invocation or a duplicate wake-up finds the claim and
-sends nothing twice. A send interrupted after its claim stays `queued` (visible, never
-resent): at most once, never twice. Each recipient and channel fails on its own: a bad
-phone number does not stop the emails.
+sends nothing twice. Each send's outcome is committed as soon as it is known, so an invocation
+cut short (a Lambda timeout) leaves what it sent `sent`; a send interrupted after its claim
+stays `queued` (visible, never resent): at most once, never twice. Each recipient and channel
+fails on its own: a bad phone number, or any error while sending one delivery, does not stop
+the others.
+
+A delivery the provider kept throttling (or could not be reached for) is stored `deferred`
+with reason `retry: <code>` and sent again by a later sweep, until `notify_max_attempts`
+sends in all have failed. Deferred deliveries — quiet hours or retries — are planned again
+when due, so an opt-out, a suppression or a deleted recipient since then is respected.
 """
 from __future__ import annotations
 
@@ -19,9 +26,10 @@ from ripple.aws import clients
 from ripple.config import Settings, settings
 from ripple.db import Database
 from ripple.log import logger
+from ripple.notify.errors import resend_after
 from ripple.notify.exceptions import TemplateError
 from ripple.notify.models import Decision, Notification, Preference, QuietHours, Recipient, RoutingConfig
-from ripple.notify.providers import Mailer, SendError, Texter
+from ripple.notify.providers import TRIES, Mailer, SendError, Texter
 from ripple.notify.routing import plan
 from ripple.notify.templates import Templates
 from ripple.notify.unsubscribe import list_unsubscribe_headers, make_token, unsubscribe_url
@@ -36,26 +44,26 @@ select %s, r.user_id, r.channel, r.address, r.status, r.reason, r.next_attempt_a
 from jsonb_to_recordset(%s::jsonb)
   as r(user_id uuid, channel text, address text, status text, reason text, next_attempt_at timestamptz)
 on conflict (notification_id, user_id, channel) do nothing
-returning id, user_id, channel, address, status
+returning id, user_id, channel, address, status, attempts
 """
 DUE = """
 update public.notification_deliveries d set status = 'queued'
 where d.id in (select x.id from public.notification_deliveries x
                where x.status = 'deferred' and x.next_attempt_at <= now()
                order by x.next_attempt_at limit %s for update skip locked)
-returning d.id, d.notification_id, d.user_id, d.channel, d.address, d.status
+returning d.id, d.notification_id, d.user_id, d.channel, d.address, d.status, d.attempts
 """
 RECORD = """
-update public.notification_deliveries d
-set status = r.status, reason = r.reason, provider_message_id = r.provider_message_id,
-    attempts = d.attempts + r.attempts, sent_at = case when r.status = 'sent' then now() end
-from jsonb_to_recordset(%s::jsonb)
-  as r(id uuid, status text, reason text, provider_message_id text, attempts integer)
-where d.id = r.id
+update public.notification_deliveries
+set status = %(status)s, reason = %(reason)s, address = coalesce(%(address)s, address),
+    provider_message_id = %(provider_message_id)s, attempts = attempts + %(attempts)s,
+    next_attempt_at = now() + %(retry_in)s::float8 * interval '1 second',
+    sent_at = case when %(status)s::text = 'sent' then now() end
+where id = %(id)s
 """
 SUPPRESS = """
 insert into public.notification_suppressions (address, channel, reason)
-select r.address, r.channel, r.reason from jsonb_to_recordset(%s::jsonb) as r(address text, channel text, reason text)
+values (%(address)s, %(channel)s, 'opt_out')
 on conflict (address) do nothing
 """
 PENDING = "select * from realtime.pending_notifications(%s)"
@@ -73,6 +81,20 @@ class Report:
 
     def count(self, status: str, n: int = 1) -> None:
         self.statuses[status] = self.statuses.get(status, 0) + n
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one claimed delivery ended: its new status and what to record with it."""
+
+    status: str
+    reason: str | None = None
+    provider_message_id: str | None = None
+    attempts: int = 0
+    # Seconds until a deferred retry is due.
+    retry_in: float | None = None
+    # The address joins the suppression list (an SMS number that opted out).
+    suppress: bool = False
 
 
 @dataclass
@@ -101,17 +123,13 @@ class Courier:
 
     def deliver(self, notification_id: UUID | str, report: Report) -> None:
         """Plan, claim and send every email/SMS of one notification."""
-        with self.db.transaction() as conn:
-            found = self.db.execute(conn, LOAD, (str(notification_id),))
-            if not found:
-                logger.warning("notification not found", extra={"notification_id": str(notification_id)})
-                return
-            notification = Notification.model_validate(found[0])
-            rows = self.db.execute(conn, RECIPIENTS, (str(notification_id),))
+        loaded = self._load(notification_id)
+        if loaded is None:
+            logger.warning("notification not found", extra={"notification_id": str(notification_id)})
+            return
+        notification, rows = loaded
         recipients = {r["user_id"]: Recipient.model_validate(r) for r in rows}
-        decisions = plan(notification, list(recipients.values()), _preferences(notification, rows),
-                         _quiet(rows), _suppressed(rows), dt.datetime.now(dt.timezone.utc),
-                         RoutingConfig(sms_priorities=frozenset(self.config.sms_priorities)))
+        decisions = self._plan(notification, recipients, rows, _quiet(rows))
         report.notifications += 1
         claims = [{"user_id": str(d.user_id), "channel": d.channel, "address": d.address,
                    "status": STATUS[d.action], "reason": d.reason,
@@ -121,77 +139,124 @@ class Courier:
         with self.db.transaction() as conn:
             claimed = self.db.execute(conn, CLAIM, (str(notification_id), codec.dumps(claims)))
         for row in claimed:
-            report.count(row["status"])
+            if row["status"] != "queued":
+                report.count(row["status"])
         self._send(notification, recipients, [r for r in claimed if r["status"] == "queued"], report)
 
     def send_due(self, report: Report, limit: int = 100) -> None:
-        """Send deferred deliveries whose quiet hours have ended."""
+        """Send deferred deliveries that are due: quiet hours over, or a retry's wait over.
+
+        Each is planned again first: a recipient who has gone fails (`recipient_gone`), an
+        opt-out since skips it, a suppressed address suppresses it, a changed address is used.
+        """
         with self.db.transaction() as conn:
             due = self.db.execute(conn, DUE, (limit,))
         by_notification: dict[UUID, list[dict]] = {}
         for row in due:
             by_notification.setdefault(row["notification_id"], []).append(row)
         for notification_id, rows in by_notification.items():
-            with self.db.transaction() as conn:
-                found = self.db.execute(conn, LOAD, (str(notification_id),))
-                recipients = {r["user_id"]: Recipient.model_validate(r)
-                              for r in self.db.execute(conn, RECIPIENTS, (str(notification_id),))}
-            if found:
-                self._send(Notification.model_validate(found[0]), recipients, rows, report)
+            loaded = self._load(notification_id)
+            if loaded is None:
+                continue  # deleted since: its deliveries went with it
+            notification, recipient_rows = loaded
+            recipients = {r["user_id"]: Recipient.model_validate(r) for r in recipient_rows}
+            # Quiet hours were honoured when the delivery was deferred: none apply now.
+            decisions = {(d.user_id, d.channel): d
+                         for d in self._plan(notification, recipients, recipient_rows, quiet={})}
+            sendable = []
+            for row in rows:
+                decision = decisions.get((row["user_id"], row["channel"]))
+                if decision is not None and decision.action == "send":
+                    sendable.append({**row, "address": decision.address})
+                    continue
+                outcome = (Outcome("failed", "recipient_gone") if decision is None
+                           else Outcome(STATUS[decision.action], decision.reason))
+                self._record({**row, "address": decision.address if decision else None}, outcome)
+                report.count(outcome.status)
+            self._send(notification, recipients, sendable, report)
+
+    # -- planning -----------------------------------------------------------------------------
+    def _load(self, notification_id: UUID | str) -> tuple[Notification, list[dict]] | None:
+        with self.db.transaction() as conn:
+            found = self.db.execute(conn, LOAD, (str(notification_id),))
+            if not found:
+                return None
+            rows = self.db.execute(conn, RECIPIENTS, (str(notification_id),))
+        return Notification.model_validate(found[0]), rows
+
+    def _plan(self, notification: Notification, recipients: dict[UUID, Recipient], rows: list[dict],
+              quiet: dict[Any, QuietHours]) -> list[Decision]:
+        return plan(notification, list(recipients.values()), _preferences(notification, rows),
+                    quiet, _suppressed(rows), dt.datetime.now(dt.timezone.utc),
+                    RoutingConfig(sms_priorities=frozenset(self.config.sms_priorities)))
 
     # -- sending ------------------------------------------------------------------------------
     def _send(self, notification: Notification, recipients: dict[UUID, Recipient],
               claimed: list[dict], report: Report) -> None:
-        outcomes, suppressions = [], []
         for row in claimed:
-            recipient = recipients.get(row["user_id"])
-            outcome = {"id": str(row["id"]), "status": "sent", "reason": None,
-                       "provider_message_id": None, "attempts": 1}
-            try:
-                if recipient is None:
-                    raise _Skip("failed", "recipient_gone")
-                if row["channel"] == "email":
-                    outcome["provider_message_id"], outcome["attempts"] = self._email(
-                        notification, recipient, row["address"])
-                else:
-                    outcome["provider_message_id"], outcome["attempts"] = self._sms(
-                        notification, recipient, row["address"])
-            except _Skip as skip:
-                outcome.update(status=skip.status, reason=skip.reason, attempts=0)
-                if skip.status == "suppressed":
-                    suppressions.append({"address": row["address"], "channel": row["channel"],
-                                         "reason": "opt_out"})
-            except TemplateError as exc:
-                outcome.update(status="failed", reason=f"template: {exc}"[:500], attempts=0)
-            except SendError as exc:
-                outcome.update(status="suppressed" if exc.outcome == "suppress" else "failed",
-                               reason=f"{exc.code}: {exc}"[:500], attempts=exc.attempts)
-                if exc.outcome == "suppress":
-                    suppressions.append({"address": row["address"], "channel": row["channel"],
-                                         "reason": "opt_out"})
-            report.count(outcome["status"])
-            report.count("queued", -1)
-            outcomes.append(outcome)
-        if outcomes:
-            with self.db.transaction() as conn:
-                self.db.execute(conn, RECORD, (codec.dumps(outcomes),))
-                if suppressions:
-                    self.db.execute(conn, SUPPRESS, (codec.dumps(suppressions),))
+            outcome = self._attempt(notification, recipients.get(row["user_id"]), row)
+            self._record(row, outcome)
+            report.count(outcome.status)
 
-    def _email(self, notification: Notification, recipient: Recipient, address: str) -> tuple[str, int]:
+    def _attempt(self, notification: Notification, recipient: Recipient | None,
+                 row: dict) -> Outcome:
+        """Send one claimed delivery; whatever goes wrong is this delivery's outcome alone."""
+        done = row.get("attempts") or 0
+        tries = max(1, min(TRIES, self.config.notify_max_attempts - done))
+        try:
+            if recipient is None:
+                return Outcome("failed", "recipient_gone")
+            send = self._email if row["channel"] == "email" else self._sms
+            message_id, attempts = send(notification, recipient, row["address"], tries)
+            return Outcome("sent", provider_message_id=message_id, attempts=attempts)
+        except _Skip as skip:
+            return Outcome(skip.status, skip.reason, suppress=skip.status == "suppressed")
+        except TemplateError as exc:
+            return Outcome("failed", f"template: {exc}"[:500])
+        except SendError as exc:
+            if exc.outcome == "retry":
+                total = done + exc.attempts
+                if total < self.config.notify_max_attempts:
+                    return Outcome("deferred", f"retry: {exc.code}"[:500], attempts=exc.attempts,
+                                   retry_in=resend_after(total))
+                return Outcome("failed", f"{exc.code}: gave up after {total} attempts"[:500],
+                               attempts=exc.attempts)
+            return Outcome("suppressed" if exc.outcome == "suppress" else "failed", str(exc)[:500],
+                           attempts=exc.attempts, suppress=exc.outcome == "suppress")
+        except Exception as exc:
+            logger.exception("delivery failed", extra={"delivery_id": str(row["id"]),
+                                                       "notification_id": str(notification.id),
+                                                       "channel": row["channel"]})
+            return Outcome("failed", f"error: {type(exc).__name__}")
+
+    def _record(self, row: dict, outcome: Outcome) -> None:
+        with self.db.transaction() as conn:
+            self.db.execute(conn, RECORD, {
+                "id": str(row["id"]), "status": outcome.status, "reason": outcome.reason,
+                "address": row.get("address"), "provider_message_id": outcome.provider_message_id,
+                "attempts": outcome.attempts, "retry_in": outcome.retry_in})
+            if outcome.suppress and row.get("address"):
+                self.db.execute(conn, SUPPRESS,
+                                {"address": row["address"], "channel": row["channel"]})
+
+    def _email(self, notification: Notification, recipient: Recipient, address: str,
+               tries: int) -> tuple[str, int]:
         if not self.mailer.sender:
             raise _Skip("failed", "email_not_configured")
         link = unsubscribe_url(f"{self.config.public_url}/api/unsubscribe",
                                make_token(recipient.user_id, notification.type, "email", self.secret,
                                           dt.datetime.now(dt.timezone.utc)))
         rendered = self.templates.email(notification, recipient, link)
-        return self.mailer.send(address, recipient.full_name, rendered, list_unsubscribe_headers(link))
+        return self.mailer.send(address, recipient.full_name, rendered,
+                                list_unsubscribe_headers(link), tries=tries)
 
-    def _sms(self, notification: Notification, recipient: Recipient, phone: str) -> tuple[str, int]:
+    def _sms(self, notification: Notification, recipient: Recipient, phone: str,
+             tries: int) -> tuple[str, int]:
         if self.texter.opted_out(phone):
             raise _Skip("suppressed", "opted_out")
         body = fit(self.templates.sms(notification, recipient).body, self.config.sms_max_segments)
-        return self.texter.send(phone, body, transactional=notification.priority in ("high", "urgent"))
+        return self.texter.send(phone, body, tries=tries,
+                                transactional=notification.priority in ("high", "urgent"))
 
 
 class _Skip(Exception):

@@ -4,7 +4,8 @@
 and answers:
 
 - ``retry``: the request was fine, the service was busy or failing; try again after
-  ``backoff(attempt)``;
+  ``backoff(attempt)`` within the invocation, then after ``resend_after(attempts)`` in a
+  later one;
 - ``permanent``: this message cannot be sent as it is; record the delivery as failed;
 - ``suppress``: the address asked not to receive messages; record it and stop sending to it.
 
@@ -150,3 +151,18 @@ def backoff(attempt: int, base: float = 0.5, cap: float = 20.0,
     # Past 2**64 every ceiling is the cap; clamping keeps the float arithmetic finite.
     ceiling = min(cap, base * 2.0 ** min(attempt - 1, 64))
     return ceiling * random()
+
+
+def resend_after(attempts: int, base: float = 1.0, cap: float = 3600.0) -> float:
+    """Seconds before another invocation sends a delivery again, after ``attempts`` sends
+    in all were throttled or found the service unavailable.
+
+    Doubles with every attempt, up to ``cap`` (an hour): a throttled burst is resent within
+    a minute or two, an outage is polled hourly until the attempts run out.
+
+    >>> resend_after(4), resend_after(8), resend_after(40)
+    (8.0, 128.0, 3600.0)
+    """
+    if attempts < 1:
+        raise ValueError("attempts counts sends from 1")
+    return min(cap, base * 2.0 ** min(attempts - 1, 64))

@@ -1,8 +1,8 @@
 """The two senders: email through SESv2, SMS through SNS. Thin adapters with retries.
 
-Each send returns the provider's message id or raises SendError carrying the outcome class
-(`permanent` or `suppress`; `retry` errors are retried here with backoff until the attempts
-run out, then surface as `permanent` with the last code).
+Each send returns the provider's message id and the attempts it took, or raises SendError
+carrying the outcome class: `permanent` or `suppress`, or `retry` when throttling, a server
+error or an unreachable endpoint outlasted the tries here — the caller sends again later.
 """
 from __future__ import annotations
 
@@ -13,27 +13,34 @@ from email.message import EmailMessage
 from email.utils import formataddr, make_msgid
 from typing import Any, TypeVar
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as EndpointConnectionFailure
 
 from ripple.notify.errors import Service, backoff, classify
 from ripple.notify.models import RenderedEmail
 
 T = TypeVar("T")
+# Sends within one invocation; a delivery still refused after them is deferred, not failed.
+TRIES = 4
 
 
 class SendError(Exception):
-    """A send that did not happen; `outcome` is 'permanent' or 'suppress', `code` the provider's."""
+    """A send that did not happen: `outcome` is 'retry' (try again later), 'permanent' or
+    'suppress'; `code` is the provider's error code, `attempts` the sends made."""
 
     def __init__(self, outcome: str, code: str, message: str, attempts: int):
         super().__init__(f"{code}: {message}")
         self.outcome, self.code, self.attempts = outcome, code, attempts
 
 
-def attempt(service: Service, call: Callable[[], T], *, tries: int = 4,
+def attempt(service: Service, call: Callable[[], T], *, tries: int = TRIES,
             sleep: Callable[[float], None] = time.sleep) -> tuple[T, int]:
-    """Run `call`, retrying throttling and server errors with jittered backoff.
+    """Run `call`, retrying throttling, server errors and unreachable endpoints with jittered
+    backoff.
 
-    Returns (result, attempts used); raises SendError for anything that will not succeed.
+    Returns (result, attempts used); raises SendError when the call fails for good, or with
+    outcome 'retry' when it was still retryable after `tries` attempts. Other errors (a
+    malformed request, missing credentials) propagate unchanged.
     """
     for n in range(1, tries + 1):
         try:
@@ -44,11 +51,10 @@ def attempt(service: Service, call: Callable[[], T], *, tries: int = 4,
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             outcome = classify(service, code, status)
             if outcome != "retry" or n == tries:
-                raise SendError("permanent" if outcome == "retry" else outcome, code,
-                                error.get("Message", ""), n) from None
-        except BotoCoreError as exc:  # connection failures: the service is unreachable
+                raise SendError(outcome, code, error.get("Message", ""), n) from None
+        except (EndpointConnectionFailure, HTTPClientError) as exc:  # the service is unreachable
             if n == tries:
-                raise SendError("permanent", type(exc).__name__, str(exc), n) from None
+                raise SendError("retry", type(exc).__name__, str(exc), n) from None
         sleep(backoff(n))
     raise AssertionError("unreachable")
 
@@ -62,7 +68,8 @@ class Mailer:
     configuration_set: str | None = None
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
 
-    def send(self, to: str, name: str | None, email: RenderedEmail, headers: dict[str, str]) -> tuple[str, int]:
+    def send(self, to: str, name: str | None, email: RenderedEmail, headers: dict[str, str],
+             tries: int = TRIES) -> tuple[str, int]:
         message = EmailMessage()
         message["From"] = self.sender
         message["To"] = formataddr((name or "", to))
@@ -79,8 +86,9 @@ class Mailer:
         }
         if self.configuration_set:
             request["ConfigurationSetName"] = self.configuration_set
-        answer, tries = attempt("sesv2", lambda: self.client.send_email(**request), sleep=self.sleep)
-        return answer["MessageId"], tries
+        answer, used = attempt("sesv2", lambda: self.client.send_email(**request), tries=tries,
+                               sleep=self.sleep)
+        return answer["MessageId"], used
 
 
 @dataclass
@@ -96,11 +104,13 @@ class Texter:
                             sleep=self.sleep)
         return bool(answer.get("isOptedOut"))
 
-    def send(self, phone: str, body: str, transactional: bool) -> tuple[str, int]:
+    def send(self, phone: str, body: str, transactional: bool,
+             tries: int = TRIES) -> tuple[str, int]:
         attributes = {"AWS.SNS.SMS.SMSType": {"DataType": "String",
                                               "StringValue": "Transactional" if transactional else "Promotional"}}
         if self.sender_id:
             attributes["AWS.SNS.SMS.SenderID"] = {"DataType": "String", "StringValue": self.sender_id}
-        answer, tries = attempt("sns", lambda: self.client.publish(
-            PhoneNumber=phone, Message=body, MessageAttributes=attributes), sleep=self.sleep)
-        return answer["MessageId"], tries
+        answer, used = attempt("sns", lambda: self.client.publish(
+            PhoneNumber=phone, Message=body, MessageAttributes=attributes),
+            tries=tries, sleep=self.sleep)
+        return answer["MessageId"], used

@@ -1,0 +1,109 @@
+"""The SESv2 and SNS adapters on real boto3 clients with stubbed answers: the requests they
+make, and how refusals come out."""
+from __future__ import annotations
+
+import email
+import email.policy
+
+import boto3
+import pytest
+from botocore.exceptions import EndpointConnectionError, ParamValidationError
+from botocore.stub import ANY, Stubber
+
+from ripple.notify.models import RenderedEmail
+from ripple.notify.providers import Mailer, SendError, Texter, attempt
+
+MAIL = RenderedEmail(subject="Paid", html="<p>Invoice 42 is paid</p>", text="Invoice 42 is paid")
+UNSUBSCRIBE = {"List-Unsubscribe": "<https://ripple.example/api/unsubscribe?token=t>",
+               "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
+
+
+def client(service: str):
+    return boto3.client(service, region_name="us-east-1", aws_access_key_id="test",
+                        aws_secret_access_key="test")
+
+
+def requests(c, operation: str) -> list[dict]:
+    seen: list[dict] = []
+    c.meta.events.register(f"provide-client-params.{c.meta.service_model.service_id.hyphenize()}.{operation}",
+                           lambda params, **_: seen.append(params))
+    return seen
+
+
+@pytest.mark.parametrize("configuration_set", ["ripple-events", None])
+def test_an_email_is_raw_mime_with_the_unsubscribe_headers_and_the_configuration_set(configuration_set):
+    ses = client("sesv2")
+    sent = requests(ses, "SendEmail")
+    expected = {"FromEmailAddress": "Ripple <n@ripple.test>", "Destination": {"ToAddresses": ["ada@example.com"]},
+                "Content": ANY}
+    if configuration_set:
+        expected["ConfigurationSetName"] = configuration_set
+    with Stubber(ses) as stub:
+        stub.add_response("send_email", {"MessageId": "m-1"}, expected)
+        assert Mailer(ses, "Ripple <n@ripple.test>", configuration_set).send(
+            "ada@example.com", "Ada Lovelace", MAIL, UNSUBSCRIBE) == ("m-1", 1)
+    message = email.message_from_bytes(sent[0]["Content"]["Raw"]["Data"], policy=email.policy.default)
+    assert message["List-Unsubscribe"] == UNSUBSCRIBE["List-Unsubscribe"]
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert message["To"] == "Ada Lovelace <ada@example.com>" and message["Subject"] == "Paid"
+    assert message.get_body(("plain",)).get_content().strip() == "Invoice 42 is paid"
+    assert "<p>Invoice 42 is paid</p>" in message.get_body(("html",)).get_content()
+
+
+@pytest.mark.parametrize("transactional, sms_type", [(True, "Transactional"), (False, "Promotional")])
+@pytest.mark.parametrize("sender_id", ["Ripple", None])
+def test_an_sms_names_its_type_and_sender_id(transactional, sms_type, sender_id):
+    sns = client("sns")
+    attributes = {"AWS.SNS.SMS.SMSType": {"DataType": "String", "StringValue": sms_type}}
+    if sender_id:
+        attributes["AWS.SNS.SMS.SenderID"] = {"DataType": "String", "StringValue": sender_id}
+    with Stubber(sns) as stub:
+        stub.add_response("publish", {"MessageId": "s-1"},
+                          {"PhoneNumber": "+14155550100", "Message": "Hi", "MessageAttributes": attributes})
+        assert Texter(sns, sender_id).send("+14155550100", "Hi", transactional) == ("s-1", 1)
+
+
+def test_throttling_that_outlasts_the_tries_is_a_retry_not_a_failure():
+    ses = client("sesv2")
+    with Stubber(ses) as stub:
+        for _ in range(3):
+            stub.add_client_error("send_email", "TooManyRequestsException", http_status_code=429)
+        with pytest.raises(SendError) as refused:
+            Mailer(ses, "n@ripple.test", sleep=lambda _: None).send("a@b.test", None, MAIL, {}, tries=3)
+    assert (refused.value.outcome, refused.value.code, refused.value.attempts) == (
+        "retry", "TooManyRequestsException", 3)
+
+
+def test_an_sns_throttle_then_an_opt_out_is_a_suppression():
+    sns = client("sns")
+    with Stubber(sns) as stub:
+        stub.add_client_error("publish", "Throttled", http_status_code=429)
+        stub.add_client_error("publish", "OptedOut", http_status_code=400)
+        with pytest.raises(SendError) as refused:
+            Texter(sns, sleep=lambda _: None).send("+14155550100", "Hi", True)
+    assert (refused.value.outcome, refused.value.attempts) == ("suppress", 2)
+
+
+def test_an_unreachable_endpoint_is_retried_then_a_retry():
+    waits: list[float] = []
+
+    def unreachable():
+        raise EndpointConnectionError(endpoint_url="https://email.us-east-1.amazonaws.com")
+
+    with pytest.raises(SendError) as refused:
+        attempt("sesv2", unreachable, tries=3, sleep=waits.append)
+    assert (refused.value.outcome, refused.value.code, refused.value.attempts) == (
+        "retry", "EndpointConnectionError", 3)
+    assert len(waits) == 2
+
+
+def test_a_malformed_request_is_not_retried():
+    calls = []
+
+    def malformed():
+        calls.append(1)
+        raise ParamValidationError(report="Invalid type for parameter Destination")
+
+    with pytest.raises(ParamValidationError):
+        attempt("sesv2", malformed, sleep=lambda _: None)
+    assert calls == [1]
