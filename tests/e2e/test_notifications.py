@@ -199,3 +199,45 @@ def test_a_bounce_marks_the_delivery_and_suppresses_the_next_send(stack, db):
                         "values (%s, 'news', 'Two', 'second', '{email}') returning id", (user,)).fetchone()[0]
     wait_for(lambda: deliveries(db, second).get((user, "email")) == "suppressed")
     assert [m["subject"] for m in mailbox(stack, to=address)] == ["One"]
+
+
+def test_a_number_that_opted_out_of_sms_is_suppressed_and_remembered(stack, db):
+    # The AWS stand-in reports every number ending in 99 as opted out (STOP).
+    phone = f"+1415{uuid.uuid4().int % 100_000:05d}99"
+    user = str(uuid.uuid4())
+    db.execute("insert into profiles (id, role, full_name, email, phone) values (%s, 'member', 'O', %s, %s)",
+               (user, f"{user}@optout.test", phone))
+    notification = db.execute("insert into notifications (user_id, type, title, message, priority, delivery_method) "
+                              "values (%s, 'alarm', 'Now', 'wake up', 'high', '{sms}') returning id",
+                              (user,)).fetchone()[0]
+    wait_for(lambda: deliveries(db, notification).get((user, "sms")) == "suppressed")
+    assert db.execute("select reason, attempts from notification_deliveries where notification_id = %s",
+                      (notification,)).fetchone() == ("opted_out", 0)
+    assert db.execute("select channel, reason from notification_suppressions where address = %s",
+                      (phone,)).fetchone() == ("sms", "opt_out")
+    assert mailbox(stack, channel="sms", to=phone) == []
+
+
+def test_a_direct_invoke_creates_the_notification_and_delivers_it(stack, db):
+    from ripple.local.stack import load_handler
+
+    user = str(uuid.uuid4())
+    address = f"{user}@invoke.test"
+    db.execute("insert into profiles (id, role, full_name, email) values (%s, 'member', 'Ivy', %s)", (user, address))
+    # As `aws lambda invoke --function-name <NotifyFunctionArn> --payload '{"notification": {...}}'`.
+    result = load_handler("notify").handler({"notification": {
+        "user_id": user, "type": "invoice.paid", "title": "Invoice paid", "message": "Invoice 42 is paid",
+        "priority": "normal", "delivery_method": ["in_app", "email"], "action_url": "https://app.test/i/42",
+        "data": {"invoice": 42}}}, None)
+    assert result["notifications"] == 1
+
+    row = db.execute("select id, type, title, delivery_method, action_url, data, parent_id from notifications "
+                     "where user_id = %s", (user,)).fetchone()
+    assert row[1:] == ("invoice.paid", "Invoice paid", ["in_app", "email"], "https://app.test/i/42",
+                       {"invoice": 42}, None)
+    # The insert also woke the delivery function through the outbox; the claim keeps it to one send.
+    wait_for(lambda: deliveries(db, row[0]).get((user, "email")) == "sent")
+    time.sleep(1.5)
+    mails = mailbox(stack, to=address)
+    assert [m["subject"] for m in mails] == ["Invoice paid"]
+    assert "Invoice 42 is paid" in mails[0]["text"]

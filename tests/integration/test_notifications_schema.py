@@ -103,6 +103,14 @@ def test_priority_and_delivery_method_are_checked(db):
     notify(db, user=uuid.uuid4(), priority="urgent", delivery_method=ALL_METHODS)
 
 
+def test_a_type_is_one_to_200_bytes(db):
+    for bad in ("", "x" * 201, "é" * 101):  # é is two bytes: 202
+        with pytest.raises(errors.CheckViolation, match="notifications_type_check"):
+            notify(db, user=uuid.uuid4(), type=bad)
+    for good in ("x", "x" * 200, "é" * 100):
+        notify(db, user=uuid.uuid4(), type=good)
+
+
 def test_quiet_hours_need_a_real_time_zone(db):
     user = uuid.uuid4()
     with pytest.raises(errors.CheckViolation, match="notification_settings_timezone_check"):
