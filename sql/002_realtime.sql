@@ -208,7 +208,10 @@ language sql stable set search_path = '' as $$
           join pg_class c on c.relnamespace = n.oid and c.relname = w.t
           join pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
           join pg_type ty on ty.oid = a.atttypid
-          where n.nspname = w.s)
+          -- Only the columns the role may read: a filter or `select` on any other is refused,
+          -- so whether an event arrives cannot reveal a hidden column's value.
+          where n.nspname = w.s
+            and pg_catalog.has_column_privilege(role_name, c.oid, a.attnum, 'SELECT'))
   from jsonb_to_recordset(tables) as w(s text, t text)
 $$;
 

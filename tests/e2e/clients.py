@@ -17,10 +17,10 @@ class JsListener:
     """supabase-js subscribed to postgres_changes; `events()` yields what its callbacks received."""
 
     def __init__(self, api_url: str, key: str, bindings: list[dict], *, vsn: str = "default",
-                 channel: str = "js-feed"):
+                 channel: str = "js-feed", user_jwt: str | None = None):
         self.proc = subprocess.Popen(
             ["node", "--experimental-websocket", "--no-warnings", str(JS_DIR / "listen.mjs"),
-             api_url, key, vsn, channel, json.dumps(bindings)],
+             api_url, key, vsn, channel, json.dumps(bindings), *([user_jwt] if user_jwt else [])],
             cwd=JS_DIR, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.lines: queue.Queue[dict] = queue.Queue()
         self.skipped: list[dict] = []
@@ -49,6 +49,12 @@ class JsListener:
 
     def changes(self, count: int, timeout: float = 20.0) -> list[dict]:
         return [self.wait_for("change", timeout) for _ in range(count)]
+
+    def set_auth(self, token: str) -> None:
+        """Hand the client a new user token (supabase-js then sends `access_token` to its channels)."""
+        self.proc.stdin.write(json.dumps({"op": "setAuth", "token": token}) + "\n")
+        self.proc.stdin.flush()
+        self.wait_for("auth")
 
     def quiet(self, seconds: float) -> list[dict]:
         """Lines that arrive within `seconds` (used to prove nothing else was delivered)."""

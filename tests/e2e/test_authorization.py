@@ -171,7 +171,15 @@ def join_with(wire: Wire, topic: str, token: str) -> None:
     assert wire.recv()["payload"]["status"] == "ok"
 
 
-def test_an_expired_token_receives_nothing_more(stack, tenants):
+def assert_closed(wire: Wire, topic: str, starts: str) -> None:
+    """The channel was ended by the server: a `system` error saying why, then `phx_close`."""
+    error, close = wire.recv(), wire.recv()
+    assert error["event"] == "system" and error["topic"] == topic, error
+    assert error["payload"]["status"] == "error" and error["payload"]["message"].startswith(starts), error
+    assert close["event"] == "phx_close" and close["topic"] == topic, close
+
+
+def test_an_expired_token_is_told_and_receives_nothing_more(stack, tenants):
     wire = Wire(stack.ws_url, stack.key("anon"))
     try:
         join_with(wire, "realtime:short", user_token(11, exp=int(time.time()) + 2))
@@ -179,6 +187,81 @@ def test_an_expired_token_receives_nothing_more(stack, tenants):
         assert wire.recv()["payload"]["data"]["record"]["title"] == "in time"
         time.sleep(2.5)
         tenants.execute("insert into docs (organization_id, owner, title) values (11, gen_random_uuid(), 'too late')")
+        assert_closed(wire, "realtime:short", "Token has expired")
+        tenants.execute("insert into docs (organization_id, owner, title) values (11, gen_random_uuid(), 'later')")
+        assert drain(wire) == []
+    finally:
+        wire.close()
+
+
+def test_an_expired_token_closes_broadcast_and_presence_too(stack, tenants):
+    short, other = Wire(stack.ws_url, stack.key("anon")), Wire(stack.ws_url, stack.key("anon"))
+    try:
+        ref = short.send("realtime:lobby", "phx_join", {"config": {"broadcast": {"self": True}},
+                                                        "access_token": user_token(12, exp=int(time.time()) + 2)},
+                         join_ref="s")
+        assert short.recv()["ref"] == ref
+        other.join("realtime:lobby", [])
+        time.sleep(2.5)
+        # Someone else's broadcast would reach it: instead it is told its token expired.
+        other.send("realtime:lobby", "broadcast", {"type": "broadcast", "event": "hi", "payload": {}}, join_ref="j")
+        assert_closed(short, "realtime:lobby", "Token has expired")
+        # Its own sends after expiry go nowhere.
+        other.send("realtime:lobby", "broadcast", {"type": "broadcast", "event": "again", "payload": {}}, join_ref="j")
+        ref = short.send("realtime:lobby", "broadcast", {"type": "broadcast", "event": "late", "payload": {}},
+                         join_ref="s")
+        assert drain(short, 0.8) == [{"topic": "realtime:lobby", "event": "phx_reply", "ref": ref,
+                                      "payload": {"status": "error", "response": {"reason": "unmatched topic"}}}]
+        assert drain(other, 0.5) == []
+    finally:
+        short.close()
+        other.close()
+
+
+def test_a_refreshed_token_keeps_every_part_of_the_channel(stack, tenants):
+    wire, speaker = Wire(stack.ws_url, stack.key("anon")), Wire(stack.ws_url, stack.key("anon"))
+    try:
+        ref = wire.send("realtime:refresh", "phx_join", {
+            "config": {"postgres_changes": [DOCS], "broadcast": {"self": False}},
+            "access_token": user_token(13, exp=int(time.time()) + 2)}, join_ref="r")
+        assert wire.recv()["ref"] == ref and wire.recv()["event"] == "system"
+        speaker.join("realtime:refresh", [])
+        wire.send("realtime:refresh", "access_token", {"access_token": user_token(13)}, join_ref="r")
+        time.sleep(2.5)  # past the first token's expiry
+        tenants.execute("insert into docs (organization_id, owner, title) values (13, gen_random_uuid(), 'fresh')")
+        assert wire.recv()["payload"]["data"]["record"]["title"] == "fresh"
+        speaker.send("realtime:refresh", "broadcast", {"type": "broadcast", "event": "hi", "payload": {"n": 1}},
+                     join_ref="j")
+        assert wire.recv()["payload"] == {"type": "broadcast", "event": "hi", "payload": {"n": 1}}
+    finally:
+        wire.close()
+        speaker.close()
+
+
+def test_a_filter_or_select_on_a_hidden_column_is_refused(stack, tenants):
+    # `secret` is not granted to authenticated: filtering on it would reveal it one event at a time.
+    wire = Wire(stack.ws_url, user_token(1))
+    try:
+        for binding in ({**DOCS, "filter": "secret=eq.s3cret"}, {**DOCS, "select": ["id", "secret"]}):
+            reply, system = wire.join("realtime:oracle", [binding])
+            assert reply["payload"]["status"] == "ok"
+            assert system["payload"]["status"] == "error", system
+        tenants.execute("insert into docs (organization_id, owner, title, secret) "
+                        "values (1, gen_random_uuid(), 'a', 's3cret')")
+        assert drain(wire, 0.8) == []
+    finally:
+        wire.close()
+
+
+def test_a_failed_rejoin_leaves_nothing_subscribed(stack, tenants):
+    wire = Wire(stack.ws_url, stack.key("anon"))
+    try:
+        join_with(wire, "realtime:again", user_token(14))
+        ref = wire.send("realtime:again", "phx_join", {"config": {"postgres_changes": [DOCS]},
+                                                       "access_token": "forged.token.value"}, join_ref="again-2")
+        reply = wire.recv()
+        assert reply["ref"] == ref and reply["payload"]["status"] == "error"
+        tenants.execute("insert into docs (organization_id, owner, title) values (14, gen_random_uuid(), 'x')")
         assert drain(wire) == []
     finally:
         wire.close()
@@ -286,3 +369,117 @@ def test_private_channels_follow_realtime_messages_policies(stack, tenants):
         writer.close()
         for w in (reader, outsider, public):
             w.close()
+
+
+def test_a_batch_under_rls_is_one_authorization_round_trip_shared_by_identical_claims(stack, tenants):
+    users = [str(uuid.uuid4()) for _ in range(6)]
+    twin = users[0]
+    tokens = [user_token(1, sub=u) for u in users]
+    # Three connections of the first user with the very same token: one principal, one evaluation.
+    wires = [Wire(stack.ws_url, t) for t in tokens] + [Wire(stack.ws_url, tokens[0]) for _ in range(2)]
+    owners = users + [twin, twin]
+    try:
+        for wire in wires:
+            wire.join("realtime:diaries", [{"event": "INSERT", "schema": "public", "table": "diary"}])
+        stack.bridge.results.clear()
+        with tenants.transaction():
+            for n, user in enumerate(users):
+                tenants.execute("insert into diary (owner, body) values (%s, %s)", (user, f"entry {n}"))
+                # Broadcast rows between the changes: still one authorization for the batch.
+                tenants.execute("select realtime.send('{}'::jsonb, 'tick', 'nobody-listens', false)")
+        for wire, owner in zip(wires, owners):
+            assert [wire.recv()["payload"]["data"]["record"]["body"]] == [f"entry {users.index(owner)}"]
+            assert drain(wire, 0.3) == []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any(r["changes"] for r in stack.bridge.results):
+            time.sleep(0.1)
+        batch, = [r for r in stack.bridge.results if r["changes"]]
+        assert batch["changes"] == 12 and batch["batches"] == 1
+        # drain lock, pending rows, one authorization of every principal and row, ack
+        assert batch["pg_round_trips"] == 4
+        # six distinct users (the twins share one), each checked against the six new rows
+        assert batch["principals"] == 6 and batch["checks"] == 36
+        assert batch["posts"] == 8
+    finally:
+        for wire in wires:
+            wire.close()
+
+
+def test_private_writes_are_checked_on_the_first_send_and_reads_again_on_a_new_token(stack, tenants):
+    tenants.execute(PRIVATE_POLICIES)
+    tenants.execute("drop policy if exists team_write on realtime.messages")  # nobody may write yet
+    writer, reader = Wire(stack.ws_url, user_token(9, can_post=True)), Wire(stack.ws_url, user_token(9))
+    try:
+        reply, _ = writer.join("realtime:team-9", [], private=True)
+        assert reply["payload"]["status"] == "ok"
+        reader.join("realtime:team-9", [], private=True)
+        # The write policy appears after the join: the first send is what is checked.
+        tenants.execute(PRIVATE_POLICIES)
+        writer.send("realtime:team-9", "broadcast", {"type": "broadcast", "event": "memo", "payload": {"n": 1}},
+                    join_ref="jrealtime:team-9")
+        assert reader.recv()["payload"]["payload"] == {"n": 1}
+        # The reader may not write: without ack its message is dropped without a word.
+        reader.send("realtime:team-9", "broadcast", {"type": "broadcast", "event": "memo", "payload": {"n": 2}},
+                    join_ref="jrealtime:team-9")
+        assert drain(writer, 0.8) == [] and drain(reader, 0.2) == []
+
+        # A new token for another team no longer reads team-9: the channel is closed.
+        reader.send("realtime:team-9", "access_token", {"access_token": user_token(10)},
+                    join_ref="jrealtime:team-9")
+        assert_closed(reader, "realtime:team-9",
+                      "Unauthorized: You do not have permissions to read from this Channel topic: team-9")
+        writer.send("realtime:team-9", "broadcast", {"type": "broadcast", "event": "memo", "payload": {"n": 3}},
+                    join_ref="jrealtime:team-9")
+        assert drain(reader, 0.8) == []
+    finally:
+        writer.close()
+        reader.close()
+
+
+def test_supabase_js_signed_in_user_sees_only_its_tenant_through_every_change(stack, tenants):
+    from tests.e2e.clients import JsListener
+
+    js = JsListener(stack.api_url, stack.key("anon"), [DOCS], vsn="1.0.0", channel="docs-js",
+                    user_jwt=user_token(15))
+    try:
+        js.wait_for("status", status="SUBSCRIBED")
+        js.wait_for("system")
+        mine = tenants.execute("insert into docs (organization_id, owner, title, secret) "
+                               "values (15, gen_random_uuid(), 'ours', 'hidden') returning id").fetchone()[0]
+        theirs = tenants.execute("insert into docs (organization_id, owner, title) "
+                                 "values (16, gen_random_uuid(), 'theirs') returning id").fetchone()[0]
+        tenants.execute("update docs set title = 'renamed' where id = %s", (theirs,))
+        tenants.execute("update docs set organization_id = 16, title = 'moved away' where id = %s", (mine,))
+        tenants.execute("delete from docs where id in (%s, %s)", (mine, theirs))
+        insert, = js.changes(1)
+        assert insert["payload"]["eventType"] == "INSERT" and insert["payload"]["new"]["title"] == "ours"
+        assert "secret" not in insert["payload"]["new"]
+        assert [line for line in js.quiet(1.5) if line["kind"] == "change"] == []
+
+        # The app signs in as a user of the other tenant: the channel now follows the new claims.
+        js.set_auth(user_token(16))
+        time.sleep(0.3)
+        tenants.execute("insert into docs (organization_id, owner, title) values (15, gen_random_uuid(), 'old')")
+        tenants.execute("insert into docs (organization_id, owner, title) values (16, gen_random_uuid(), 'new')")
+        change, = js.changes(1)
+        assert change["payload"]["new"]["title"] == "new"
+        assert [line for line in js.quiet(1.0) if line["kind"] == "change"] == []
+    finally:
+        js.close()
+
+
+def test_realtime_py_owner_policy_covers_updates_and_deletes(stack, tenants):
+    me, other = str(uuid.uuid4()), str(uuid.uuid4())
+    py = PyListener(stack.api_url, user_token(1, sub=me), [{"event": "*", "schema": "public", "table": "diary"}],
+                    channel="diary-py")
+    try:
+        row = tenants.execute("insert into diary (owner, body) values (%s, 'mine') returning id", (me,)).fetchone()[0]
+        tenants.execute("insert into diary (owner, body) values (%s, 'not mine')", (other,))
+        tenants.execute("update diary set body = 'given away', owner = %s where id = %s", (other, row))
+        tenants.execute("delete from diary where owner = %s", (other,))
+        (_, insert), = py.changes(1)
+        assert insert["data"]["type"] == "INSERT" and insert["data"]["record"]["body"] == "mine"
+        # The row left my view with the update and was deleted out of it: neither reaches me.
+        assert py.quiet(1.5) == []
+    finally:
+        py.close()

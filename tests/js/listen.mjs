@@ -1,15 +1,21 @@
 // Subscribe with the unmodified supabase-js client and print every event as one JSON line.
-// usage: node --experimental-websocket listen.mjs <supabaseUrl> <key> <vsn|default> <channel> '<bindings json>'
-// Exits when stdin closes, so the test that spawned it controls its lifetime.
+// usage: node --experimental-websocket listen.mjs <supabaseUrl> <key> <vsn|default> <channel> '<bindings json>' [userJwt]
+// With a user JWT the client connects with <key> (the anon key) and signs in the channel with
+// realtime.setAuth, as an app with a signed-in user does. Commands on stdin, one JSON per line:
+// {"op":"setAuth","token":..} hands the client a refreshed token. Exits when stdin closes, so
+// the test that spawned it controls its lifetime.
 import { createClient } from '@supabase/supabase-js'
+import readline from 'node:readline'
 
-const [url, key, vsn, channelName, spec] = process.argv.slice(2)
+const [url, key, vsn, channelName, spec, userJwt] = process.argv.slice(2)
 const out = (line) => process.stdout.write(JSON.stringify(line) + '\n')
 
 const supabase = createClient(url, key, {
   auth: { persistSession: false, autoRefreshToken: false },
   realtime: vsn === 'default' ? {} : { vsn },
 })
+
+if (userJwt) await supabase.realtime.setAuth(userJwt)
 
 let channel = supabase.channel(channelName)
 JSON.parse(spec).forEach((binding, index) => {
@@ -19,8 +25,15 @@ channel
   .on('system', {}, (payload) => out({ kind: 'system', payload }))
   .subscribe((status, err) => out({ kind: 'status', status, error: err ? String(err.message || err) : null }))
 
-process.stdin.resume()
-process.stdin.on('end', async () => {
+const lines = readline.createInterface({ input: process.stdin })
+lines.on('line', async (line) => {
+  const command = JSON.parse(line)
+  if (command.op === 'setAuth') {
+    await supabase.realtime.setAuth(command.token)
+    out({ kind: 'auth', ok: true })
+  }
+})
+lines.on('close', async () => {
   await supabase.removeAllChannels()
   process.exit(0)
 })

@@ -23,6 +23,7 @@ from ripple.broadcast.outbound import OutboundMessage, send
 from ripple.changes.binding import MAX_INDEXED_VALUE, Binding, eq_key, table_key
 from ripple.changes.change import Change
 from ripple.changes.filters import FilterError, canonical, parse_filter
+from ripple.channels.closing import close_expired
 from ripple.config import settings
 from ripple.db import Database, await_commit
 from ripple.gateway import ConnectionsApi, Delivery
@@ -54,6 +55,9 @@ class Stats:
     deliveries: int = 0
     gone: int = 0
     failed: int = 0
+    # Authorization: distinct (role, claims) evaluated, and (principal, row image) checks made.
+    principals: int = 0
+    checks: int = 0
     dynamodb_calls: int = 0
     pg_round_trips: int = 0
     posts: int = 0
@@ -105,19 +109,25 @@ class Fanout:
 
     def _deliver_rows(self, rows: list[dict], stats: Stats, authorize: Authorizer) -> int:
         """Deliver a leading run of `rows` worth at most max_posts_per_batch posts (and always at
-        least one row); return how many rows that was. Runs of one kind keep outbox order."""
+        least one row); return how many rows that was. Every change of the batch is matched and
+        authorized together (one round trip); runs of one kind are posted in outbox order."""
+        changes = [Change.from_outbox(r) for r in rows if r["kind"] == "change"]
+        planned = plan(changes, self.store, authorize)
+        per_change = dict(zip((c.id for c in changes), planned.frames))
+        stats.principals += planned.principals
+        stats.checks += planned.checks
         budget, taken = self.max_posts_per_batch, 0
         for kind, group in groupby(rows, key=lambda r: r["kind"]):
             group = list(group)
             if kind == "change":
-                per_change = plan([Change.from_outbox(r) for r in group], self.store, authorize)
                 count = posts = 0
-                for frames in per_change:
+                for row in group:
+                    frames = per_change[row["id"]]
                     if taken + count > 0 and posts + len(frames) > budget:
                         break
                     posts += len(frames)
                     count += 1
-                self._post([pair for frames in per_change[:count] for pair in frames], stats)
+                self._post([pair for row in group[:count] for pair in per_change[row["id"]]], stats)
                 budget -= posts
             else:
                 count = len(group)
@@ -126,6 +136,9 @@ class Fanout:
             taken += count
             if count < len(group) or budget <= 0:
                 break
+        if planned.expired:
+            # Subscribers whose token ran out are told once, and their channels closed.
+            close_expired(self.store, self.api, planned.expired)
         return taken
 
     def _broadcast(self, payloads: list[dict], stats: Stats) -> int:
@@ -163,10 +176,21 @@ class Verdict:
     hidden: frozenset[str] = frozenset()
 
 
-def plan(changes: list[Change], store: Store, authorize: Authorizer) -> list[list[tuple[str, str]]]:
-    """Per change, in order, the (connection, frame) pairs it owes; each distinct frame encoded once."""
-    candidates = _candidates(changes, store)
-    verdicts = _authorize(changes, candidates, authorize)
+@dataclass
+class Plan:
+    """Per change, in order, the (connection, frame) pairs it owes; and the channels whose token
+    had expired when a change would have reached them, as (connection, topic, vsn, join_ref, exp)."""
+
+    frames: list[list[tuple[str, str]]]
+    expired: list[tuple[str, str, str, str | None, int]]
+    principals: int = 0
+    checks: int = 0
+
+
+def plan(changes: list[Change], store: Store, authorize: Authorizer) -> Plan:
+    """What a batch of changes owes whom; each distinct frame encoded once."""
+    candidates, expired = _candidates(changes, store)
+    verdicts, principals, checks = _authorize(changes, candidates, authorize)
     encoded: dict[tuple, str] = {}
     out = []
     for change in changes:
@@ -184,11 +208,13 @@ def plan(changes: list[Change], store: Store, authorize: Authorizer) -> list[lis
                 encoded[key] = encode(Message(topic=topic, event="postgres_changes", payload=payload), vsn)
             frames.append((connection_id, encoded[key]))
         out.append(frames)
-    return out
+    return Plan(out, expired, principals, checks)
 
 
-def _candidates(changes: list[Change], store: Store) -> dict[int, list[Binding]]:
-    """Per change, the bindings whose event and filter match it: Queries on derived keys only."""
+def _candidates(changes: list[Change], store: Store
+                ) -> tuple[dict[int, list[Binding]], list[tuple[str, str, str, str | None, int]]]:
+    """Per change, the live bindings whose event and filter match it (Queries on derived keys
+    only); and the channels of matching bindings whose token has expired."""
     buckets = {k for c in changes for k in _table_buckets(c)}
     found, registry = store.bindings_under(buckets)
     change_eq: dict[int, list[str]] = {}
@@ -204,9 +230,14 @@ def _candidates(changes: list[Change], store: Store) -> dict[int, list[Binding]]
     more, _ = store.bindings_under({k for keys in change_eq.values() for k in keys} - set(found))
     found.update(more)
     now = time.time()
-    return {change.id: [b for key in (*_table_buckets(change), *change_eq[change.id])
-                        for b in found.get(key, ()) if b.live(now) and _matches(b, change)]
-            for change in changes}
+    candidates: dict[int, list[Binding]] = {}
+    expired = []
+    for change in changes:
+        matching = [b for key in (*_table_buckets(change), *change_eq[change.id])
+                    for b in found.get(key, ()) if _matches(b, change)]
+        candidates[change.id] = [b for b in matching if b.live(now)]
+        expired.extend((b.connection_id, b.topic, b.vsn, b.join_ref, b.exp) for b in matching if not b.live(now))
+    return candidates, expired
 
 
 def _principal(binding: Binding) -> tuple[str, str]:
@@ -214,7 +245,7 @@ def _principal(binding: Binding) -> tuple[str, str]:
 
 
 def _authorize(changes: list[Change], candidates: dict[int, list[Binding]],
-               authorize: Authorizer) -> dict[tuple[int, tuple[str, str]], Verdict]:
+               authorize: Authorizer) -> tuple[dict[tuple[int, tuple[str, str]], Verdict], int, int]:
     """One database round trip for the whole batch: each distinct principal (role + claims) is
     checked once per row image it would receive, however many subscribers share it."""
     principals: dict[tuple[str, str], int] = {}
@@ -238,7 +269,7 @@ def _authorize(changes: list[Change], candidates: dict[int, list[Binding]],
                 checks.append([index, old])
             slots[(change.id, principal)] = (primary, old)
     if not checks:
-        return {}
+        return {}, 0, 0
     request = {"principals": [{"role": role, "claims": codec.loads(claims)} for role, claims in principals],
                "images": images, "checks": checks}
     answers = {(row["principal"], row["image"]): row for row in authorize(request)}
@@ -253,7 +284,7 @@ def _authorize(changes: list[Change], candidates: dict[int, list[Binding]],
         verdicts[(change_id, principal)] = Verdict(
             True, show_old=old is None or bool(second and second["allowed"]),
             hidden=frozenset(first["hidden"] or ()))
-    return verdicts
+    return verdicts, len(principals), len(checks)
 
 
 def _table_buckets(change: Change) -> tuple[str, str, str]:

@@ -117,8 +117,22 @@ def _describe_tables(db: Database, tables: list[tuple[str, str]], role: str
             for r in rows}
 
 
-def readable(db: Database, schema: str, table: str, role: str) -> bool:
-    """Whether `role` may SELECT any column of `schema.table` (one round trip)."""
-    _, can_read, _ = _describe_tables(db, [(schema, table)], role).get((schema, table),
-                                                                            (False, False, {}))
-    return can_read
+def recheck(db: Database, bindings: list[Binding], role: str) -> str | None:
+    """Why `role` may no longer hold `bindings` (a table or a filtered or selected column it
+    cannot read), or None if it may. One round trip."""
+    tables = sorted({(b.schema, b.table) for b in bindings if "*" not in (b.schema, b.table)})
+    described = _describe_tables(db, tables, role)
+    for b in bindings:
+        if "*" in (b.schema, b.table):
+            continue
+        _, can_read, types = described.get((b.schema, b.table), (False, False, {}))
+        if not can_read:
+            return f"Error 401: Unauthorized: role {role!r} cannot read {b.schema}.{b.table}"
+        try:
+            parse_filter(b.filter).validate(types)
+        except FilterError as exc:
+            return f"Error 401: Unauthorized: role {role!r} cannot filter {b.schema}.{b.table}: {exc}"
+        hidden = [c for c in b.select or () if c not in types]
+        if hidden:
+            return f"Error 401: Unauthorized: role {role!r} cannot read {b.schema}.{b.table}.{hidden[0]}"
+    return None

@@ -23,9 +23,10 @@ class Member:
     presence_key: str = ""
     presence: dict[str, Any] | None = None  # this connection's tracked meta, with its phx_ref
     private: bool = False
-    # On private channels, what realtime.messages' policies let this member send.
-    can_broadcast: bool = True
-    can_track: bool = True
+    # What this member may send: always on public channels; on private ones what
+    # realtime.messages' policies say, None until its first send asks.
+    can_broadcast: bool | None = True
+    can_track: bool | None = True
     role: str = "anon"
     claims: str = "{}"
     exp: int = 0

@@ -13,8 +13,9 @@ from typing import Any
 
 from ripple import codec
 from ripple.auth.jwt import AuthError, Claims, verify
-from ripple.changes.subscription import SubscriptionError, echo, readable, subscribe
+from ripple.changes.subscription import SubscriptionError, echo, recheck, subscribe
 from ripple.channels.access import channel_access
+from ripple.channels.closing import close_channel, drop_channel, expired_reason, relay_to_members
 from ripple.config import Settings, settings
 from ripple.db import database
 from ripple.events import WebSocketEvent, response
@@ -22,7 +23,7 @@ from ripple.gateway import ConnectionsApi, Gone, connections_api
 from ripple.log import logger
 from ripple.protocol import message as m
 from ripple.protocol.serializer import V1, V2, FrameError, decode, encode
-from ripple.broadcast.relay import broadcast_message, relay
+from ripple.broadcast.relay import broadcast_message
 from ripple.channels.member import Member
 from ripple.presence.tracker import announce, depart, new_ref
 from ripple.presence.tracker import diff as presence_diff
@@ -105,6 +106,11 @@ class Router:
         if msg.topic == m.PHOENIX_TOPIC:
             self.reply(frame, m.error(msg, "InvalidTopic: cannot join the phoenix topic"))
             return
+        # A join of a topic already joined ends the old channel first, as Phoenix does: a rejoin
+        # that then fails leaves nothing subscribed, and its tracked presence is announced gone.
+        previous = self.store.member(frame.connection_id, msg.topic)
+        if previous is not None:
+            drop_channel(self.store, self.api, frame.connection_id, msg.topic, previous)
         payload = msg.payload if isinstance(msg.payload, dict) else None
         config = payload.get("config", {}) if payload is not None else None
         if not isinstance(config, dict):
@@ -129,6 +135,7 @@ class Router:
         try:
             claims = self._channel_claims(payload, connection.claims)
         except AuthError as exc:
+            self.store.leave_channel(frame.connection_id, msg.topic)
             self.reply(frame, m.error(msg, f"InvalidJWTToken: {exc}"))
             return
         join_ref = msg.join_ref or msg.ref
@@ -136,15 +143,13 @@ class Router:
             connection_id=frame.connection_id, topic=msg.topic, vsn=frame.vsn, join_ref=join_ref,
             broadcast_self=options.broadcast_self, broadcast_ack=options.broadcast_ack,
             presence_key=options.presence_key or new_ref(), private=options.private,
-            role=claims.role, claims=codec.dumps(claims.raw), exp=claims.exp)
-        if options.private:
-            access = channel_access(self.db(), claims.role, claims.raw, member.channel)
-            if not (access.read_broadcast or access.read_presence):
-                self.store.leave_channel(frame.connection_id, msg.topic)
-                self.reply(frame, m.error(msg, "Unauthorized: You do not have permissions to read "
-                                               f"from this Channel topic: {member.channel}"))
-                return
-            member = replace(member, can_broadcast=access.write_broadcast, can_track=access.write_presence)
+            role=claims.role, claims=codec.dumps(claims.raw), exp=claims.exp,
+            # Writing to a private channel is checked on the first send, as Supabase does.
+            can_broadcast=None if options.private else True, can_track=None if options.private else True)
+        if options.private and not self._may_read(member):
+            self.store.leave_channel(frame.connection_id, msg.topic)
+            self.reply(frame, m.error(msg, _read_denied(member)))
+            return
         try:
             sub = subscribe(params, db=self.db(), connection_id=frame.connection_id, topic=msg.topic,
                             vsn=frame.vsn, role=claims.role, claims=claims.raw, exp=claims.exp,
@@ -152,7 +157,6 @@ class Router:
             failure = None
         except SubscriptionError as exc:
             sub, failure = None, str(exc)
-        # A rejoin replaces the channel whole: bindings, membership, tracked presence.
         self.store.replace_channel(frame.connection_id, msg.topic, sub.bindings if sub else [],
                                    sub.indexed if sub else {}, connection.expires_at)
         self.store.put_member(member, connection.expires_at)
@@ -168,14 +172,9 @@ class Router:
                                        msg.join_ref))
 
     def leave(self, frame: Frame) -> None:
-        topic = frame.msg.topic
-        member = self.store.member(frame.connection_id, topic)
-        self.store.remove_channel(frame.connection_id, topic)
-        self.store.leave_channel(frame.connection_id, topic)
+        member = self.store.member(frame.connection_id, frame.msg.topic)
         self.reply(frame, m.ok(frame.msg))
-        if member is not None and member.presence is not None:
-            announce(self.store, self.api, topic, member.private,
-                     presence_diff(member.presence_key, [], [member.presence]))
+        drop_channel(self.store, self.api, frame.connection_id, frame.msg.topic, member)
 
     def broadcast(self, frame: Frame) -> None:
         """A client's broadcast: to every member of the topic (the sender only with `self`)."""
@@ -195,17 +194,17 @@ class Router:
         if sender is None:
             self.reply(frame, m.error(msg, "unmatched topic"))
             return
-        if not sender.can_broadcast:
+        if not self._live(sender):
+            return
+        if not self._may_write(sender, "broadcast"):
             # A private channel whose policies deny this member writing: the message is dropped.
             if sender.broadcast_ack:
-                self.reply(frame, m.error(msg, "Unauthorized: You do not have permissions to write "
-                                               f"to this Channel topic: {sender.channel}"))
+                self.reply(frame, m.error(msg, _write_denied(sender)))
             return
         audience = [x for x in members if x.private == sender.private]
-        outcome = relay(self.api, audience, broadcast_message(msg.topic, payload["event"], payload.get("payload")),
-                        exclude=None if sender.broadcast_self else frame.connection_id)
-        for connection_id in outcome.gone:
-            depart(self.store, self.api, connection_id)
+        relay_to_members(self.store, self.api, audience,
+                         broadcast_message(msg.topic, payload["event"], payload.get("payload")),
+                         exclude=None if sender.broadcast_self else frame.connection_id)
         if sender.broadcast_ack:
             self.reply(frame, m.ok(msg))
 
@@ -235,9 +234,10 @@ class Router:
         if member is None:
             self.reply(frame, m.error(msg, "unmatched topic"))
             return
-        if not member.can_track:
-            self.reply(frame, m.error(msg, "Unauthorized: You do not have permissions to write "
-                                           f"to this Channel topic: {member.channel}"))
+        if not self._live(member):
+            return
+        if not self._may_write(member, "presence"):
+            self.reply(frame, m.error(msg, _write_denied(member)))
             return
         old = member.presence
         if event == "track":
@@ -259,36 +259,69 @@ class Router:
         """A refreshed (or replaced) user token for a channel: verify it, then re-authorize.
 
         Invalid or expired: the channel is closed with a `system` error and `phx_close`, as
-        Supabase does. Valid: the channel's bindings take the new role and claims, provided the
-        new role may still read every table they name.
+        Supabase does. Valid: the channel takes the new role and claims — its bindings, and its
+        membership for broadcast and presence — provided they may still read what the channel
+        subscribed to: every table and filtered or selected column, and on a private channel
+        the topic itself. Otherwise the channel is closed the same way.
         """
         msg = frame.msg
         payload = msg.payload if isinstance(msg.payload, dict) else {}
+        member = self.store.member(frame.connection_id, msg.topic)
+        if member is None:
+            return  # not joined: nothing to re-authorize
         try:
             claims = verify(payload.get("access_token"))
         except AuthError as exc:
-            self._close_channel(frame, f"InvalidJWTToken: {exc}")
+            self._close(member, f"InvalidJWTToken: {exc}")
             return
-        bindings = self.store.channel_bindings(frame.connection_id, msg.topic)
         claims_text = codec.dumps(claims.raw)
-        if not bindings or all(b.claims == claims_text for b in bindings):
+        bindings = self.store.channel_bindings(frame.connection_id, msg.topic)
+        if member.claims == claims_text and all(b.claims == claims_text for b in bindings):
             return
-        tables = sorted({(b.schema, b.table) for b in bindings if "*" not in (b.schema, b.table)})
-        unreadable = [f"{s}.{t}" for s, t in tables if not readable(self.db(), s, t, claims.role)]
-        if unreadable:
-            self._close_channel(frame, f"Error 401: Unauthorized: role {claims.role!r} cannot read "
-                                       f"{', '.join(unreadable)}")
+        problem = recheck(self.db(), bindings, claims.role)
+        if problem is not None:
+            self._close(member, problem)
+            return
+        renewed = replace(member, role=claims.role, claims=claims_text, exp=claims.exp,
+                          can_broadcast=None if member.private else True,
+                          can_track=None if member.private else True)
+        if member.private and not self._may_read(renewed):
+            self._close(member, _read_denied(member))
             return
         connection = self.store.get_connection(frame.connection_id)
         expires_at = connection.expires_at if connection else int(time.time()) + self.config.connection_ttl_seconds
-        self.store.put_bindings([replace(b, role=claims.role, claims=claims_text, exp=claims.exp)
-                                 for b in bindings], expires_at)
+        if bindings:
+            self.store.put_bindings([replace(b, role=claims.role, claims=claims_text, exp=claims.exp)
+                                     for b in bindings], expires_at)
+        self.store.put_member(renewed, expires_at)
 
-    def _close_channel(self, frame: Frame, reason: str) -> None:
-        topic, join_ref = frame.msg.topic, frame.msg.join_ref
-        self.store.remove_channel(frame.connection_id, topic)
-        self.reply(frame, m.system(topic, "system", "error", reason, join_ref))
-        self.reply(frame, m.Message(topic=topic, event="phx_close", payload={}, join_ref=join_ref))
+    # -- authorization of one member ------------------------------------------------------------
+    def _live(self, member: Member) -> bool:
+        """False (and the channel closed, telling the client why) once the channel's token expired."""
+        now = time.time()
+        if member.live(now):
+            return True
+        self._close(member, expired_reason(member.exp, now))
+        return False
+
+    def _may_read(self, member: Member) -> bool:
+        access = channel_access(self.db(), member.role, codec.loads(member.claims), member.channel)
+        return access.read_broadcast or access.read_presence
+
+    def _may_write(self, member: Member, extension: str) -> bool:
+        """Whether `member` may send on its channel: always on public channels; on private ones
+        as realtime.messages' INSERT policies say, evaluated on the first send and remembered."""
+        known = member.can_broadcast if extension == "broadcast" else member.can_track
+        if known is not None:
+            return known
+        access = channel_access(self.db(), member.role, codec.loads(member.claims), member.channel)
+        self.store.set_write_access(member.connection_id, member.topic,
+                                    access.write_broadcast, access.write_presence)
+        return access.write_broadcast if extension == "broadcast" else access.write_presence
+
+    def _close(self, member: Member, reason: str) -> None:
+        close_channel(self.store, self.api, member.connection_id, member.topic, member.vsn,
+                      member.join_ref, reason, member)
 
     def _channel_claims(self, payload: dict, connection_claims: str) -> Claims:
         token = payload.get("access_token")
@@ -305,6 +338,14 @@ class Router:
         "broadcast": broadcast,
         "presence": presence,
     }
+
+
+def _read_denied(member: Member) -> str:
+    return f"Unauthorized: You do not have permissions to read from this Channel topic: {member.channel}"
+
+
+def _write_denied(member: Member) -> str:
+    return f"Unauthorized: You do not have permissions to write to this Channel topic: {member.channel}"
 
 
 @lru_cache(maxsize=1)

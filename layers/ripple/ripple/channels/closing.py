@@ -1,0 +1,75 @@
+"""Ending one channel of a connection: everything it held goes, the topic hears its presence leave.
+
+A channel ends when the client leaves or rejoins it, when its token is refused or has expired,
+or when its new claims may no longer read what it subscribed to. The closing itself is the same
+every time: the channel's bindings, membership and presence rows are removed, the connection's
+channel count gives the topic back, a tracked presence is announced as a leave — and, when the
+server ends it, the client gets a `system` error followed by `phx_close`, as Supabase sends.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from ripple.broadcast.relay import relay
+from ripple.channels.member import Member
+from ripple.gateway import ConnectionsApi, Gone, Outcome
+from ripple.protocol import message as m
+from ripple.protocol.serializer import encode
+from ripple.presence.tracker import announce, depart, diff
+from ripple.store import Store
+
+
+def drop_channel(store: Store, api: ConnectionsApi, connection_id: str, topic: str,
+                 member: Member | None = None) -> Member | None:
+    """Remove the channel's rows and announce its presence leave; returns the member it was."""
+    member = member or store.member(connection_id, topic)
+    store.remove_channel(connection_id, topic)
+    store.leave_channel(connection_id, topic)
+    if member is not None and member.presence is not None:
+        announce(store, api, topic, member.private, diff(member.presence_key, [], [member.presence]))
+    return member
+
+
+def close_channel(store: Store, api: ConnectionsApi, connection_id: str, topic: str, vsn: str,
+                  join_ref: str | None, reason: str, member: Member | None = None) -> None:
+    """End the channel from the server's side: drop it, then tell the client why."""
+    drop_channel(store, api, connection_id, topic, member)
+    frames = [encode(m.system(topic, "system", "error", reason, join_ref), vsn),
+              encode(m.Message(topic=topic, event="phx_close", payload={}, join_ref=join_ref), vsn)]
+    try:
+        for frame in frames:
+            api.post(connection_id, frame)
+    except Gone:
+        depart(store, api, connection_id)
+
+
+def expired_reason(exp: int, now: float) -> str:
+    return f"Token has expired {max(0, int(now - exp))} seconds ago"
+
+
+def close_expired(store: Store, api: ConnectionsApi, channels: Iterable[tuple[str, str, str, str | None, int]],
+                  now: float | None = None) -> int:
+    """Close each (connection, topic, vsn, join_ref, exp) channel whose token has expired, once
+    per channel; returns how many were closed."""
+    now = time.time() if now is None else now
+    seen = set()
+    for connection_id, topic, vsn, join_ref, exp in channels:
+        if (connection_id, topic) in seen:
+            continue
+        seen.add((connection_id, topic))
+        close_channel(store, api, connection_id, topic, vsn, join_ref, expired_reason(exp, now))
+    return len(seen)
+
+
+def relay_to_members(store: Store, api: ConnectionsApi, members: list[Member], message: m.Message,
+                     exclude: str | None = None) -> Outcome:
+    """Relay to the live members; connections found gone depart, channels whose token has
+    expired are closed (so an expired subscriber hears why it stopped receiving)."""
+    now = time.time()
+    outcome = relay(api, members, message, exclude=exclude)
+    for connection_id in outcome.gone:
+        depart(store, api, connection_id)
+    close_expired(store, api, ((x.connection_id, x.topic, x.vsn, x.join_ref, x.exp) for x in members
+                               if not x.live(now) and x.connection_id not in outcome.gone), now)
+    return outcome
