@@ -25,12 +25,16 @@ def _jwk(key, kid, alg):
     return {**json.loads(algo.to_jwk(key.public_key())), "kid": kid, "alg": alg, "use": "sig"}
 
 
+JWKS_FETCHES: list[str] = []
+
+
 @pytest.fixture(scope="module")
 def jwks_url():
     body = json.dumps({"keys": [_jwk(RSA_KEY, "rsa-1", "RS256"), _jwk(EC_KEY, "ec-1", "ES256")]}).encode()
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):
+            JWKS_FETCHES.append(self.path)
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.end_headers()
@@ -77,6 +81,14 @@ def test_hs256_with_the_secret():
 def test_asymmetric_tokens_from_the_jwks(key, alg, kid):
     token = jwt.encode(claims(role="anon"), key, algorithm=alg, headers={"kid": kid})
     assert verify(token).role == "anon"
+
+
+def test_the_jwks_is_fetched_once_and_cached():
+    JWKS_FETCHES.clear()
+    for _ in range(5):
+        for key, alg, kid in ((RSA_KEY, "RS256", "rsa-1"), (EC_KEY, "ES256", "ec-1")):
+            assert verify(jwt.encode(claims(), key, algorithm=alg, headers={"kid": kid})).role == "authenticated"
+    assert JWKS_FETCHES == ["/.well-known/jwks.json"]
 
 
 @pytest.mark.parametrize("token,reason", [
