@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import pytest
@@ -136,13 +137,21 @@ def test_ack_oversize_and_unjoined_broadcasts(stack):
         assert {f["event"] for f in frames} == {"broadcast", "phx_reply"}
         assert next(f for f in frames if f["event"] == "phx_reply")["payload"] == {"status": "ok", "response": {}}
         assert next(f for f in frames if f["ref"] == ref)["event"] == "phx_reply"
+        exceeded = {"status": "error", "response": {"error": "payload_size_exceeded"}}
+        # Over 30 KB, within API Gateway's 32 KB frame: an answer, and the socket stays open.
         ref = wire.send("realtime:acks", "broadcast",
-                        {"type": "broadcast", "event": "big", "payload": {"blob": "x" * 110_000}})
-        assert wire.recv() == {"topic": "realtime:acks", "event": "phx_reply", "ref": ref,
-                               "payload": {"status": "error", "response": {"error": "payload_size_exceeded"}}}
+                        {"type": "broadcast", "event": "big", "payload": {"blob": "x" * 31_000}})
+        assert wire.recv() == {"topic": "realtime:acks", "event": "phx_reply", "ref": ref, "payload": exceeded}
+        # A client that splits a 100 KB message into 25 KB frames gets the same answer.
+        big = json.dumps({"topic": "realtime:acks", "event": "broadcast", "ref": "big", "join_ref": None,
+                          "payload": {"type": "broadcast", "event": "big", "payload": {"blob": "x" * 100_000}}})
+        wire.ws.send([big[i:i + 25_000] for i in range(0, len(big), 25_000)])
+        assert wire.recv()["payload"] == exceeded
         ref = wire.send("realtime:never-joined", "broadcast", {"type": "broadcast", "event": "e", "payload": {}})
         assert wire.recv()["payload"] == {"status": "error", "response": {"reason": "unmatched topic"}}
-        wire.ws.send("x" * (129 * 1024))
+        # One frame over 32 KB: API Gateway (and the local gateway) close the socket first.
+        wire.send("realtime:acks", "broadcast",
+                  {"type": "broadcast", "event": "big", "payload": {"blob": "x" * (33 * 1024)}})
         with pytest.raises(ConnectionClosed) as closed:
             wire.recv(timeout=5)
         assert closed.value.rcvd.code == 1009

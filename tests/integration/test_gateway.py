@@ -420,12 +420,35 @@ def test_fragmented_message_over_the_limit_closes_with_1009(make_stack) -> None:
     assert closed_code(ws, ["a" * 600, "a" * 600]) == 1009
 
 
-def test_default_limit_is_128_kb(stack: Stack) -> None:
+def test_default_limit_is_128_kb_in_frames_of_32_kb(stack: Stack) -> None:
     ws, _ = stack.client(max_size=None)
-    ws.send("a" * (128 * 1024))
+    ws.send(["a" * (32 * 1024)] * 4)
     ws.send("echo:ok")
     assert ws.recv(timeout=5) == "ok"
-    assert closed_code(ws, "a" * (128 * 1024 + 1)) == 1009
+    assert len(stack.backend.messages[0]["body"]) == 128 * 1024
+    assert closed_code(ws, ["a" * (32 * 1024)] * 4 + ["a"]) == 1009
+
+
+def test_a_single_frame_over_32_kb_closes_with_1009(stack: Stack) -> None:
+    ws, connection_id = stack.client()
+    ws.send("a" * (32 * 1024))  # at the quota: passes
+    ws.send("echo:ok")
+    assert ws.recv(timeout=5) == "ok"
+    assert closed_code(ws, "a" * (32 * 1024 + 1)) == 1009
+    context = stack.backend.wait_disconnect(connection_id)["requestContext"]
+    assert context["disconnectStatusCode"] == 1009
+    assert [len(e["body"]) for e in stack.backend.messages] == [32 * 1024, len("echo:ok")]
+
+
+def test_frame_quota_applies_to_each_fragment(make_stack) -> None:
+    stack = make_stack(limits=Limits(max_frame_bytes=100))
+    ws, _ = stack.client()
+    ws.send(["a" * 100, "b" * 100, "c" * 50])  # a 250-byte message in quota-sized frames
+    ws.send("echo:ok")
+    assert ws.recv(timeout=5) == "ok"
+    assert stack.backend.messages[0]["body"] == "a" * 100 + "b" * 100 + "c" * 50
+    assert closed_code(ws, ["a" * 100, "b" * 101]) == 1009
+    assert len(stack.backend.messages) == 2
 
 
 def test_idle_connection_closes_with_1001(make_stack) -> None:

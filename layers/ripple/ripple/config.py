@@ -29,8 +29,10 @@ class Settings(BaseSettings):
     max_bindings_per_channel: int = 100
     # Client messages per connection per second (broadcast and presence), as Supabase's default.
     max_events_per_second: int = 100
-    # Below API Gateway's 128 KB frame limit, so an oversize broadcast gets an answer, not a close.
-    max_broadcast_bytes: int = 100 * 1024
+    # A client broadcast frame, below API Gateway's 32 KB frame quota: clients send each message
+    # as one frame and a larger one closes the socket (1009), so this is what lets an oversize
+    # broadcast get payload_size_exceeded instead.
+    max_broadcast_bytes: int = 30 * 1024
     max_presence_bytes: int = 10 * 1024
     # Top-level keys of one tracked presence payload, as Supabase's "presence keys per object".
     max_presence_keys: int = 10

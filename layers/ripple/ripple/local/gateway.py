@@ -18,15 +18,19 @@ What a client or a handler sees, and why:
 - Text frames go to `$default` one at a time per connection, in order; connections run
   concurrently. The `$default` response is ignored (no route responses are configured), and
   an exception sends the client API Gateway's `{"message": "Internal server error", ...}`.
-- Closing codes: binary frame 1003, message over `Limits.max_message_bytes` 1009, idle or
-  over the maximum lifetime 1001, `DELETE @connections/{id}` 1000 (what API Gateway reports
+- Closing codes: binary frame 1003, message over `Limits.max_message_bytes` or a single frame
+  over `Limits.max_frame_bytes` 1009, idle or over the maximum lifetime 1001, `DELETE @connections/{id}` 1000 (what API Gateway reports
   as "Connection Closed Normally"), `Gateway.stop()` 1001.
 - Idle means no message in either direction: API Gateway keeps a connection open while the
   backend posts to it, so posts count as activity, as do client pings and pongs.
 - `requestContext.domainName` is the Host the client used (with its port), so the AWS idiom
   `http://{domainName}/{stage}` is a working management endpoint here too.
-- API Gateway's 32 KB frame quota is not enforced: aiohttp reassembles fragments before the
-  gateway sees them, so only the 128 KB message quota applies.
+- API Gateway's 32 KB frame quota is enforced on the raw stream: aiohttp reassembles fragments
+  before handing over a message, so `FrameMeter` reads each frame's header ahead of aiohttp's
+  parser (a private hook, `RequestHandler._payload_parser`) and fails the socket with 1009 the
+  way aiohttp does for an oversize message. A 100 KB message in four 25 KB fragments passes, as
+  on API Gateway; the same message in one frame is closed. Client libraries send each message
+  as one frame, so for them the frame quota is the effective message limit.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WebSocketError, WSCloseCode, WSMsgType, web
 
 logger = logging.getLogger("ripple.local.gateway")
 
@@ -70,6 +74,7 @@ class Limits:
     """API Gateway's WebSocket quotas; tests shrink them to see each one trip."""
 
     max_message_bytes: int = 128 * 1024
+    max_frame_bytes: int = 32 * 1024
     idle_timeout: float = 600.0
     max_connection_seconds: float = 7200.0
 
@@ -137,6 +142,61 @@ def _aws_error(status: int, error_type: str, message: str | None) -> web.Respons
     return web.json_response(
         {"message": message}, status=status, headers={"x-amzn-ErrorType": error_type}
     )
+
+
+class FrameMeter:
+    """Reads client frame headers off the raw stream, ahead of aiohttp's WebSocket parser,
+    and fails the socket with 1009 at the first data frame whose payload exceeds `limit`.
+
+    It stands in for the parser on the connection's protocol and forwards every byte to it;
+    only the headers are read here, payloads are skipped by length.
+    """
+
+    def __init__(self, parser: Any, queue: Any, limit: int):
+        self.parser = parser
+        self.queue = queue
+        self.limit = limit
+        self.header = bytearray()  # a header split across reads
+        self.skip = 0  # payload bytes of the current frame still to come
+        self.failed = False
+
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        if self.failed:
+            return True, b""
+        if self._oversize(data):
+            self.failed = True
+            self.queue.set_exception(WebSocketError(
+                WSCloseCode.MESSAGE_TOO_BIG, f"Frame exceeds the {self.limit}-byte frame quota"))
+            return True, b""
+        return self.parser.feed_data(data)
+
+    def feed_eof(self) -> None:
+        self.parser.feed_eof()
+
+    def _oversize(self, data: bytes) -> bool:
+        at, end = 0, len(data)
+        while at < end:
+            if self.skip:
+                step = min(self.skip, end - at)
+                self.skip -= step
+                at += step
+                continue
+            self.header.append(data[at])
+            at += 1
+            if len(self.header) < 2:
+                continue
+            flag = self.header[1] & 0x7F
+            need = 2 + (2 if flag == 126 else 8 if flag == 127 else 0) + (4 if self.header[1] & 0x80 else 0)
+            if len(self.header) < need:
+                continue
+            length = (int.from_bytes(self.header[2:4], "big") if flag == 126
+                      else int.from_bytes(self.header[2:10], "big") if flag == 127 else flag)
+            opcode = self.header[0] & 0x0F
+            self.header.clear()
+            if opcode in (0x0, 0x1, 0x2) and length > self.limit:
+                return True
+            self.skip = length
+        return False
 
 
 class Connection:
@@ -370,6 +430,9 @@ class Gateway:
             async with conn.send_lock:
                 self._connections[conn.id] = conn
                 await conn.ws.prepare(request)
+                protocol = request.protocol
+                protocol._payload_parser = FrameMeter(protocol._payload_parser, conn.ws._reader,
+                                                      self.limits.max_frame_bytes)
             logger.info("connection %s open", conn.id)
             worker = asyncio.create_task(self._work(conn))
             await self._read(conn)
