@@ -50,6 +50,18 @@ def test_an_email_is_raw_mime_with_the_unsubscribe_headers_and_the_configuration
     assert "<p>Invoice 42 is paid</p>" in message.get_body(("html",)).get_content()
 
 
+def test_line_breaks_in_a_name_or_subject_do_not_break_the_message():
+    ses = client("sesv2")
+    sent = requests(ses, "SendEmail")
+    with Stubber(ses) as stub:
+        stub.add_response("send_email", {"MessageId": "m-2"})
+        Mailer(ses, "Ripple <n@ripple.test>").send(
+            "ada@example.com", "Ada\r\nBcc: eve@example.com", RenderedEmail(subject="Paid\nnow", html="h", text="t"), {})
+    message = email.message_from_bytes(sent[0]["Content"]["Raw"]["Data"], policy=email.policy.default)
+    assert message["Subject"] == "Paid now" and message["Bcc"] is None
+    assert message["To"].addresses[0].addr_spec == "ada@example.com"
+
+
 @pytest.mark.parametrize("transactional, sms_type", [(True, "Transactional"), (False, "Promotional")])
 @pytest.mark.parametrize("sender_id", ["Ripple", None])
 def test_an_sms_names_its_type_and_sender_id(transactional, sms_type, sender_id):

@@ -72,8 +72,10 @@ class Mailer:
              tries: int = TRIES) -> tuple[str, int]:
         message = EmailMessage()
         message["From"] = self.sender
-        message["To"] = formataddr((name or "", to))
-        message["Subject"] = email.subject
+        # Header values are one line: a display name or subject taken from data may hold line
+        # breaks, which would otherwise make the message impossible to build.
+        message["To"] = formataddr((_one_line(name or ""), to))
+        message["Subject"] = _one_line(email.subject)
         message["Message-ID"] = make_msgid(domain=self.sender.rpartition("@")[2].rstrip(">") or None)
         for key, value in headers.items():
             message[key] = value
@@ -114,3 +116,7 @@ class Texter:
             PhoneNumber=phone, Message=body, MessageAttributes=attributes),
             tries=tries, sleep=self.sleep)
         return answer["MessageId"], used
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
