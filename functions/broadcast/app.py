@@ -1,4 +1,5 @@
-"""POST /realtime/v1/api/broadcast: server-side broadcast, authorized by the service_role key."""
+"""POST /realtime/v1/api/broadcast[/<topic>/events/<event>]: server-side broadcast, authorized by the
+service_role key."""
 from ripple.broadcast.api import HttpEvent, on_request
 
 

@@ -214,6 +214,113 @@ def test_rest_broadcast_reaches_members_with_the_service_role_key(stack):
         wire.close()
 
 
+def test_rest_broadcast_refuses_oversize_messages_and_sends_none_of_the_request(stack):
+    wire = Wire(stack.ws_url, stack.key("anon"))
+    try:
+        wire.join("realtime:big-rest", [])
+        small = {"topic": "big-rest", "event": "small", "payload": {"n": 1}}
+        big = {"topic": "big-rest", "event": "big", "payload": {"blob": "x" * 200_000}}
+        status, body = _post(stack, {"messages": [small, big]}, stack.key("service_role"))
+        assert status == 400
+        answer = json.loads(body)
+        assert answer["error"] == "payload_size_exceeded"
+        assert [(e["index"], e["topic"], e["error"]) for e in answer["errors"]] == [
+            (1, "big-rest", "payload_size_exceeded")]
+        assert answer["errors"][0]["bytes"] > answer["errors"][0]["limit"] == 128 * 1024
+        with pytest.raises(TimeoutError):
+            wire.recv(timeout=1)
+        # Up to API Gateway's 128 KB message limit a server-side broadcast goes through.
+        near = {"topic": "big-rest", "event": "near", "payload": {"blob": "x" * 120_000}}
+        assert _post(stack, {"messages": [near]}, stack.key("service_role"))[0] == 202
+        assert wire.recv()["payload"]["payload"] == {"blob": "x" * 120_000}
+    finally:
+        wire.close()
+
+
+def test_an_oversize_realtime_send_is_dropped_loudly_and_the_next_one_arrives(stack, db):
+    from ripple.broadcast.outbound import OutboundMessage, send
+    from ripple.gateway import connections_api
+
+    wire = Wire(stack.ws_url, stack.key("anon"))
+    try:
+        wire.join("realtime:big-sql", [])
+        db.execute("select realtime.send(jsonb_build_object('blob', repeat('x', 200000)), 'big', 'big-sql', false)")
+        db.execute("select realtime.send('{\"n\": 2}'::jsonb, 'small', 'big-sql', false)")
+        assert wire.recv()["payload"] == {"type": "broadcast", "event": "small", "payload": {"n": 2}}
+        sent = send(store(), connections_api(),
+                    [OutboundMessage(topic="big-sql", event="big", payload={"blob": "x" * 200_000})])
+        assert (sent.messages, sent.oversize, sent.deliveries) == (0, 1, 0)
+        with pytest.raises(TimeoutError):
+            wire.recv(timeout=1)
+    finally:
+        wire.close()
+
+
+def test_supabase_js_http_send_reaches_the_room_with_the_service_role_key(stack):
+    # channel.httpSend(event, payload) posts to /realtime/v1/api/broadcast/<topic>/events/<event>.
+    server = JsRoom(stack.api_url, stack.key("service_role"), "http:room", {})
+    browser = JsRoom(stack.api_url, stack.key("anon"), "http:room", {})
+    wire = Wire(stack.ws_url, stack.key("anon"))
+    try:
+        server.wait_for("status", status="SUBSCRIBED")
+        browser.wait_for("status", status="SUBSCRIBED")
+        wire.join("realtime:http:room", [])
+        server.do(op="httpSend", event="note", payload={"text": "over http"})
+        assert server.wait_for("httpSent")["result"] == {"success": True}
+        assert wire.recv()["payload"] == {"type": "broadcast", "event": "note", "payload": {"text": "over http"}}
+        got = browser.wait_for("broadcast")["message"]
+        assert got["event"] == "note" and got["payload"] == {"text": "over http"}
+
+        browser.do(op="httpSend", event="note", payload={"text": "anon"})
+        assert browser.wait_for("error")["error"].startswith("Forbidden")
+        server.do(op="httpSend", event="big", payload={"blob": "x" * 200_000})
+        assert server.wait_for("error")["error"] == "payload_size_exceeded"
+        with pytest.raises(TimeoutError):
+            wire.recv(timeout=1)
+    finally:
+        server.close()
+        browser.close()
+        wire.close()
+
+
+def test_http_send_path_with_private_and_bad_bodies(stack, db):
+    import urllib.error
+    import urllib.request
+
+    def post(path: str, body: bytes, key: str | None, content_type: str = "application/json"):
+        request = urllib.request.Request(f"{stack.api_url}/realtime/v1/api/broadcast/{path}", method="POST",
+                                         data=body, headers={"apikey": key or "", "Content-Type": content_type})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                return answer.status, answer.read()
+        except urllib.error.HTTPError as refused:
+            return refused.code, refused.read()
+
+    db.execute("drop policy if exists http_private_read on realtime.messages")
+    db.execute("create policy http_private_read on realtime.messages for select to anon "
+               "using (realtime.topic() = 'http-private')")
+    public, private = Wire(stack.ws_url, stack.key("anon")), Wire(stack.ws_url, stack.key("anon"))
+    service = stack.key("service_role")
+    try:
+        public.join("realtime:http-private", [])
+        private.join("realtime:http-private", [], private=True)
+        assert post("http-private/events/secret?private=true", b'{"n": 1}', service)[0] == 202
+        assert private.recv()["payload"] == {"type": "broadcast", "event": "secret", "payload": {"n": 1}}
+        assert post("http-private/events/open", b'[1, 2]', service)[0] == 202
+        assert public.recv()["payload"]["payload"] == [1, 2]
+        with pytest.raises(TimeoutError):
+            private.recv(timeout=0.5)
+        assert post("http-private/events/open", b'{"n": 1}', None)[0] == 401
+        assert post("http-private/events/open", b'{"n": 1}', stack.key("anon"))[0] == 403
+        assert post("http-private/events/open", b"{not json", service)[0] == 400
+        assert post("http-private/events/open", b"\x00\x01", service, "application/octet-stream")[0] == 415
+        with pytest.raises(TimeoutError):
+            public.recv(timeout=0.5)
+    finally:
+        public.close()
+        private.close()
+
+
 def test_sql_broadcast_is_sent_after_commit_and_never_on_rollback(stack, db):
     db.execute("drop policy if exists sql_room_read on realtime.messages")
     db.execute("create policy sql_room_read on realtime.messages for select to anon "

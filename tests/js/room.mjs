@@ -1,7 +1,8 @@
 // A supabase-js participant in a broadcast/presence room, driven by JSON commands on stdin and
 // reporting every callback as one JSON line on stdout.
 // usage: node --experimental-websocket room.mjs <supabaseUrl> <key> <vsn|default> <room> '<config json>'
-// commands: {"op":"send","event":..,"payload":..} {"op":"track","payload":..} {"op":"untrack"}
+// commands: {"op":"send","event":..,"payload":..} {"op":"httpSend","event":..,"payload":..}
+//           {"op":"track","payload":..} {"op":"untrack"}
 import { createClient } from '@supabase/supabase-js'
 import readline from 'node:readline'
 
@@ -27,6 +28,8 @@ lines.on('line', async (line) => {
     if (command.op === 'send') {
       const result = await channel.send({ type: 'broadcast', event: command.event, payload: command.payload })
       out({ kind: 'sent', result })
+    } else if (command.op === 'httpSend') {
+      out({ kind: 'httpSent', result: await channel.httpSend(command.event, command.payload) })
     } else if (command.op === 'track') {
       out({ kind: 'tracked', result: await channel.track(command.payload) })
     } else if (command.op === 'untrack') {

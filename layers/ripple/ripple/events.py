@@ -58,6 +58,7 @@ class HttpEvent(BaseModel):
     rawPath: str = "/"
     headers: dict[str, str] | None = None
     queryStringParameters: dict[str, str] | None = None
+    pathParameters: dict[str, str] | None = None
     body: str | None = None
     isBase64Encoded: bool = False
 

@@ -8,8 +8,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ripple.broadcast.relay import broadcast_message, relay
 from ripple.gateway import ConnectionsApi
+from ripple.log import logger
 from ripple.presence.tracker import depart
+from ripple.protocol.serializer import VERSIONS, encode
 from ripple.store import Store
+
+# API Gateway's message quota: PostToConnection refuses a larger frame (PayloadTooLargeException).
+MAX_FRAME_BYTES = 128 * 1024
 
 
 class OutboundMessage(BaseModel):
@@ -39,16 +44,57 @@ def parse_request(body: Any) -> BroadcastRequest:
         raise InvalidRequest(problems) from None
 
 
+def frame_bytes(message: OutboundMessage) -> int:
+    """The size of the `broadcast` push this message becomes, in its larger serialization."""
+    push = broadcast_message(f"realtime:{message.topic}", message.event, message.payload)
+    return max(len(encode(push, vsn).encode()) for vsn in VERSIONS)
+
+
+@dataclass(frozen=True)
+class Oversize:
+    """A message whose push would exceed API Gateway's message quota."""
+
+    index: int
+    topic: str
+    bytes: int
+
+    def describe(self) -> dict:
+        return {"index": self.index, "topic": self.topic, "error": "payload_size_exceeded",
+                "bytes": self.bytes, "limit": MAX_FRAME_BYTES}
+
+
+def oversize(messages: list[OutboundMessage]) -> list[Oversize]:
+    """The messages that cannot be delivered for their size (none, usually)."""
+    found = []
+    for index, message in enumerate(messages):
+        size = frame_bytes(message)
+        if size > MAX_FRAME_BYTES:
+            found.append(Oversize(index, message.topic, size))
+    return found
+
+
 @dataclass
 class Sent:
     messages: int = 0
     deliveries: int = 0
+    oversize: int = 0
 
 
 def send(store: Store, api: ConnectionsApi, messages: list[OutboundMessage]) -> Sent:
-    """Deliver each message to the members of `realtime:<topic>` joined with the same `private`."""
+    """Deliver each message to the members of `realtime:<topic>` joined with the same `private`.
+
+    A message too large for API Gateway is not sent: it is logged as an error with its topic and
+    counted in `oversize` (the REST API refuses such requests before they get here).
+    """
     sent = Sent()
-    for message in messages:
+    too_large = {o.index: o for o in oversize(messages)}
+    for index, message in enumerate(messages):
+        if index in too_large:
+            logger.error("broadcast dropped: payload_size_exceeded",
+                         extra={"topic": message.topic, "event": message.event,
+                                "bytes": too_large[index].bytes, "limit": MAX_FRAME_BYTES})
+            sent.oversize += 1
+            continue
         topic = f"realtime:{message.topic}"
         members = [m for m in store.members(topic) if m.private == message.private]
         outcome = relay(api, members, broadcast_message(topic, message.event, message.payload))

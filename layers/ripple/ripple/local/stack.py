@@ -171,8 +171,8 @@ class Stack:
         self.gateway = Gateway(
             Routes(connect=connect.handler, default=router.handler, disconnect=disconnect.handler),
             port=self.ports.api, limits=self.limits, ready=self._ready)
-        self.gateway.app.router.add_post("/realtime/v1/api/broadcast",
-                                         http_route("broadcast", broadcast.handler))
+        for path in ("/realtime/v1/api/broadcast", "/realtime/v1/api/broadcast/{topic}/events/{event}"):
+            self.gateway.app.router.add_post(path, http_route("broadcast", broadcast.handler))
         self.gateway.app.router.add_route("*", "/api/{tail:.*}", http_route("api", api.handler))
         await self.gateway.start()
         os.environ.update({
