@@ -487,3 +487,17 @@ def test_realtime_py_owner_policy_covers_updates_and_deletes(stack, tenants):
         assert py.quiet(1.5) == []
     finally:
         py.close()
+
+
+def test_a_server_broadcast_tells_an_expired_member_too(stack, tenants):
+    short = Wire(stack.ws_url, stack.key("anon"))
+    try:
+        ref = short.send("realtime:notice", "phx_join", {"config": {},
+                                                         "access_token": user_token(17, exp=int(time.time()) + 2)},
+                         join_ref="n")
+        assert short.recv()["ref"] == ref
+        time.sleep(2.5)
+        tenants.execute("select realtime.send('{\"n\": 1}'::jsonb, 'notice', 'notice', false)")
+        assert_closed(short, "realtime:notice", "Token has expired")
+    finally:
+        short.close()

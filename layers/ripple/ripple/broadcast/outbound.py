@@ -6,10 +6,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ripple.broadcast.relay import broadcast_message, relay
+from ripple.broadcast.relay import broadcast_message
+from ripple.channels.closing import relay_to_members
 from ripple.gateway import ConnectionsApi
 from ripple.log import logger
-from ripple.presence.tracker import depart
 from ripple.protocol.serializer import VERSIONS, encode
 from ripple.store import Store
 
@@ -97,9 +97,7 @@ def send(store: Store, api: ConnectionsApi, messages: list[OutboundMessage]) -> 
             continue
         topic = f"realtime:{message.topic}"
         members = [m for m in store.members(topic) if m.private == message.private]
-        outcome = relay(api, members, broadcast_message(topic, message.event, message.payload))
-        for connection_id in outcome.gone:
-            depart(store, api, connection_id)
+        outcome = relay_to_members(store, api, members, broadcast_message(topic, message.event, message.payload))
         sent.messages += 1
         sent.deliveries += outcome.delivered
     return sent
