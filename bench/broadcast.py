@@ -3,11 +3,14 @@
 For each room size N the script opens N raw WebSocket connections to the local stack's gateway,
 joins each to `realtime:bench-room` (`broadcast: {self: false}`), joins one more connection as
 the sender, and has the sender send `--messages` broadcasts (V1 text frames, event `tick`,
-payload `{seq, sent}`) at a steady pace. It measures:
+payload `{seq, sent}`) at a steady pace, then `--burst` more back to back. It measures:
 
 - deliveries received against expected (messages x N), and latency from the sender's
   `send` to the frame arriving at a receiver (p50/p95/p99; both ends in the clients' process);
-- deliveries per second, from the first send to the last arrival;
+- deliveries per second of the paced messages, from the first send to the last arrival;
+- the sustained rate: the burst sent as fast as the socket takes it, so the room runs at
+  whatever pace the router accepts (messages the rate limit refuses are counted, not expected);
+  messages and deliveries per second from the burst's first send to its last arrival;
 - per message: the router's DynamoDB requests (`ripple.store.store().calls`, and by operation
   from a counting wrapper around that store's client), the read units the Queries consumed
   (strongly consistent, 4 KB each, from the approximate size of the items returned) and
@@ -24,7 +27,7 @@ the latencies and rates are those of the local stack.
 Run it from the repository root:
 
     PYTHONPATH=layers/ripple .venv/bin/python bench/broadcast.py
-    PYTHONPATH=layers/ripple .venv/bin/python bench/broadcast.py --members 10,100 --messages 20
+    PYTHONPATH=layers/ripple .venv/bin/python bench/broadcast.py --members 10,100 --messages 20 --burst 20
 """
 from __future__ import annotations
 
@@ -161,6 +164,10 @@ class Room:
         return {"arrivals": list(self.arrivals), "other_frames": self.other_frames,
                 "sender_frames": list(self.sender_frames)}
 
+    async def reset(self) -> None:
+        """Forget what arrived so far (between the paced messages and the burst)."""
+        self.arrivals, self.sender_frames, self.other_frames = [], [], 0
+
     async def close(self) -> None:
         sockets = self.sockets + ([self.sender] if self.sender is not None else [])
         await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
@@ -258,6 +265,52 @@ def wait_until_quiet(quiet: float = 0.5, timeout: float = 60.0) -> None:
 
 
 @dataclass
+class Burst:
+    """The sustained part of a round: messages sent back to back."""
+
+    sent: int = 0
+    refused: int = 0  # answered MessagePerSecondRateLimitReached
+    expected: int = 0
+    received: int = 0
+    span_seconds: float = 0.0  # first send to last arrival
+
+    @property
+    def messages_per_second(self) -> float:
+        """Whole-room messages: deliveries over the members they went to."""
+        members = self.expected / max(self.sent - self.refused, 1)
+        return self.received / members / self.span_seconds if self.span_seconds and members else 0.0
+
+    @property
+    def deliveries_per_second(self) -> float:
+        return self.received / self.span_seconds if self.span_seconds else 0.0
+
+
+def run_burst(clients: Clients, args, joined: int) -> Burst:
+    """Send `--burst` broadcasts back to back and time their deliveries."""
+    clients.call("reset")
+    wait_until_quiet()
+    burst = Burst()
+    sent = clients.call("send", messages=args.burst, interval=0.0)
+    burst.sent = sent["sent"]
+    if sent["error"]:
+        print(f"  the burst stopped after {sent['sent']} of {args.burst} messages: {sent['error']}",
+              file=sys.stderr)
+    # A refusal is the sender's only reply (no ack): wait for the accepted ones to arrive.
+    collected = clients.call("collect", expected=burst.sent * joined, stall_seconds=args.timeout)
+    burst.refused = sum("RateLimitReached" in frame for frame in collected["sender_frames"])
+    burst.expected = (burst.sent - burst.refused) * joined
+    seen: set[tuple[int, int]] = set()
+    first_sent, last_arrival = math.inf, 0.0
+    for index, seq, sent_at, arrived in collected["arrivals"]:
+        seen.add((index, seq))
+        first_sent, last_arrival = min(first_sent, sent_at), max(last_arrival, arrived)
+    burst.received = len(seen)
+    if seen:
+        burst.span_seconds = last_arrival - first_sent
+    return burst
+
+
+@dataclass
 class Result:
     members: int
     messages: int
@@ -271,6 +324,7 @@ class Result:
     send_seconds: float = 0.0
     sender_frames: list[str] = field(default_factory=list)
     cost: Counters = field(default_factory=Counters)
+    burst: Burst | None = None
     cleanup_seconds: float = 0.0  # until $disconnect removed every row of the round
     round_seconds: float = 0.0  # joins, sends, deliveries and cleanup
 
@@ -315,6 +369,8 @@ def run_round(stack, clients: Clients, args, count: int) -> Result:
         result.latencies_ms.sort()
         if seen:
             result.span_seconds = last_arrival - first_sent
+        if args.burst:
+            result.burst = run_burst(clients, args, result.joined)
 
     closing = time.monotonic()
     clients.call("close")
@@ -330,7 +386,8 @@ def render(results: list[Result]) -> str:
     header = ("| members | messages | delivered / expected | p50 ms | p95 ms | p99 ms "
               "| deliveries/s | DynamoDB calls / message | Query / message "
               "| UpdateItem / message | items read / message | read units / message "
-              "| PostToConnection / message |")
+              "| PostToConnection / message | burst delivered / expected | sustained messages/s "
+              "| sustained deliveries/s |")
     lines = [header, "|" + "---|" * header.count(" | ") + "---|"]
     for r in results:
         per, c = max(r.messages, 1), r.cost
@@ -343,16 +400,20 @@ def render(results: list[Result]) -> str:
             f"| {percentile(r.latencies_ms, 50):.1f} | {percentile(r.latencies_ms, 95):.1f} "
             f"| {percentile(r.latencies_ms, 99):.1f} | {rate:.0f} "
             f"| {c.dynamodb / per:.2f} | {c.queries / per:.2f} | {c.updates / per:.2f} "
-            f"| {c.items_read / per:.0f} | {c.read_units / per:.1f} | {c.posts / per:.2f} |")
+            f"| {c.items_read / per:.0f} | {c.read_units / per:.1f} | {c.posts / per:.2f} "
+            + (f"| {r.burst.received} / {r.burst.expected} | {r.burst.messages_per_second:.1f} "
+               f"| {r.burst.deliveries_per_second:.0f} |" if r.burst else "| - | - | - |"))
     return "\n".join(lines)
 
 
 def describe(r: Result) -> str:
     back = (f"; the sender got {len(r.sender_frames)} frames back, e.g. {r.sender_frames[0][:120]}"
             if r.sender_frames else "")
+    burst = (f"; burst of {r.burst.sent} ({r.burst.refused} refused by the rate limit), last "
+             f"delivery {r.burst.span_seconds:.1f} s after its first send" if r.burst else "")
     return (f"{r.members}: {r.joined} joined (and the sender) in {r.join_seconds:.1f} s; "
             f"{r.messages} sent in {r.send_seconds:.1f} s, last delivery "
-            f"{r.span_seconds:.1f} s after the first send; cleanup {r.cleanup_seconds:.1f} s, "
+            f"{r.span_seconds:.1f} s after the first send{burst}; cleanup {r.cleanup_seconds:.1f} s, "
             f"round {r.round_seconds:.0f} s{back}")
 
 
@@ -363,6 +424,9 @@ def parse_args() -> argparse.Namespace:
                              "WebSocket connection (default: %(default)s)")
     parser.add_argument("--messages", type=int, default=20,
                         help="broadcasts the sender sends per round (default: %(default)s)")
+    parser.add_argument("--burst", type=int, default=50,
+                        help="broadcasts then sent back to back, for the sustained rate; 0 skips "
+                             "(default: %(default)s)")
     add_round_options(parser, interval_ms=100.0, who="members",
                       interval_help="pace between sends; the router allows 100 messages per "
                                     "second per connection")
@@ -377,7 +441,8 @@ def main() -> None:
 
     pacing = f"one every {args.interval_ms:g} ms" if args.interval_ms else "back to back"
     print_header(f"{args.messages} broadcasts per round to {TOPIC} (self: false) from one extra "
-                 f"sender connection, {pacing}; latency = arrival at a member - send")
+                 f"sender connection, {pacing}, then {args.burst} back to back; "
+                 f"latency = arrival at a member - send")
 
     results: list[Result] = []
     started = time.monotonic()
