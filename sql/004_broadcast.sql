@@ -7,6 +7,12 @@ begin
   if topic is null or topic = '' or event is null or event = '' then
     raise exception 'realtime.send needs a topic and an event' using errcode = '22023';
   end if;
+  -- API Gateway delivers at most 128 KB per message: refuse what could never arrive, so the
+  -- caller's transaction fails now instead of the message vanishing after commit.
+  if octet_length(coalesce(payload::text, '')) + octet_length(event) + octet_length(topic) > 126 * 1024 then
+    raise exception 'payload_size_exceeded: realtime.send payload is % bytes; at most about 126 KB fits in a message',
+      octet_length(coalesce(payload::text, '')) using errcode = '54000';
+  end if;
   insert into realtime.outbox (kind, payload)
   values ('broadcast', jsonb_build_object('topic', topic, 'event', event, 'payload', payload,
                                          'private', coalesce(private, true)));

@@ -5,6 +5,7 @@ import asyncio
 import json
 import time
 
+import psycopg
 import pytest
 from websockets.exceptions import ConnectionClosed
 
@@ -237,14 +238,15 @@ def test_rest_broadcast_refuses_oversize_messages_and_sends_none_of_the_request(
         wire.close()
 
 
-def test_an_oversize_realtime_send_is_dropped_loudly_and_the_next_one_arrives(stack, db):
+def test_an_oversize_realtime_send_fails_its_transaction_and_the_next_one_arrives(stack, db):
     from ripple.broadcast.outbound import OutboundMessage, send
     from ripple.gateway import connections_api
 
     wire = Wire(stack.ws_url, stack.key("anon"))
     try:
         wire.join("realtime:big-sql", [])
-        db.execute("select realtime.send(jsonb_build_object('blob', repeat('x', 200000)), 'big', 'big-sql', false)")
+        with pytest.raises(psycopg.errors.ProgramLimitExceeded, match="payload_size_exceeded"):
+            db.execute("select realtime.send(jsonb_build_object('blob', repeat('x', 200000)), 'big', 'big-sql', false)")
         db.execute("select realtime.send('{\"n\": 2}'::jsonb, 'small', 'big-sql', false)")
         assert wire.recv()["payload"] == {"type": "broadcast", "event": "small", "payload": {"n": 2}}
         sent = send(store(), connections_api(),
