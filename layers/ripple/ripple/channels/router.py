@@ -172,9 +172,9 @@ class Router:
                                        msg.join_ref))
 
     def leave(self, frame: Frame) -> None:
-        member = self.store.member(frame.connection_id, frame.msg.topic)
+        # Removed before the reply: once the client reads "ok", nothing more reaches the channel.
+        drop_channel(self.store, self.api, frame.connection_id, frame.msg.topic)
         self.reply(frame, m.ok(frame.msg))
-        drop_channel(self.store, self.api, frame.connection_id, frame.msg.topic, member)
 
     def broadcast(self, frame: Frame) -> None:
         """A client's broadcast: to every member of the topic (the sender only with `self`)."""
