@@ -1,9 +1,12 @@
 """The notifications REST API over HTTP: a user's inbox, creating notifications, unsubscribing."""
 from __future__ import annotations
 
+import html
 import json
+import re
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -255,20 +258,37 @@ def preference(db, user, type, channel):
     return row[0] if row else None
 
 
-def test_an_unsubscribe_link_records_the_opt_out(stack, db):
+def confirm(stack, page: bytes) -> tuple[int, bytes]:
+    """Press the confirmation page's button, as a browser does: post its form to its action."""
+    action = html.unescape(re.search(rb'<form method="post" action="([^"]+)"', page).group(1).decode())
+    fields = dict(re.findall(rb'<input type="hidden" name="([^"]+)" value="([^"]+)"', page))
+    status, _, answer = call(stack, "POST", "/api/unsubscribe" + action,
+                             raw=urllib.parse.urlencode({k.decode(): v.decode() for k, v in fields.items()}).encode(),
+                             headers={"Content-Type": "application/x-www-form-urlencoded",
+                                      "Accept": "text/html,application/xhtml+xml"})
+    return status, answer
+
+
+def test_an_unsubscribe_link_asks_then_records_the_opt_out(stack, db):
     me, kind = str(uuid.uuid4()), "<b>invoice</b>.paid"
     db.execute("insert into notification_preferences (user_id, type, channel, enabled) "
                "values (%s, %s, 'email', true)", (me, kind))
     token = make_token(me, kind, "email", DEV_JWT_SECRET, datetime.now(timezone.utc))
     status, headers, page = call(stack, "GET", f"/api/unsubscribe?token={token}")
     assert status == 200 and headers["content-type"].startswith("text/html")
-    assert ("You are unsubscribed from &lt;b&gt;invoice&lt;/b&gt;.paid email notifications"
-            in page.decode())
+    assert "Unsubscribe from &lt;b&gt;invoice&lt;/b&gt;.paid email notifications?" in page.decode()
+    # Following the link (as a mail scanner does) changes nothing; the button does.
+    assert preference(db, me, kind, "email") is True
+    status, answer = confirm(stack, page)
+    assert status == 200 and ("You are unsubscribed from &lt;b&gt;invoice&lt;/b&gt;.paid email notifications"
+                              in answer.decode())
     assert preference(db, me, kind, "email") is False
-    assert call(stack, "GET", f"/api/unsubscribe?token={token}")[0] == 200  # a second click is fine
+    assert confirm(stack, page)[0] == 200  # a second click is fine
 
     everything = make_token(me, "*", "sms", DEV_JWT_SECRET, datetime.now(timezone.utc))
-    assert b"from all SMS notifications" in call(stack, "GET", f"/api/unsubscribe?token={everything}")[2]
+    page = call(stack, "GET", f"/api/unsubscribe?token={everything}")[2]
+    assert b"Unsubscribe from all SMS notifications?" in page
+    assert b"from all SMS notifications" in confirm(stack, page)[1]
     assert preference(db, me, "*", "sms") is False
 
 
@@ -310,6 +330,11 @@ def test_a_bad_or_expired_unsubscribe_token_is_400(stack, db):
                                    raw=b"List-Unsubscribe=One-Click",
                                    headers={"Content-Type": "application/x-www-form-urlencoded"})
         assert status == 400 and answer["message"].startswith("Bad Request")
+        status, headers, page = call(stack, "POST", f"/api/unsubscribe?token={token}",
+                                     raw=b"List-Unsubscribe=One-Click",
+                                     headers={"Content-Type": "application/x-www-form-urlencoded",
+                                              "Accept": "text/html"})
+        assert status == 400 and headers["content-type"].startswith("text/html")
     assert b"expired" in call(stack, "GET", f"/api/unsubscribe?token={old}")[2]
     assert call(stack, "GET", "/api/unsubscribe")[0] == 400
     assert preference(db, me, "invoice.paid", "email") is None

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 from uuid import UUID
 
 import psycopg
@@ -50,7 +50,7 @@ from ripple.notify.openapi import (
     UnsubscribeQuery,
     document,
 )
-from ripple.notify.unsubscribe import read_token
+from ripple.notify.unsubscribe import UnsubscribeRequest, read_token
 
 __all__ = ["HttpEvent", "ROUTES", "on_request"]
 
@@ -182,18 +182,32 @@ def form_fields(content_type: str | None, body: str) -> dict[str, str]:
 _CHANNEL_WORDS = {"email": "email", "sms": "SMS", "in_app": "in-app"}
 
 
+def confirm_text(type: str, channel: str) -> str:
+    """``Unsubscribe from <type> <channel> notifications?``; type ``*`` reads *all*."""
+    what = "all" if type == "*" else type
+    return f"Unsubscribe from {what} {_CHANNEL_WORDS.get(channel, channel)} notifications?"
+
+
 def unsubscribed_text(type: str, channel: str) -> str:
     """``You are unsubscribed from <type> <channel> notifications.``; type ``*`` reads *all*."""
     what = "all" if type == "*" else type
     return f"You are unsubscribed from {what} {_CHANNEL_WORDS.get(channel, channel)} notifications."
 
 
-def html_page(status: int, title: str, text: str) -> dict:
-    """A minimal HTML response; ``title`` and ``text`` are escaped."""
+def html_page(status: int, title: str, text: str, button: tuple[str, str] | None = None) -> dict:
+    """A minimal HTML response; ``title`` and ``text`` are escaped. ``button`` is an optional
+    (label, query string) pair: a form posting ``List-Unsubscribe=One-Click`` to this same path."""
+    form = ""
+    if button is not None:
+        label, query = button
+        form = (f"<form method=\"post\" action=\"?{html.escape(query)}\">"
+                "<input type=\"hidden\" name=\"List-Unsubscribe\" value=\"One-Click\">"
+                f"<button type=\"submit\">{html.escape(label)}</button></form>")
     body = ("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            "<meta name=\"robots\" content=\"noindex\">"
             f"<title>{html.escape(title)}</title></head>"
-            f"<body><main><h1>{html.escape(title)}</h1><p>{html.escape(text)}</p></main>"
+            f"<body><main><h1>{html.escape(title)}</h1><p>{html.escape(text)}</p>{form}</main>"
             "</body></html>")
     return {"statusCode": status, "body": body,
             "headers": {"content-type": "text/html; charset=utf-8", "cache-control": "no-store",
@@ -366,27 +380,37 @@ def mark_all_read(event: HttpEvent, params: dict[str, str]) -> dict:
     return json_response(200, MarkedRead(updated=updated).model_dump())
 
 
-def _unsubscribe(event: HttpEvent) -> Unsubscribed:
-    """Record the opt-out the event's token asks for; InvalidToken if it is missing or bad."""
+def _token(event: HttpEvent) -> tuple[str, UnsubscribeRequest]:
+    """The event's token and the opt-out it asks for; InvalidToken if it is missing or bad."""
     try:
         query = UnsubscribeQuery.model_validate(event.queryStringParameters or {})
     except ValidationError:
         raise InvalidToken("the link has no token") from None
-    request = read_token(query.token, _secret(),
-                         max_age_seconds=UNSUBSCRIBE_MAX_AGE.total_seconds())
+    return query.token, read_token(query.token, _secret(),
+                                   max_age_seconds=UNSUBSCRIBE_MAX_AGE.total_seconds())
+
+
+def _unsubscribe(event: HttpEvent) -> Unsubscribed:
+    """Record the opt-out the event's token asks for; InvalidToken if it is missing or bad."""
+    _, request = _token(event)
     with _acting_as(SERVICE) as run:
         run(UNSUBSCRIBE, (request.user_id, request.type, request.channel))
     return Unsubscribed(type=request.type, channel=request.channel)
 
 
 def unsubscribe_page(event: HttpEvent, params: dict[str, str]) -> dict:
-    """200 HTML confirming the opt-out; 400 HTML for a missing, bad or expired token."""
+    """200 HTML asking to confirm the opt-out; 400 HTML for a missing, bad or expired token.
+
+    Following the link changes nothing: mail scanners and link previews fetch links on their
+    own. The page's button posts the same one-click form a mailbox provider would.
+    """
     try:
-        done = _unsubscribe(event)
+        token, request = _token(event)
     except InvalidToken as exc:
         return html_page(400, "Unsubscribe link not valid",
                          f"This unsubscribe link cannot be used: {exc}.")
-    return html_page(200, "Unsubscribed", unsubscribed_text(done.type, done.channel))
+    return html_page(200, "Unsubscribe", confirm_text(request.type, request.channel),
+                     button=("Unsubscribe", urlencode({"token": token})))
 
 
 def unsubscribe_one_click(event: HttpEvent, params: dict[str, str]) -> dict:
@@ -396,10 +420,15 @@ def unsubscribe_one_click(event: HttpEvent, params: dict[str, str]) -> dict:
     except ValidationError:
         raise ApiError(400, "Bad Request: a one-click unsubscribe posts the form field "
                             "List-Unsubscribe=One-Click") from None
+    browser = "text/html" in (event.header("accept") or "")
     try:
         done = _unsubscribe(event)
     except InvalidToken as exc:
+        if browser:
+            return html_page(400, "Unsubscribe link not valid", f"This unsubscribe link cannot be used: {exc}.")
         raise ApiError(400, f"Bad Request: {exc}") from None
+    if browser:  # the confirmation page's button
+        return html_page(200, "Unsubscribed", unsubscribed_text(done.type, done.channel))
     return json_response(200, done.model_dump())
 
 
@@ -457,12 +486,14 @@ ROUTES: tuple[Route, ...] = (
                     (Reply(204, "Deleted"), UNAUTHORIZED, NOT_USER, NOT_FOUND)),
           delete_notification),
     Route(Operation("GET", "/api/unsubscribe", "unsubscribe",
-                    "Follow an email's unsubscribe link: opt out of its type and channel",
+                    "Follow an email's unsubscribe link: a page asking to confirm the opt-out "
+                    "(following the link alone changes nothing)",
                     (Reply(200, "Confirmation page", media_type="text/html"),
                      Reply(400, "Missing, invalid or expired token", media_type="text/html")),
                     auth=False, query=UnsubscribeQuery), unsubscribe_page),
     Route(Operation("POST", "/api/unsubscribe", "unsubscribeOneClick",
-                    "RFC 8058 one-click unsubscribe, as mailbox providers post it",
+                    "RFC 8058 one-click unsubscribe, as mailbox providers post it (and the "
+                    "confirmation page's button, answered in HTML when the request accepts it)",
                     (Reply(200, "The recorded opt-out", Unsubscribed),
                      Reply(400, "Missing, invalid or expired token, or not the one-click form",
                            ErrorBody)),
