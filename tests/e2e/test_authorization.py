@@ -229,6 +229,10 @@ def test_a_refreshed_token_keeps_every_part_of_the_channel(stack, tenants):
             "config": {"postgres_changes": [DOCS], "broadcast": {"self": False}},
             "access_token": user_token(13, exp=int(time.time()) + 2)}, join_ref="r")
         assert wire.recv()["ref"] == ref and wire.recv()["event"] == "system"
+        ref = wire.send("realtime:refresh", "presence", {"type": "presence", "event": "track",
+                                                         "payload": {"online": True}}, join_ref="r")
+        assert wire.recv()["ref"] == ref
+        assert wire.recv()["event"] == "presence_diff"  # its own join
         speaker.join("realtime:refresh", [])
         wire.send("realtime:refresh", "access_token", {"access_token": user_token(13)}, join_ref="r")
         time.sleep(2.5)  # past the first token's expiry

@@ -109,7 +109,7 @@ def test_disconnect_removes_every_binding(stack, todos):
 
 def test_a_gone_connection_is_removed_on_its_first_410(stack, todos):
     ghost = "R2hvc3Rfb25seQ="  # a connection whose $disconnect never ran
-    store().replace_channel(ghost, "realtime:ghost", [Binding(
+    store().add_bindings([Binding(
         connection_id=ghost, topic="realtime:ghost", id=1, event="*", schema="public", table="tags",
         bucket=table_key("public", "tags"), vsn="1.0.0")], {}, int(time.time()) + 600)
     assert len(_rows_for("realtime:ghost")) == 1

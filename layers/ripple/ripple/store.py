@@ -195,20 +195,13 @@ class Store:
         self.calls += 1
         self.client.delete_item(TableName=self.connections_table,
                                 Key=_item({"connection_id": connection_id}))
-        rows = self._query({
-            "TableName": self.bindings_table,
-            "IndexName": "by_connection",
-            "KeyConditionExpression": "connection_id = :c",
-            "ExpressionAttributeValues": {":c": {"S": connection_id}},
-        })
+        rows = self._rows_of(connection_id)
         self._delete_keys([{"pk": row["pk"], "sk": row["sk"]} for row in rows])
-        return [self._member(row) for row in rows if row["pk"].startswith(TOPIC_PREFIX)]
+        return [self._member(row) for row in rows if _is_member(row)]
 
     # -- bindings -------------------------------------------------------------------------------
-    def replace_channel(self, connection_id: str, topic: str, bindings: list[Binding],
-                        indexed: dict[str, set[str]], expires_at: int) -> None:
-        """Make `bindings` the channel's whole set; `indexed` maps table buckets to eq columns."""
-        self.remove_channel(connection_id, topic)
+    def add_bindings(self, bindings: list[Binding], indexed: dict[str, set[str]], expires_at: int) -> None:
+        """Store a new channel's bindings; `indexed` maps table buckets to the eq columns they add."""
         for bucket, columns in indexed.items():
             self.calls += 1
             self.client.update_item(
@@ -221,20 +214,18 @@ class Store:
         puts = [{"PutRequest": {"Item": _item(self._binding_row(b, expires_at))}} for b in bindings]
         self._batch_write(puts)
 
-    def remove_channel(self, connection_id: str, topic: str) -> None:
-        self._delete_keys(self._binding_keys(connection_id, topic))
+    def remove_channel(self, connection_id: str, topic: str) -> Member | None:
+        """Delete every row of one channel (bindings, membership, presence holder); returns the
+        membership it had, read by the same Query that found the rows."""
+        rows = self._rows_of(connection_id, topic)
+        self._delete_keys([{"pk": row["pk"], "sk": row["sk"]} for row in rows])
+        return next((self._member(row) for row in rows if _is_member(row)), None)
 
-    def channel_bindings(self, connection_id: str, topic: str) -> list[Binding]:
-        """The bindings one channel of one connection holds (GSI Query by connection)."""
-        kwargs: dict[str, Any] = {
-            "TableName": self.bindings_table,
-            "IndexName": "by_connection",
-            "KeyConditionExpression": "connection_id = :c",
-            "FilterExpression": "topic = :t AND NOT begins_with(pk, :p)",
-            "ExpressionAttributeValues": {":c": {"S": connection_id}, ":t": {"S": topic},
-                                          ":p": {"S": TOPIC_PREFIX}},
-        }
-        return [self._binding(row) for row in self._query(kwargs)]
+    def channel(self, connection_id: str, topic: str) -> tuple[Member | None, list[Binding]]:
+        """One channel of one connection: its membership and its bindings, in one Query."""
+        rows = self._rows_of(connection_id, topic)
+        member = next((self._member(row) for row in rows if _is_member(row)), None)
+        return member, [self._binding(row) for row in rows if _is_binding(row)]
 
     def put_bindings(self, bindings: list[Binding], expires_at: int) -> None:
         """Overwrite bindings in place (same keys), e.g. with a channel's refreshed claims."""
@@ -352,16 +343,18 @@ class Store:
                 return rows
             kwargs = {**kwargs, "ExclusiveStartKey": page["LastEvaluatedKey"]}
 
-    def _binding_keys(self, connection_id: str, topic: str | None = None) -> list[dict[str, Any]]:
+    def _rows_of(self, connection_id: str, topic: str | None = None) -> list[dict[str, Any]]:
+        """Every row a connection holds, or one channel's: one Query on the by_connection index."""
         kwargs: dict[str, Any] = {
             "TableName": self.bindings_table,
             "IndexName": "by_connection",
             "KeyConditionExpression": "connection_id = :c",
             "ExpressionAttributeValues": {":c": {"S": connection_id}},
-            "ProjectionExpression": "pk, sk, topic",
         }
-        return [{"pk": row["pk"], "sk": row["sk"]} for row in self._query(kwargs)
-                if topic is None or row.get("topic") == topic]
+        if topic is not None:
+            kwargs["FilterExpression"] = "topic = :t"
+            kwargs["ExpressionAttributeValues"][":t"] = {"S": topic}
+        return self._query(kwargs)
 
     def _delete_keys(self, keys: list[dict[str, Any]]) -> None:
         self._batch_write([{"DeleteRequest": {"Key": _item(k)}} for k in keys])
@@ -401,6 +394,15 @@ class Store:
             role=row.get("role", "anon"), claims=row.get("claims", "{}"), join_ref=row.get("join_ref"),
             exp=int(row.get("exp", 0)),
         )
+
+
+def _is_member(row: dict[str, Any]) -> bool:
+    return row["pk"].startswith(TOPIC_PREFIX)
+
+
+def _is_binding(row: dict[str, Any]) -> bool:
+    # A connection's other rows: its memberships and its entries under the presence holders.
+    return not _is_member(row) and row["pk"] != PRESENCE_HOLDERS
 
 
 def _known(value: Any) -> bool | None:

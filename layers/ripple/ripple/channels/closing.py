@@ -20,21 +20,20 @@ from ripple.presence.tracker import announce, depart, diff
 from ripple.store import Store
 
 
-def drop_channel(store: Store, api: ConnectionsApi, connection_id: str, topic: str,
-                 member: Member | None = None) -> Member | None:
-    """Remove the channel's rows and announce its presence leave; returns the member it was."""
-    member = member or store.member(connection_id, topic)
-    store.remove_channel(connection_id, topic)
+def drop_channel(store: Store, api: ConnectionsApi, connection_id: str, topic: str) -> None:
+    """Remove the channel's rows, if it has any, and announce its presence leave."""
+    member = store.remove_channel(connection_id, topic)
+    if member is None:
+        return
     store.leave_channel(connection_id, topic)
-    if member is not None and member.presence is not None:
+    if member.presence is not None:
         announce(store, api, topic, member.private, diff(member.presence_key, [], [member.presence]))
-    return member
 
 
 def close_channel(store: Store, api: ConnectionsApi, connection_id: str, topic: str, vsn: str,
-                  join_ref: str | None, reason: str, member: Member | None = None) -> None:
+                  join_ref: str | None, reason: str) -> None:
     """End the channel from the server's side: drop it, then tell the client why."""
-    drop_channel(store, api, connection_id, topic, member)
+    drop_channel(store, api, connection_id, topic)
     frames = [encode(m.system(topic, "system", "error", reason, join_ref), vsn),
               encode(m.Message(topic=topic, event="phx_close", payload={}, join_ref=join_ref), vsn)]
     try:

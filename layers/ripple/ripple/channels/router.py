@@ -108,9 +108,7 @@ class Router:
             return
         # A join of a topic already joined ends the old channel first, as Phoenix does: a rejoin
         # that then fails leaves nothing subscribed, and its tracked presence is announced gone.
-        previous = self.store.member(frame.connection_id, msg.topic)
-        if previous is not None:
-            drop_channel(self.store, self.api, frame.connection_id, msg.topic, previous)
+        drop_channel(self.store, self.api, frame.connection_id, msg.topic)
         payload = msg.payload if isinstance(msg.payload, dict) else None
         config = payload.get("config", {}) if payload is not None else None
         if not isinstance(config, dict):
@@ -157,8 +155,7 @@ class Router:
             failure = None
         except SubscriptionError as exc:
             sub, failure = None, str(exc)
-        self.store.replace_channel(frame.connection_id, msg.topic, sub.bindings if sub else [],
-                                   sub.indexed if sub else {}, connection.expires_at)
+        self.store.add_bindings(sub.bindings if sub else [], sub.indexed if sub else {}, connection.expires_at)
         self.store.put_member(member, connection.expires_at)
         self.reply(frame, m.ok(msg, {"postgres_changes": sub.echo if sub else shown}))
         if options.presence_enabled:
@@ -266,7 +263,7 @@ class Router:
         """
         msg = frame.msg
         payload = msg.payload if isinstance(msg.payload, dict) else {}
-        member = self.store.member(frame.connection_id, msg.topic)
+        member, bindings = self.store.channel(frame.connection_id, msg.topic)
         if member is None:
             return  # not joined: nothing to re-authorize
         try:
@@ -275,7 +272,6 @@ class Router:
             self._close(member, f"InvalidJWTToken: {exc}")
             return
         claims_text = codec.dumps(claims.raw)
-        bindings = self.store.channel_bindings(frame.connection_id, msg.topic)
         if member.claims == claims_text and all(b.claims == claims_text for b in bindings):
             return
         problem = recheck(self.db(), bindings, claims.role)
@@ -321,7 +317,7 @@ class Router:
 
     def _close(self, member: Member, reason: str) -> None:
         close_channel(self.store, self.api, member.connection_id, member.topic, member.vsn,
-                      member.join_ref, reason, member)
+                      member.join_ref, reason)
 
     def _channel_claims(self, payload: dict, connection_claims: str) -> Claims:
         token = payload.get("access_token")
