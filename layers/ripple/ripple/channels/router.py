@@ -180,11 +180,7 @@ class Router:
         if payload is None or not isinstance(payload.get("event"), str):
             self.reply(frame, m.error(msg, "InvalidMessage: broadcast needs {type, event, payload}"))
             return
-        if frame.size > self.config.max_broadcast_bytes:
-            self.reply(frame, m.reply(msg, "error", {"error": "payload_size_exceeded"}))
-            return
-        if not self.store.spend(frame.connection_id, self.config.max_events_per_second, time.time()):
-            self.reply(frame, m.error(msg, "MessagePerSecondRateLimitReached: Too many messages per second"))
+        if not self._admit(frame, self.config.max_broadcast_bytes):
             return
         members = self.store.members(msg.topic)
         sender = next((x for x in members if x.connection_id == frame.connection_id), None)
@@ -221,11 +217,7 @@ class Router:
             self.reply(frame, m.error(msg, f"PresenceKeysLimitReached: a presence payload may have at most "
                                            f"{self.config.max_presence_keys} keys"))
             return
-        if frame.size > self.config.max_presence_bytes:
-            self.reply(frame, m.reply(msg, "error", {"error": "payload_size_exceeded"}))
-            return
-        if not self.store.spend(frame.connection_id, self.config.max_events_per_second, time.time()):
-            self.reply(frame, m.error(msg, "MessagePerSecondRateLimitReached: Too many messages per second"))
+        if not self._admit(frame, self.config.max_presence_bytes):
             return
         member = self.store.member(frame.connection_id, msg.topic)
         if member is None:
@@ -290,6 +282,16 @@ class Router:
             self.store.put_bindings([replace(b, role=claims.role, claims=claims_text, exp=claims.exp)
                                      for b in bindings], expires_at)
         self.store.put_member(renewed, expires_at)
+
+    def _admit(self, frame: Frame, max_bytes: int) -> bool:
+        """The size and rate limits every client message passes; False (answered) if it fails one."""
+        if frame.size > max_bytes:
+            self.reply(frame, m.reply(frame.msg, "error", {"error": "payload_size_exceeded"}))
+            return False
+        if not self.store.spend(frame.connection_id, self.config.max_events_per_second, time.time()):
+            self.reply(frame, m.error(frame.msg, "MessagePerSecondRateLimitReached: Too many messages per second"))
+            return False
+        return True
 
     # -- authorization of one member ------------------------------------------------------------
     def _live(self, member: Member) -> bool:
