@@ -398,6 +398,10 @@ def _unsubscribe(event: HttpEvent) -> Unsubscribed:
     return Unsubscribed(type=request.type, channel=request.channel)
 
 
+def _invalid_link(exc: InvalidToken) -> dict:
+    return html_page(400, "Unsubscribe link not valid", f"This unsubscribe link cannot be used: {exc}.")
+
+
 def unsubscribe_page(event: HttpEvent, params: dict[str, str]) -> dict:
     """200 HTML asking to confirm the opt-out; 400 HTML for a missing, bad or expired token.
 
@@ -407,8 +411,7 @@ def unsubscribe_page(event: HttpEvent, params: dict[str, str]) -> dict:
     try:
         token, request = _token(event)
     except InvalidToken as exc:
-        return html_page(400, "Unsubscribe link not valid",
-                         f"This unsubscribe link cannot be used: {exc}.")
+        return _invalid_link(exc)
     return html_page(200, "Unsubscribe", confirm_text(request.type, request.channel),
                      button=("Unsubscribe", urlencode({"token": token})))
 
@@ -425,7 +428,7 @@ def unsubscribe_one_click(event: HttpEvent, params: dict[str, str]) -> dict:
         done = _unsubscribe(event)
     except InvalidToken as exc:
         if browser:
-            return html_page(400, "Unsubscribe link not valid", f"This unsubscribe link cannot be used: {exc}.")
+            return _invalid_link(exc)
         raise ApiError(400, f"Bad Request: {exc}") from None
     if browser:  # the confirmation page's button
         return html_page(200, "Unsubscribed", unsubscribed_text(done.type, done.channel))
