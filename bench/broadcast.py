@@ -40,8 +40,8 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from harness import (Clients, add_round_options, configure, counts, local_stack, percentile,
-                     print_header, wait_for_cleanup)
+from harness import (Clients, add_round_options, configure, latency_cells, local_stack, print_header,
+                     wait_for_cleanup)
 
 TOPIC = "realtime:bench-room"
 EVENT = "tick"
@@ -397,8 +397,7 @@ def render(results: list[Result]) -> str:
             delivered += f" ({r.duplicates} duplicate)"
         lines.append(
             f"| {r.members} | {r.messages} | {delivered} "
-            f"| {percentile(r.latencies_ms, 50):.1f} | {percentile(r.latencies_ms, 95):.1f} "
-            f"| {percentile(r.latencies_ms, 99):.1f} | {rate:.0f} "
+            f"| {latency_cells(r.latencies_ms)} | {rate:.0f} "
             f"| {c.dynamodb / per:.2f} | {c.queries / per:.2f} | {c.updates / per:.2f} "
             f"| {c.items_read / per:.0f} | {c.read_units / per:.1f} | {c.posts / per:.2f} "
             + (f"| {r.burst.received} / {r.burst.expected} | {r.burst.messages_per_second:.1f} "
@@ -419,20 +418,17 @@ def describe(r: Result) -> str:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--members", default="10,100,1000",
-                        help="comma-separated room sizes, one round each; each member is its own "
-                             "WebSocket connection (default: %(default)s)")
     parser.add_argument("--messages", type=int, default=20,
                         help="broadcasts the sender sends per round (default: %(default)s)")
     parser.add_argument("--burst", type=int, default=50,
                         help="broadcasts then sent back to back, for the sustained rate; 0 skips "
                              "(default: %(default)s)")
-    add_round_options(parser, interval_ms=100.0, who="members",
+    add_round_options(parser, sizes="--members",
+                      sizes_help="room sizes, one round each; each member is its own WebSocket connection",
+                      interval_ms=100.0, who="members",
                       interval_help="pace between sends; the router allows 100 messages per "
                                     "second per connection")
-    args = parser.parse_args()
-    args.counts = counts(args.members)
-    return args
+    return parser.parse_args()
 
 
 def main() -> None:

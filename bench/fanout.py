@@ -37,8 +37,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from harness import (Clients, WakeLog, add_round_options, configure, counts, local_stack,
-                     percentile, print_header, wait_for_cleanup, watch_fanout)
+from harness import (Clients, WakeLog, add_round_options, configure, latency_cells, local_stack,
+                     print_header, wait_for_cleanup, watch_fanout)
 
 TABLE = "bench_items"
 TOPIC = "realtime:bench"
@@ -302,8 +302,7 @@ def render(results: list[Result]) -> str:
         delivered = f"{r.received} / {r.expected}" + (f" ({', '.join(notes)})" if notes else "")
         lines.append(
             f"| {r.mode} | {r.subscribers} | {r.changes} | {delivered} "
-            f"| {percentile(r.latencies_ms, 50):.1f} | {percentile(r.latencies_ms, 95):.1f} "
-            f"| {percentile(r.latencies_ms, 99):.1f} | {rate:.0f} | {r.runs} "
+            f"| {latency_cells(r.latencies_ms)} | {rate:.0f} | {r.runs} "
             f"| {r.cost.dynamodb / per:.2f} | {r.cost.postgres / per:.2f} "
             f"| {r.cost.posts / per:.2f} "
             f"| {r.cost.dynamodb / runs:.1f} | {r.cost.postgres / runs:.1f} |")
@@ -312,20 +311,16 @@ def render(results: list[Result]) -> str:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--subscribers", default="10,100,1000",
-                        help="comma-separated subscriber counts, one round each "
-                             "(default: %(default)s)")
     parser.add_argument("--changes", type=int, default=50,
                         help="rows committed per round, one transaction each "
                              "(default: %(default)s)")
     parser.add_argument("--mode", choices=("all", "eq", "both"), default="both",
                         help="unfiltered fan-out to all, one eq-filtered match per change, or both "
                              "(default: %(default)s)")
-    add_round_options(parser, interval_ms=20.0, who="subscribers",
+    add_round_options(parser, sizes="--subscribers", sizes_help="subscriber counts, one round each",
+                      interval_ms=20.0, who="subscribers",
                       interval_help="pace between commits; 0 commits as fast as possible")
-    args = parser.parse_args()
-    args.counts = counts(args.subscribers)
-    return args
+    return parser.parse_args()
 
 
 def main() -> None:

@@ -173,8 +173,12 @@ def print_header(workload: str) -> None:
     print(f"workload: {workload}", flush=True)
 
 
-def add_round_options(parser, *, interval_ms: float, interval_help: str, who: str) -> None:
-    """The options every benchmark shares: pacing, join concurrency and the delivery timeout."""
+def add_round_options(parser, *, sizes: str, sizes_help: str, interval_ms: float, interval_help: str,
+                      who: str) -> None:
+    """The options every benchmark shares: the round sizes (`sizes`, e.g. "--members", parsed into
+    `args.counts`), pacing, join concurrency and the delivery timeout."""
+    parser.add_argument(sizes, dest="counts", type=counts, default="10,100,1000",
+                        help=f"comma-separated {sizes_help} (default: 10,100,1000)")
     parser.add_argument("--interval-ms", type=float, default=interval_ms,
                         help=f"{interval_help} (default: %(default)s)")
     parser.add_argument("--concurrency", type=int, default=50,
@@ -182,6 +186,11 @@ def add_round_options(parser, *, interval_ms: float, interval_help: str, who: st
     parser.add_argument("--timeout", type=float, default=30.0,
                         help="give up waiting for deliveries after this many seconds without one "
                              "(default: %(default)s)")
+
+
+def latency_cells(sorted_ms: list[float]) -> str:
+    """The p50, p95 and p99 columns of a result row."""
+    return " | ".join(f"{percentile(sorted_ms, q):.1f}" for q in (50, 95, 99))
 
 
 def counts(text: str) -> list[int]:

@@ -41,8 +41,8 @@ import uuid
 from dataclasses import dataclass, field
 
 from fanout import Counters, Subscribers, wait_until_idle
-from harness import (Clients, WakeLog, add_round_options, configure, counts, local_stack,
-                     percentile, print_header, wait_for_cleanup, watch_fanout)
+from harness import (Clients, WakeLog, add_round_options, configure, latency_cells, local_stack,
+                     print_header, wait_for_cleanup, watch_fanout)
 
 TABLES = {"rls": "bench_docs", "open": "bench_docs_open"}
 POLICY = "organization_id = (auth.jwt()->>'organization_id')::int"
@@ -276,8 +276,7 @@ def render(results: list[Result]) -> str:
         lines.append(
             f"| {r.mode} | {r.subscribers} | {r.changes} | {delivered} "
             f"| {r.violations if r.mode == 'rls' else '-'} "
-            f"| {percentile(r.latencies_ms, 50):.1f} | {percentile(r.latencies_ms, 95):.1f} "
-            f"| {percentile(r.latencies_ms, 99):.1f} | {rate:.0f} | {r.batches} "
+            f"| {latency_cells(r.latencies_ms)} | {rate:.0f} | {r.batches} "
             f"| {r.batch_round_trips / batches:.1f} "
             f"| {sum(a.principals for a in auth) / batches:.0f} "
             f"| {sum(a.checks for a in auth) / batches:.0f} "
@@ -300,9 +299,6 @@ def describe(r: Result) -> str:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--subscribers", default="10,100,1000",
-                        help="comma-separated subscriber counts, one round each; every "
-                             "subscriber is a distinct user (default: %(default)s)")
     parser.add_argument("--changes", type=int, default=30,
                         help="rows committed per table and round, one transaction each "
                              "(default: %(default)s)")
@@ -312,10 +308,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--mode", choices=("rls", "open", "both"), default="both",
                         help="the table with RLS, the same table without, or both "
                              "(default: %(default)s)")
-    add_round_options(parser, interval_ms=20.0, who="subscribers",
+    add_round_options(parser, sizes="--subscribers",
+                      sizes_help="subscriber counts, one round each; every subscriber is a distinct user",
+                      interval_ms=20.0, who="subscribers",
                       interval_help="pace between commits; 0 commits as fast as possible")
     args = parser.parse_args()
-    args.counts = counts(args.subscribers)
     if args.organizations < 1:
         parser.error("--organizations must be at least 1")
     return args
