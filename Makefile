@@ -28,6 +28,8 @@ test: $(PY_STAMP) $(JS_STAMP)
 	$(PY) -m pytest
 
 lint: $(PY_STAMP)
+	$(VENV)/bin/ruff check layers functions tests bench
+	$(VENV)/bin/mypy
 	$(VENV)/bin/cfn-lint template.yaml
 
 # SAM lives in its own virtualenv so the test environment stays small.

@@ -40,8 +40,15 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from harness import (Clients, add_round_options, configure, latency_cells, local_stack, print_header,
-                     wait_for_cleanup)
+from harness import (
+    Clients,
+    add_round_options,
+    configure,
+    latency_cells,
+    local_stack,
+    print_header,
+    wait_for_cleanup,
+)
 
 TOPIC = "realtime:bench-room"
 EVENT = "tick"

@@ -37,8 +37,17 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from harness import (Clients, WakeLog, add_round_options, configure, latency_cells, local_stack,
-                     print_header, wait_for_cleanup, watch_fanout)
+from harness import (
+    Clients,
+    WakeLog,
+    add_round_options,
+    configure,
+    latency_cells,
+    local_stack,
+    print_header,
+    wait_for_cleanup,
+    watch_fanout,
+)
 
 TABLE = "bench_items"
 TOPIC = "realtime:bench"

@@ -41,8 +41,17 @@ import uuid
 from dataclasses import dataclass, field
 
 from fanout import Counters, Subscribers, wait_until_idle
-from harness import (Clients, WakeLog, add_round_options, configure, latency_cells, local_stack,
-                     print_header, wait_for_cleanup, watch_fanout)
+from harness import (
+    Clients,
+    WakeLog,
+    add_round_options,
+    configure,
+    latency_cells,
+    local_stack,
+    print_header,
+    wait_for_cleanup,
+    watch_fanout,
+)
 
 TABLES = {"rls": "bench_docs", "open": "bench_docs_open"}
 POLICY = "organization_id = (auth.jwt()->>'organization_id')::int"

@@ -1,6 +1,6 @@
 """$connect: verify the client's JWT and record the connection."""
-from ripple.events import WebSocketEvent
 from ripple.connections import on_connect
+from ripple.events import WebSocketEvent
 
 
 def handler(event, context):

@@ -1,6 +1,6 @@
 """$disconnect: forget the connection and every binding it held."""
-from ripple.events import WebSocketEvent
 from ripple.connections import on_disconnect
+from ripple.events import WebSocketEvent
 
 
 def handler(event, context):

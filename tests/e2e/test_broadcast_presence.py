@@ -379,7 +379,7 @@ def _track(wire: Wire, topic: str, meta: dict) -> None:
 
 def _heartbeat(wire: Wire) -> None:
     ref = wire.send("phoenix", "heartbeat", {})
-    while (frame := wire.recv())["ref"] != ref:
+    while wire.recv()["ref"] != ref:
         pass
 
 

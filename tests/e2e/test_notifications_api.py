@@ -9,7 +9,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import jwt
 import pytest
@@ -273,7 +273,7 @@ def test_an_unsubscribe_link_asks_then_records_the_opt_out(stack, db):
     me, kind = str(uuid.uuid4()), "<b>invoice</b>.paid"
     db.execute("insert into notification_preferences (user_id, type, channel, enabled) "
                "values (%s, %s, 'email', true)", (me, kind))
-    token = make_token(me, kind, "email", DEV_JWT_SECRET, datetime.now(timezone.utc))
+    token = make_token(me, kind, "email", DEV_JWT_SECRET, datetime.now(UTC))
     status, headers, page = call(stack, "GET", f"/api/unsubscribe?token={token}")
     assert status == 200 and headers["content-type"].startswith("text/html")
     assert "Unsubscribe from &lt;b&gt;invoice&lt;/b&gt;.paid email notifications?" in page.decode()
@@ -285,7 +285,7 @@ def test_an_unsubscribe_link_asks_then_records_the_opt_out(stack, db):
     assert preference(db, me, kind, "email") is False
     assert confirm(stack, page)[0] == 200  # a second click is fine
 
-    everything = make_token(me, "*", "sms", DEV_JWT_SECRET, datetime.now(timezone.utc))
+    everything = make_token(me, "*", "sms", DEV_JWT_SECRET, datetime.now(UTC))
     page = call(stack, "GET", f"/api/unsubscribe?token={everything}")[2]
     assert b"Unsubscribe from all SMS notifications?" in page
     assert b"from all SMS notifications" in confirm(stack, page)[1]
@@ -295,7 +295,7 @@ def test_an_unsubscribe_link_asks_then_records_the_opt_out(stack, db):
 def test_one_click_unsubscribe_as_mailbox_providers_post_it(stack, db):
     me = str(uuid.uuid4())
     form = {"Content-Type": "application/x-www-form-urlencoded"}
-    token = make_token(me, "invoice.paid", "email", DEV_JWT_SECRET, datetime.now(timezone.utc))
+    token = make_token(me, "invoice.paid", "email", DEV_JWT_SECRET, datetime.now(UTC))
     status, answer = call_json(stack, "POST", f"/api/unsubscribe?token={token}",
                                raw=b"List-Unsubscribe=One-Click", headers=form)
     assert status == 200 and answer == {"type": "invoice.paid", "channel": "email"}
@@ -303,12 +303,12 @@ def test_one_click_unsubscribe_as_mailbox_providers_post_it(stack, db):
 
     multipart = (b"--b0und\r\nContent-Disposition: form-data; name=\"List-Unsubscribe\"\r\n\r\n"
                  b"One-Click\r\n--b0und--\r\n")
-    token = make_token(me, "server.down", "email", DEV_JWT_SECRET, datetime.now(timezone.utc))
+    token = make_token(me, "server.down", "email", DEV_JWT_SECRET, datetime.now(UTC))
     status, _ = call_json(stack, "POST", f"/api/unsubscribe?token={token}", raw=multipart,
                           headers={"Content-Type": "multipart/form-data; boundary=b0und"})
     assert status == 200 and preference(db, me, "server.down", "email") is False
 
-    token = make_token(me, "other", "email", DEV_JWT_SECRET, datetime.now(timezone.utc))
+    token = make_token(me, "other", "email", DEV_JWT_SECRET, datetime.now(UTC))
     status, answer = call_json(stack, "POST", f"/api/unsubscribe?token={token}", raw=b"x=1",
                                headers=form)
     assert status == 400 and "One-Click" in answer["message"]
@@ -317,11 +317,11 @@ def test_one_click_unsubscribe_as_mailbox_providers_post_it(stack, db):
 
 def test_a_bad_or_expired_unsubscribe_token_is_400(stack, db):
     me = str(uuid.uuid4())
-    good = make_token(me, "invoice.paid", "email", DEV_JWT_SECRET, datetime.now(timezone.utc))
+    good = make_token(me, "invoice.paid", "email", DEV_JWT_SECRET, datetime.now(UTC))
     old = make_token(me, "invoice.paid", "email", DEV_JWT_SECRET,
-                     datetime.now(timezone.utc) - timedelta(days=400))
+                     datetime.now(UTC) - timedelta(days=400))
     forged = make_token(me, "invoice.paid", "email", "another-secret-with-at-least-32-characters!",
-                        datetime.now(timezone.utc))
+                        datetime.now(UTC))
     for token in (old, forged, good[:-2] + ("AA" if good[-2:] != "AA" else "BB"), "%3Cscript%3E", ""):
         status, headers, page = call(stack, "GET", f"/api/unsubscribe?token={token}")
         assert status == 400 and headers["content-type"].startswith("text/html")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import uuid
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
@@ -282,7 +282,7 @@ def test_unread_counts_are_each_users_own(db):
     for _ in range(3):
         notify(db, user=alice)
     notify(db, user=alice, delivery_method=["sms"])
-    notify(db, user=alice, read_at=datetime.now(timezone.utc))
+    notify(db, user=alice, read_at=datetime.now(UTC))
     notify(db, user=bob)
     counts = "select user_id, unread from notification_unread_counts"
 
@@ -355,7 +355,7 @@ def test_cleanup_deletes_read_notifications_older_than_the_cutoff(db):
     long_ago = "2000-01-01"
     old_read = notify(db, user=user, created_at=long_ago, read_at="2000-01-02")
     old_unread = notify(db, user=user, created_at=long_ago)
-    recent_read = notify(db, user=user, read_at=datetime.now(timezone.utc))
+    recent_read = notify(db, user=user, read_at=datetime.now(UTC))
     old_email_only = notify(db, user=user, created_at=long_ago, delivery_method=["email"])
     old_to_admins = notify(db, org=org, roles=["admin"], created_at=long_ago)
     [copy] = one(db, "select id from notifications where parent_id = %s", old_to_admins)

@@ -12,7 +12,7 @@ import boto3
 import psycopg
 import pytest
 from botocore.stub import ANY, Stubber
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import make_conninfo
 
 from ripple.config import Settings
 from ripple.db import Database

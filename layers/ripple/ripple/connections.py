@@ -7,10 +7,10 @@ from ripple import codec
 from ripple.auth.jwt import AuthError, verify
 from ripple.config import settings
 from ripple.events import WebSocketEvent, response
-from ripple.log import logger
-from ripple.protocol.serializer import FrameError, negotiate
 from ripple.gateway import connections_api
+from ripple.log import logger
 from ripple.presence.tracker import depart
+from ripple.protocol.serializer import FrameError, negotiate
 from ripple.store import Connection, store
 
 

@@ -10,10 +10,10 @@ Layout (see docs/architecture.md):
 from __future__ import annotations
 
 import time
-from functools import lru_cache
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, time, timedelta, timezone
+from datetime import UTC, datetime, time, timedelta
 
 import pytest
 from pydantic import ValidationError
@@ -22,7 +22,7 @@ from ripple.notify.routing import (
     quiet_until,
 )
 
-UTC = timezone.utc
+UTC = UTC
 NOW = datetime(2026, 1, 15, 15, 0, tzinfo=UTC)  # a Thursday afternoon, far from any DST change
 ADA = uuid.UUID("00000000-0000-0000-0000-00000000000a")
 BOB = uuid.UUID("00000000-0000-0000-0000-00000000000b")
@@ -38,9 +38,9 @@ def recipient(user_id=ADA, email="Ada@Example.com", phone="+1 (415) 555-0100", t
 
 
 def run(n=None, recipients=None, preferences=None, quiet=None, suppressed=(), now=NOW,
-        config=RoutingConfig()):
+        config=None):
     return plan(n or notification(), recipients or [recipient()], preferences or {},
-                quiet or {}, set(suppressed), now, config)
+                quiet or {}, set(suppressed), now, config or RoutingConfig())
 
 
 def by_channel(decisions):

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -10,7 +10,7 @@ from ripple.notify.exceptions import TemplateError
 from ripple.notify.models import Notification, Recipient
 from ripple.notify.templates import BUILTIN_DIR, Templates, candidates, locale_chain
 
-NOW = datetime(2026, 1, 15, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
 
 
 def notification(type="welcome", title="Hello", message="Body", action_url=None, data=None,

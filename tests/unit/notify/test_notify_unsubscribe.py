@@ -4,7 +4,7 @@ from __future__ import annotations
 import base64
 import re
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -19,7 +19,7 @@ from ripple.notify.unsubscribe import (
 
 SECRET = "unsubscribe-secret-with-at-least-32-characters"
 USER = uuid.UUID("5f0c6a3e-8a8b-4c1e-9d56-2b1f0d9a7c11")
-ISSUED = datetime(2026, 1, 15, 12, 0, 0, tzinfo=timezone.utc)
+ISSUED = datetime(2026, 1, 15, 12, 0, 0, tzinfo=UTC)
 
 
 def token(type="enrollment.created", channel="email", secret=SECRET, issued_at=ISSUED):
@@ -114,7 +114,7 @@ def test_expiry(age, max_age, valid):
 
 
 def test_expiry_defaults_to_the_current_time():
-    fresh = token(issued_at=datetime.now(timezone.utc))
+    fresh = token(issued_at=datetime.now(UTC))
     assert read_token(fresh, SECRET, max_age_seconds=60).type == "enrollment.created"
     with pytest.raises(InvalidToken, match="expired"):
         read_token(token(), SECRET, max_age_seconds=60)  # issued in January 2026

@@ -12,8 +12,14 @@ from urllib.parse import unquote
 
 from ripple import codec
 from ripple.auth.jwt import AuthError, verify
-from ripple.broadcast.outbound import (MAX_FRAME_BYTES, InvalidRequest, OutboundMessage, oversize,
-                                       parse_request, send)
+from ripple.broadcast.outbound import (
+    MAX_FRAME_BYTES,
+    InvalidRequest,
+    OutboundMessage,
+    oversize,
+    parse_request,
+    send,
+)
 from ripple.events import HttpEvent, json_response
 from ripple.gateway import connections_api
 from ripple.store import store

@@ -9,7 +9,7 @@ from typing import Any
 
 def commit_timestamp(value: dt.datetime) -> str:
     """Supabase's timestamp format: UTC, milliseconds, trailing Z."""
-    return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 @dataclass(frozen=True)

@@ -57,14 +57,15 @@ import json
 import math
 import operator
 import re
-
-import re2
 import struct
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
-from typing import Any, Callable, Mapping
+from typing import Any
+
+import re2
 
 OPERATORS = frozenset(
     {"eq", "neq", "lt", "lte", "gt", "gte", "in", "like", "ilike", "is", "match", "imatch",
@@ -890,7 +891,7 @@ def _temporal_type(name: str) -> _Type:
         zone = None
         if name == "timestamptz":
             shift -= (moment.offset or 0) * 1_000_000
-            zone = timezone.utc
+            zone = UTC
         try:
             start = datetime(moment.day.year, moment.day.month, moment.day.day, tzinfo=zone)
             return (0, start + timedelta(microseconds=shift))

@@ -14,9 +14,9 @@ from collections.abc import Iterable
 from ripple.broadcast.relay import relay
 from ripple.channels.member import Member
 from ripple.gateway import ConnectionsApi, Gone, Outcome
+from ripple.presence.tracker import announce, depart, diff
 from ripple.protocol import message as m
 from ripple.protocol.serializer import encode
-from ripple.presence.tracker import announce, depart, diff
 from ripple.store import Store
 
 

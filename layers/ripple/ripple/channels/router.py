@@ -13,21 +13,21 @@ from typing import Any
 
 from ripple import codec
 from ripple.auth.jwt import AuthError, Claims, verify
+from ripple.broadcast.relay import broadcast_message
 from ripple.changes.subscription import SubscriptionError, echo, recheck, subscribe
 from ripple.channels.access import channel_access
 from ripple.channels.closing import close_channel, drop_channel, expired_reason, relay_to_members
+from ripple.channels.member import Member
 from ripple.config import Settings, settings
 from ripple.db import database
 from ripple.events import WebSocketEvent, response
 from ripple.gateway import ConnectionsApi, Gone, connections_api
 from ripple.log import logger
-from ripple.protocol import message as m
-from ripple.protocol.serializer import V1, V2, FrameError, decode, encode
-from ripple.broadcast.relay import broadcast_message
-from ripple.channels.member import Member
 from ripple.presence.tracker import announce, depart, new_ref
 from ripple.presence.tracker import diff as presence_diff
 from ripple.presence.tracker import state as presence_state
+from ripple.protocol import message as m
+from ripple.protocol.serializer import V1, V2, FrameError, decode, encode
 from ripple.store import NoConnection, Store, TooManyChannels, store
 
 

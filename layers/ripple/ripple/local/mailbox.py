@@ -387,5 +387,5 @@ setInterval(async () => {
     const newest = messages.length ? messages[0].id : "";
     if (String(messages.length) !== state.count || newest !== state.newest) location.reload();
   } catch (error) {}
-}, %d);
-""" % (REFRESH_SECONDS * 1000)
+}, REFRESH_MS);
+""".replace("REFRESH_MS", str(REFRESH_SECONDS * 1000))

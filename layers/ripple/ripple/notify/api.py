@@ -21,7 +21,7 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 from uuid import UUID
@@ -453,7 +453,7 @@ class Route:
         return _pattern(self.operation.path)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _pattern(path: str) -> re.Pattern:
     return re.compile("^" + re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(path)) + "$")
 

@@ -28,12 +28,19 @@ from ripple.db import Database
 from ripple.log import logger
 from ripple.notify.errors import resend_after
 from ripple.notify.exceptions import TemplateError
-from ripple.notify.models import Decision, Notification, Preference, QuietHours, Recipient, RoutingConfig
+from ripple.notify.models import (
+    Decision,
+    Notification,
+    Preference,
+    QuietHours,
+    Recipient,
+    RoutingConfig,
+)
 from ripple.notify.providers import TRIES, Mailer, SendError, Texter
 from ripple.notify.routing import plan
+from ripple.notify.sms import fit
 from ripple.notify.templates import Templates
 from ripple.notify.unsubscribe import list_unsubscribe_headers, make_token, unsubscribe_url
-from ripple.notify.sms import fit
 
 LOAD = "select * from public.notifications where id = %s and parent_id is null"
 RECIPIENTS = "select * from public.notification_recipients_for(%s)"
@@ -187,7 +194,7 @@ class Courier:
     def _plan(self, notification: Notification, recipients: dict[UUID, Recipient], rows: list[dict],
               quiet: dict[Any, QuietHours]) -> list[Decision]:
         return plan(notification, list(recipients.values()), _preferences(notification, rows),
-                    quiet, _suppressed(rows), dt.datetime.now(dt.timezone.utc),
+                    quiet, _suppressed(rows), dt.datetime.now(dt.UTC),
                     RoutingConfig(sms_priorities=frozenset(self.config.sms_priorities)))
 
     # -- sending ------------------------------------------------------------------------------
@@ -245,7 +252,7 @@ class Courier:
             raise _Skip("failed", "email_not_configured")
         link = unsubscribe_url(f"{self.config.public_url}/api/unsubscribe",
                                make_token(recipient.user_id, notification.type, "email", self.secret,
-                                          dt.datetime.now(dt.timezone.utc)))
+                                          dt.datetime.now(dt.UTC)))
         rendered = self.templates.email(notification, recipient, link)
         return self.mailer.send(address, recipient.full_name, rendered,
                                 list_unsubscribe_headers(link), tries=tries)

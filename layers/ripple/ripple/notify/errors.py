@@ -24,7 +24,8 @@ the answer.
 from __future__ import annotations
 
 import random as _random
-from typing import Callable, Literal, Mapping, TypeAlias
+from collections.abc import Callable, Mapping
+from typing import Literal, TypeAlias
 
 Service: TypeAlias = Literal["sesv2", "sns"]
 Outcome: TypeAlias = Literal["retry", "permanent", "suppress"]

@@ -28,9 +28,10 @@ Typical use::
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, time, timedelta, timezone
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, date, datetime, time, timedelta, timezone
 from functools import lru_cache
-from typing import Iterable, Mapping, Sequence, TypeVar
+from typing import TypeVar
 from uuid import UUID
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -48,7 +49,7 @@ from ripple.notify.models import (
     RoutingConfig,
 )
 
-UTC = timezone.utc
+UTC = UTC
 DEFAULT_CONFIG = RoutingConfig()
 T = TypeVar("T")
 

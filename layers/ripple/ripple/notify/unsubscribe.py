@@ -24,7 +24,7 @@ import hashlib
 import hmac
 import re
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from uuid import UUID
 
@@ -88,7 +88,7 @@ def read_token(token: str, secret: str | bytes, max_age_seconds: float | None = 
         raise InvalidToken("malformed unsubscribe token")
     return UnsubscribeRequest(user_id=UUID(bytes=bytes(payload[1:17])), type=kind,
                               channel=channel,
-                              issued_at=datetime.fromtimestamp(issued, timezone.utc))
+                              issued_at=datetime.fromtimestamp(issued, UTC))
 
 
 def unsubscribe_url(base_url: str, token: str) -> str:
