@@ -1,6 +1,6 @@
 """$connect: verify the client's JWT and record the connection."""
-from ripple.connections import on_connect
 from ripple.events import WebSocketEvent
+from ripple.router.connect import on_connect
 
 
 def handler(event, context):

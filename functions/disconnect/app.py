@@ -1,6 +1,6 @@
 """$disconnect: forget the connection and every binding it held."""
-from ripple.connections import on_disconnect
 from ripple.events import WebSocketEvent
+from ripple.router.connect import on_disconnect
 
 
 def handler(event, context):

@@ -1,5 +1,5 @@
 """Outbox wake-up: drain committed changes and push them to matching subscribers."""
-from ripple.changes.fanout import WakeEvent, on_wake
+from ripple.outbox.drain import WakeEvent, on_wake
 
 
 def handler(event, context):

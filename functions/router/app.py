@@ -1,6 +1,6 @@
 """$default: one Phoenix-protocol frame from a client (join, leave, heartbeat, ...)."""
-from ripple.channels.router import on_frame
 from ripple.events import WebSocketEvent
+from ripple.router.router import on_frame
 
 
 def handler(event, context):
