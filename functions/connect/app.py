@@ -1,7 +1,7 @@
 """$connect: verify the client's JWT and record the connection."""
-from ripple.events import WebSocketEvent
+from ripple.events import ConnectEvent
 from ripple.router.connect import on_connect
 
 
 def handler(event, context):
-    return on_connect(WebSocketEvent.model_validate(event))
+    return on_connect(ConnectEvent.model_validate(event))

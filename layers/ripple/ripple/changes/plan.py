@@ -88,7 +88,7 @@ def _candidates(changes: list[Change], store: Store
     found.update(more)
     now = time.time()
     candidates: dict[int, list[Binding]] = {}
-    expired = []
+    expired: list[Expired] = []
     for change in changes:
         matching = [b for key in (*_table_buckets(change), *change_eq[change.id])
                     for b in found.get(key, ()) if _matches(b, change)]

@@ -85,10 +85,13 @@ class Fanout:
                 rows = self.db.execute(conn, PENDING, (limit,))
                 if not rows:
                     break
+
+                def authorize(request: dict[str, Any], conn: Any = conn) -> list[dict[str, Any]]:
+                    return self.db.execute(conn, AUTHORIZE, (codec.dumps(request),))
+
                 # Posting inside the drain transaction: a crash before the ack commits redelivers
                 # the batch instead of losing it (at-least-once).
-                taken = self._deliver(rows, stats, lambda request, conn=conn: self.db.execute(
-                    conn, AUTHORIZE, (codec.dumps(request),)))
+                taken = self._deliver(rows, stats, authorize)
                 self.db.execute(conn, ACK, ([r["id"] for r in rows[:taken]],))
             stats.batches += 1
             stats.changes += taken

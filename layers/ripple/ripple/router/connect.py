@@ -7,14 +7,14 @@ from ripple import codec
 from ripple.auth.jwt import AuthError, verify
 from ripple.channels.lifecycle import depart
 from ripple.config import settings
-from ripple.events import WebSocketEvent, response
+from ripple.events import ConnectEvent, DisconnectEvent, response
 from ripple.gateway import connections_api
 from ripple.log import logger
 from ripple.protocol.serializer import FrameError, negotiate
 from ripple.store import Connection, store
 
 
-def on_connect(event: WebSocketEvent) -> dict:
+def on_connect(event: ConnectEvent) -> dict:
     """200 and a connection row for a valid `apikey` JWT; 401 (no row) otherwise."""
     try:
         # Refused here if unknown; each frame's own shape tells its serializer afterwards.
@@ -30,12 +30,12 @@ def on_connect(event: WebSocketEvent) -> dict:
     now = int(time.time())
     store().put_connection(Connection(
         connection_id=event.connection_id, role=claims.role, claims=codec.dumps(claims.raw),
-        connected_at=event.requestContext.connectedAt or now * 1000,
+        connected_at=event.connected_at_ms,
         expires_at=now + settings().connection_ttl_seconds, last_seen=now))
     return response(200)
 
 
-def on_disconnect(event: WebSocketEvent) -> dict:
+def on_disconnect(event: DisconnectEvent) -> dict:
     """Remove the connection, its bindings and memberships, and announce its presence leaves.
 
     API Gateway only promises best effort here; TTLs and 410s on later posts back it up.

@@ -27,7 +27,7 @@ from ripple.channels.closing import drop_channel
 from ripple.channels.context import Context, Frame
 from ripple.channels.lifecycle import depart
 from ripple.config import settings
-from ripple.events import WebSocketEvent, response
+from ripple.events import MessageEvent, response
 from ripple.gateway import Gone, connections_api
 from ripple.log import logger
 from ripple.presence.tracking import presence
@@ -201,10 +201,10 @@ def router() -> Router:
     return Router(store=store(), api=connections_api(), config=settings())
 
 
-def on_frame(event: WebSocketEvent) -> dict:
+def on_frame(event: MessageEvent) -> dict:
     """Lambda entry for `$default`: always 200; errors go back to the client as protocol frames."""
     try:
-        router().handle(event.connection_id, event.body)
+        router().handle(event.connection_id, event.text)
     except Gone:
         depart(store(), connections_api(), event.connection_id)
     except Exception:
