@@ -46,7 +46,7 @@ def close_channel(store: Store, api: ConnectionsApi, connection_id: str, topic: 
               encode(m.Message(topic=topic, event="phx_close", payload={}, join_ref=join_ref), vsn)]
     try:
         for frame in frames:
-            api.post(connection_id, frame)
+            api.send(connection_id, frame)
     except Gone:
         depart(store, api, connection_id)
 

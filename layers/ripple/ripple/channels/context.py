@@ -36,7 +36,7 @@ class Context:
     catalog: Catalog = field(default_factory=PostgresCatalog)
 
     def send(self, connection_id: str, vsn: str, msg: m.Message) -> None:
-        self.api.post(connection_id, encode(msg, vsn))
+        self.api.send(connection_id, encode(msg, vsn))
 
     def reply(self, frame: Frame, msg: m.Message) -> None:
         self.send(frame.connection_id, frame.vsn, msg)
