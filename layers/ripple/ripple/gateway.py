@@ -69,11 +69,21 @@ class ConnectionsApi:
     attempts: int = 5
     base_backoff: float = 0.05
     max_backoff: float = 1.0
+    # With keep_owed (the fanout, which stores them), frames owed per connection since the last
+    # take_owing(): a connection that owes frames is not posted to again until they are taken,
+    # so its frames keep their order. Without it (replies, live relays) they are logged, dropped.
+    keep_owed: bool = False
+    owing: dict[str, list[str]] = field(default_factory=dict, repr=False)
     _pool: ThreadPoolExecutor | None = field(default=None, repr=False)
 
     def deliver(self, deliveries: list[Delivery]) -> Outcome:
         """Post every delivery: connections concurrently, each connection's frames in order."""
         outcome = Outcome()
+        held = [d for d in deliveries if d.connection_id in self.owing]
+        for delivery in held:
+            self.owing[delivery.connection_id].extend(delivery.frames)
+            outcome.owed.append(delivery)
+        deliveries = [d for d in deliveries if d.connection_id not in self.owing]
         if not deliveries:
             return outcome
         if self._pool is None:
@@ -84,7 +94,19 @@ class ConnectionsApi:
             outcome.retries += result.retries
             outcome.gone.extend(result.gone)
             outcome.owed.extend(result.owed)
+        for delivery in outcome.owed[len(held):]:
+            if self.keep_owed:
+                self.owing.setdefault(delivery.connection_id, []).extend(delivery.frames)
+            else:
+                logger.warning("frames not delivered", extra={"connection_id": delivery.connection_id,
+                                                             "frames": len(delivery.frames)})
         return outcome
+
+    def take_owing(self) -> dict[str, list[str]]:
+        """The frames owed per connection since the last call, in order; posting to those
+        connections resumes."""
+        owing, self.owing = self.owing, {}
+        return owing
 
     def _post_all(self, delivery: Delivery) -> Outcome:
         result = Outcome()

@@ -21,7 +21,7 @@ from ripple.changes import delivery
 from ripple.changes.change import Change
 from ripple.changes.plan import Authorizer, plan
 from ripple.channels.closing import close_expired
-from ripple.channels.lifecycle import sweep
+from ripple.channels.lifecycle import depart, sweep
 from ripple.config import settings
 from ripple.db import Database, await_commit
 from ripple.gateway import ConnectionsApi
@@ -31,6 +31,7 @@ from ripple.store import DynamoDBStore, Store
 DRAIN_LOCK = "select pg_advisory_xact_lock(hashtext('realtime.drain'))"
 PENDING = "select * from realtime.pending(%s)"
 ACK = "select realtime.ack(%s)"
+OWE = "select realtime.owe(%s::jsonb)"
 AUTHORIZE = "select * from realtime.authorize(%s::jsonb)"
 
 
@@ -56,6 +57,10 @@ class Stats:
     dynamodb_calls: int = 0
     pg_round_trips: int = 0
     posts: int = 0
+    # Posts retried, frames left owed at the end, and unreachable connections closed past the deadline.
+    retries: int = 0
+    owed: int = 0
+    closed: int = 0
 
 
 @dataclass
@@ -67,6 +72,8 @@ class Fanout:
     # Bounds one drain transaction, so a wide fan-out commits in slices well inside the
     # function's timeout instead of redelivering a huge batch after a timeout.
     max_posts_per_batch: int = 10_000
+    # How long a connection may stay unreachable before it is closed (it reconnects and rejoins).
+    owed_deadline_seconds: float = 120.0
 
     def run(self, wake: WakeEvent, budget_seconds: float = 50.0) -> Stats:
         """Drain until the outbox is empty or the time budget is spent."""
@@ -79,6 +86,7 @@ class Fanout:
             # Inside the drain's budget, and a small share of it: changes come first.
             stats.gone += sweep(self.store, self.api, budget_seconds=budget_seconds / 10)
         limit = self.batch_size
+        retried: set[str] = set()
         while time.monotonic() < deadline:
             with self.db.transaction() as conn:
                 self.db.execute(conn, DRAIN_LOCK)
@@ -91,7 +99,11 @@ class Fanout:
 
                 # Posting inside the drain transaction: a crash before the ack commits redelivers
                 # the batch instead of losing it (at-least-once).
-                taken = self._deliver(rows, stats, authorize)
+                taken = self._deliver(rows, stats, authorize, retried)
+                owing = self.api.take_owing()
+                if owing:
+                    self.db.execute(conn, OWE, (codec.dumps(_owed_entries(rows, owing)),))
+                    stats.owed += sum(len(frames) for frames in owing.values())
                 self.db.execute(conn, ACK, ([r["id"] for r in rows[:taken]],))
             stats.batches += 1
             stats.changes += taken
@@ -106,10 +118,13 @@ class Fanout:
         stats.posts = self.api.posts - posts0
         return stats
 
-    def _deliver(self, rows: list[dict[str, Any]], stats: Stats, authorize: Authorizer) -> int:
+    def _deliver(self, rows: list[dict[str, Any]], stats: Stats, authorize: Authorizer,
+                 retried: set[str]) -> int:
         """Deliver a leading run of `rows` worth at most max_posts_per_batch posts (and always at
-        least one row); return how many rows that was. Every change of the batch is matched and
-        authorized together (one round trip); runs of one kind are posted in outbox order."""
+        least one row); return how many rows that was. Frames owed from earlier batches go first;
+        every change of the batch is matched and authorized together (one round trip); runs of one
+        kind are posted in outbox order."""
+        self._retry_owed([r for r in rows if r["kind"] == "owed"], stats, retried)
         changes = [Change.from_outbox(r) for r in rows if r["kind"] == "change"]
         planned = plan(changes, self.store, authorize)
         frames = dict(zip((c.id for c in changes), planned.frames))
@@ -127,6 +142,9 @@ class Fanout:
                 stats.deliveries += posts
                 stats.gone += len(outcome.gone)
                 stats.failed += outcome.failed
+                stats.retries += outcome.retries
+            elif kind == "owed":
+                pass  # posted above, ahead of everything newer
             elif kind == "broadcast":
                 posts = relay_outbox(self.store, self.api, [r["payload"] for r in group]).deliveries
                 stats.deliveries += posts
@@ -137,6 +155,53 @@ class Fanout:
         # Subscribers whose token ran out are told once, and their channels closed.
         close_expired(self.store, self.api, planned.expired)
         return taken
+
+
+    def _retry_owed(self, rows: list[dict[str, Any]], stats: Stats, retried: set[str]) -> None:
+        """Post each connection's owed frames, in order, once per drain. A connection unreachable
+        for longer than owed_deadline_seconds is closed and departs: its client reconnects."""
+        frames: dict[str, list[str]] = {}
+        since: dict[str, float] = {}
+        for row in rows:
+            cid = row["payload"]["connection_id"]
+            frames.setdefault(cid, []).extend(row["payload"]["frames"])
+            since[cid] = min(since.get(cid, float("inf")), float(row["payload"]["since"]))
+        for cid in set(frames) & retried:
+            self.api.owing.setdefault(cid, []).extend(frames.pop(cid))
+        retried.update(frames)
+        outcome = delivery.post(self.store, self.api, list(_pairs(frames)))
+        stats.deliveries += outcome.delivered
+        stats.retries += outcome.retries
+        stats.gone += len(outcome.gone)
+        cutoff = time.time() - self.owed_deadline_seconds
+        for cid in [c for c in self.api.owing if since.get(c, float("inf")) < cutoff]:
+            dropped = self.api.owing.pop(cid)
+            logger.warning("closing a connection unreachable past the deadline",
+                           extra={"connection_id": cid, "frames": len(dropped)})
+            try:
+                self.api.close(cid)
+            except Exception:
+                logger.exception("closing an unreachable connection failed", extra={"connection_id": cid})
+            depart(self.store, self.api, cid)
+            stats.closed += 1
+
+
+def _pairs(frames: dict[str, list[str]]):
+    for cid, owed in frames.items():
+        for frame in owed:
+            yield cid, frame
+
+
+def _owed_entries(rows: list[dict[str, Any]], owing: dict[str, list[str]]) -> list[dict[str, Any]]:
+    """What realtime.owe stores: per connection its frames and when it first owed them."""
+    since: dict[str, float] = {}
+    for row in rows:
+        if row["kind"] == "owed":
+            cid = row["payload"]["connection_id"]
+            since[cid] = min(since.get(cid, float("inf")), float(row["payload"]["since"]))
+    now = time.time()
+    return [{"connection_id": cid, "frames": frames, "since": since.get(cid, now)}
+            for cid, frames in owing.items()]
 
 
 def _fitting(group: list[dict[str, Any]], frames: dict[int, list[tuple[str, str]]], budget: int,
@@ -160,9 +225,11 @@ def fanout() -> Fanout:
     the local stack runs every function in one process.
     """
     config = settings()
-    return Fanout(db=Database.from_settings(), store=DynamoDBStore.from_settings(),
-                  api=ConnectionsApi.from_settings(),
-                  batch_size=config.drain_batch_size, max_posts_per_batch=config.max_posts_per_batch)
+    api = ConnectionsApi.from_settings()
+    api.keep_owed = True
+    return Fanout(db=Database.from_settings(), store=DynamoDBStore.from_settings(), api=api,
+                  batch_size=config.drain_batch_size, max_posts_per_batch=config.max_posts_per_batch,
+                  owed_deadline_seconds=config.owed_deadline_seconds)
 
 
 def on_wake(wake: WakeEvent) -> dict:
