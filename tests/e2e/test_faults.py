@@ -113,3 +113,28 @@ def test_a_connection_unreachable_past_the_deadline_is_closed(stack, faults_tabl
         drainer.api.client, drainer.owed_deadline_seconds = real, deadline
         subject.close()
         control.close()
+
+
+def test_a_row_too_large_for_one_message_arrives_cut_and_the_rest_of_its_batch_arrives(stack, db):
+    db.execute("create table if not exists public.wide (id bigint generated always as identity "
+               "primary key, n int not null, body text)")
+    db.execute("grant select on public.wide to anon")
+    db.execute("""do $$ begin if not exists (select 1 from pg_publication_tables where tablename = 'wide')
+                  then alter publication supabase_realtime add table public.wide; end if; end $$""")
+    wires = [Wire(stack.ws_url, stack.key("anon")) for _ in range(2)]
+    try:
+        for wire in wires:
+            wire.join("realtime:wide", [{"event": "INSERT", "schema": "public", "table": "wide"}])
+        with db.transaction():
+            db.execute("insert into wide (n, body) values (0, %s)", ("x" * 200_000,))
+            for n in range(1, 51):
+                db.execute("insert into wide (n, body) values (%s, 'small')", (n,))
+        for wire in wires:
+            frames = [wire.recv() for _ in range(51)]
+            data = [f["payload"]["data"] for f in frames]
+            assert [d["record"]["n"] for d in data] == list(range(51))
+            assert data[0]["errors"] == ["Error 413: Payload Too Large"] and "body" not in data[0]["record"]
+            assert all(d["errors"] is None and d["record"]["body"] == "small" for d in data[1:])
+    finally:
+        for wire in wires:
+            wire.close()

@@ -7,14 +7,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ripple.channels.audience import deliver
-from ripple.gateway import ConnectionsApi
+from ripple.gateway import MAX_FRAME_BYTES, ConnectionsApi
 from ripple.log import logger
 from ripple.protocol.message import broadcast
 from ripple.protocol.serializer import VERSIONS, encode
 from ripple.store import Store
-
-# API Gateway's message quota: PostToConnection refuses a larger frame (PayloadTooLargeException).
-MAX_FRAME_BYTES = 128 * 1024
 
 
 class OutboundMessage(BaseModel):

@@ -53,12 +53,20 @@ class Router(Context):
             return
         frame = Frame(connection_id, vsn, msg, len(text.encode()))
         try:
+            _check_topic(msg.topic)
             action = ACTIONS.get(msg.event)
             if action is None:
                 raise ChannelError("UnknownEvent", f"unknown event {msg.event!r}")
             action(self, frame)
         except ChannelError as exc:
             self.reply(frame, exc.reply(msg))
+        except Gone:
+            raise
+        except Exception:
+            # A bug or an outage must still answer the client in the protocol, never with
+            # API Gateway's bare "Internal server error".
+            logger.exception("frame failed", extra={"connection_id": connection_id, "event": msg.event})
+            self.reply(frame, m.error(msg, "InternalError: the server could not handle this message"))
 
     def heartbeat(self, frame: Frame) -> None:
         self.store.touch(frame.connection_id, time.time())
@@ -177,6 +185,18 @@ class Router(Context):
             self.store.put_bindings([replace(b, role=claims.role, claims=claims_text, exp=claims.exp)
                                      for b in bindings], expires_at)
         self.store.put_member(renewed, expires_at)
+
+
+# Topics become DynamoDB keys (2 KB partition keys, 1 KB sort keys with the connection id) and
+# Postgres text (no NUL): longer topics or control characters are refused.
+MAX_TOPIC_BYTES = 512
+
+
+def _check_topic(topic: str) -> None:
+    if len(topic.encode()) > MAX_TOPIC_BYTES:
+        raise ChannelError("InvalidTopic", f"a topic is at most {MAX_TOPIC_BYTES} bytes")
+    if any(ord(c) < 32 or ord(c) == 127 for c in topic):
+        raise ChannelError("InvalidTopic", "a topic cannot hold control characters")
 
 
 def _claims(token: object, connection_claims: str) -> Claims:
