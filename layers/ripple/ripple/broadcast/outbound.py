@@ -93,7 +93,7 @@ def send(store: Store, api: ConnectionsApi, messages: list[OutboundMessage]) -> 
             sent.oversize += 1
             continue
         topic = f"realtime:{message.topic}"
-        members = [m for m in store.members(topic) if m.private == message.private]
+        members = [m for m in store.members(topic) if m.private == message.private and m.sees_broadcast]
         outcome = deliver(store, api, members, broadcast(topic, message.event, message.payload))
         sent.messages += 1
         sent.deliveries += outcome.delivered

@@ -31,7 +31,6 @@ from ripple.events import MessageEvent, response
 from ripple.gateway import Gone, connections_api
 from ripple.log import logger
 from ripple.presence.tracking import presence
-from ripple.protocol import errors
 from ripple.protocol import message as m
 from ripple.protocol.errors import ChannelError
 from ripple.protocol.join import JoinPayload
@@ -92,7 +91,7 @@ class Router(Context):
             self.store.leave_channel(frame.connection_id, msg.topic)
             raise
         self.reply(frame, m.ok(msg, {"postgres_changes": sub.echo if sub else shown}))
-        if payload.config.presence.enabled:
+        if payload.config.presence.enabled and member.sees_presence:
             tracked = [(x.presence_key, x.presence) for x in self.store.members(msg.topic)
                        if x.presence is not None and x.private == member.private]
             self.reply(frame, m.Message(topic=msg.topic, event="presence_state", payload=state(tracked),
@@ -127,9 +126,7 @@ class Router(Context):
             private=config.private, role=claims.role, claims=codec.dumps(claims.raw), exp=claims.exp,
             # Writing to a private channel is checked on the first send, as Supabase does.
             can_broadcast=None if config.private else True, can_track=None if config.private else True)
-        if member.private and not self.may_read(member):
-            raise errors.unauthorized_read(member.channel)
-        return member
+        return self.with_reads(member)
 
     def _subscribe(self, frame: Frame, payload: JoinPayload, member: Member
                    ) -> tuple[Subscription | None, str | None]:
@@ -174,8 +171,11 @@ class Router(Context):
         renewed = replace(member, role=claims.role, claims=claims_text, exp=claims.exp,
                           can_broadcast=None if member.private else True,
                           can_track=None if member.private else True)
-        if problem is None and member.private and not self.may_read(renewed):
-            problem = errors.unauthorized_read(member.channel).reason
+        if problem is None:
+            try:
+                renewed = self.with_reads(renewed)
+            except ChannelError as exc:
+                problem = exc.reason
         if problem is not None:
             self.close(member, problem)
             return
