@@ -83,7 +83,9 @@ class Router(Context):
         connection = self._enter(frame)
         try:
             member = self._member(frame, payload, connection)
-            sub, failure = self._subscribe(frame, payload, member)
+            sub, failure = self._subscribe(payload.config.postgres_changes, member)
+            if failure is not None:
+                member = replace(member, refused=codec.dumps(payload.config.postgres_changes))
             self.store.add_bindings(sub.bindings if sub else [], sub.indexed if sub else {},
                                     connection.expires_at)
             self.store.put_member(member, connection.expires_at)
@@ -96,11 +98,20 @@ class Router(Context):
                        if x.presence is not None and x.private == member.private]
             self.reply(frame, m.Message(topic=msg.topic, event="presence_state", payload=state(tracked),
                                         join_ref=msg.join_ref))
-        if failure is not None:
-            self.reply(frame, m.system(msg.topic, "postgres_changes", "error", failure, msg.join_ref))
-        elif sub is not None and sub.bindings:
-            self.reply(frame, m.system(msg.topic, "postgres_changes", "ok", "Subscribed to PostgreSQL",
+        self._announce(frame, member, sub, failure)
+        if payload.config.broadcast.replication_ready:
+            # The bindings are stored with consistent writes: the next change will find them.
+            self.reply(frame, m.system(msg.topic, "system", "ok", "Replication connection established",
                                        msg.join_ref))
+
+    def _announce(self, frame: Frame, member: Member, sub: Subscription | None, failure: str | None) -> None:
+        """Tell the client how its postgres_changes bindings fared, as Supabase's `system` message."""
+        if failure is not None:
+            self.send(frame.connection_id, member.vsn,
+                      m.system(member.topic, "postgres_changes", "error", failure, member.join_ref))
+        elif sub is not None and sub.bindings:
+            self.send(frame.connection_id, member.vsn,
+                      m.system(member.topic, "postgres_changes", "ok", "Subscribed to PostgreSQL", member.join_ref))
 
     def _enter(self, frame: Frame) -> Connection:
         try:
@@ -128,14 +139,13 @@ class Router(Context):
             can_broadcast=None if config.private else True, can_track=None if config.private else True)
         return self.with_reads(member)
 
-    def _subscribe(self, frame: Frame, payload: JoinPayload, member: Member
-                   ) -> tuple[Subscription | None, str | None]:
+    def _subscribe(self, params: list[dict], member: Member) -> tuple[Subscription | None, str | None]:
         """The channel's postgres_changes bindings, or why they were refused."""
-        subscriber = Subscriber(connection_id=frame.connection_id, topic=member.topic, vsn=frame.vsn,
+        subscriber = Subscriber(connection_id=member.connection_id, topic=member.topic, vsn=member.vsn,
                                 role=member.role, claims=codec.loads(member.claims), exp=member.exp,
                                 join_ref=member.join_ref)
         try:
-            return subscribe(payload.config.postgres_changes, catalog=self.catalog, subscriber=subscriber,
+            return subscribe(params, catalog=self.catalog, subscriber=subscriber,
                              max_bindings=self.config.max_bindings_per_channel), None
         except SubscriptionError as exc:
             return None, str(exc)
@@ -165,7 +175,8 @@ class Router(Context):
             self.close(member, f"InvalidJWTToken: {exc}")
             return
         claims_text = codec.dumps(claims.raw)
-        if member.claims == claims_text and all(b.claims == claims_text for b in bindings):
+        if member.claims == claims_text and all(b.claims == claims_text for b in bindings) \
+                and member.refused is None:
             return
         problem = recheck(self.catalog, bindings, claims.role)
         renewed = replace(member, role=claims.role, claims=claims_text, exp=claims.exp,
@@ -184,7 +195,16 @@ class Router(Context):
         if bindings:
             self.store.put_bindings([replace(b, role=claims.role, claims=claims_text, exp=claims.exp)
                                      for b in bindings], expires_at)
+        if renewed.refused is None:
+            self.store.put_member(renewed, expires_at)
+            return
+        # Bindings refused at join get another chance under the new claims, as Supabase does.
+        sub, failure = self._subscribe(codec.loads(renewed.refused), renewed)
+        if sub is not None:
+            self.store.add_bindings(sub.bindings, sub.indexed, expires_at)
+            renewed = replace(renewed, refused=None)
         self.store.put_member(renewed, expires_at)
+        self._announce(frame, renewed, sub, failure)
 
 
 # Topics become DynamoDB keys (2 KB partition keys, 1 KB sort keys with the connection id) and
