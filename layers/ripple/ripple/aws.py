@@ -16,7 +16,7 @@ _CONFIG = Config(retries={"mode": "standard", "max_attempts": 4}, max_pool_conne
 _SEND_CONFIG = Config(retries={"mode": "standard", "total_max_attempts": 1},
                       connect_timeout=5, read_timeout=10)
 # Posts to @connections retry in ripple.gateway, which keeps what cannot get through.
-_POST_CONFIG = Config(retries={"mode": "standard", "max_attempts": 1}, max_pool_connections=64)
+_POST_CONFIG = Config(retries={"mode": "standard", "total_max_attempts": 1}, max_pool_connections=64)
 
 
 @dataclass
