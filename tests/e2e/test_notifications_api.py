@@ -345,7 +345,8 @@ def test_the_openapi_document_lists_every_route_served(stack):
     documented = {(method.upper(), path) for path, ops in doc["paths"].items() for method in ops}
     assert documented == {
         ("GET", "/api/notifications"), ("POST", "/api/notifications"),
-        ("POST", "/api/notifications/mark-all-read"), ("PATCH", "/api/notifications/{id}"),
+        ("POST", "/api/notifications/mark-all-read"), ("POST", "/api/notifications/cancel"),
+        ("PATCH", "/api/notifications/{id}"),
         ("DELETE", "/api/notifications/{id}"), ("GET", "/api/unsubscribe"),
         ("POST", "/api/unsubscribe"), ("GET", "/api/openapi.json")}
     for method, path in documented:

@@ -53,13 +53,17 @@ class Settings(BaseSettings):
     sms_max_segments: int = 3
     # A JSON list in the environment: RIPPLE_SMS_PRIORITIES='["high","urgent"]'.
     sms_priorities: list[Literal["low", "normal", "high", "urgent"]] = ["high", "urgent"]
+    # The country of phone numbers stored without "+" (ISO 3166 alpha-2, e.g. "US"); unset
+    # refuses them as invalid_phone rather than guessing.
+    phone_default_region: str | None = None
     # Sends of one delivery, across invocations, before throttling or an outage fails it.
     notify_max_attempts: int = Field(20, ge=1)
     # Where recipients reach the REST API (unsubscribe links); the local stack's by default.
     public_url: str = "http://127.0.0.1:54321"
     templates_dir: str | None = None
 
-    @field_validator("ses_configuration_set", "sms_sender_id", "templates_dir", mode="before")
+    @field_validator("ses_configuration_set", "sms_sender_id", "templates_dir",
+                     "phone_default_region", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         # CloudFormation passes an optional parameter left blank as an empty string.

@@ -8,6 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from ripple.notify.models import (
+    DeliveryRule,
     Notification,
     Preference,
     QuietHours,
@@ -170,8 +171,10 @@ def test_opt_in_channels_need_an_enabling_preference(rows, action, reason):
     ("+1.415.555.0100", "+14155550100"),
     (" +44 20 7946 0958 ", "+442079460958"),
     ("+49\u00a030\u00a0123456", "+4930123456"),
-    ("+12345678", "+12345678"),                  # 8 digits: the shortest accepted
-    ("+123456789012345", "+123456789012345"),    # 15 digits: the longest
+    ("+33 6 12 34 56 78", "+33612345678"),
+    ("+12345678", None),                         # the right length, but no such number
+    ("+123456789012345", None),
+    ("+1 201 055 0123", None),                   # NANP exchanges never start with 0
     ("+1234567", None),                          # 7 digits
     ("+1234567890123456", None),                 # 16 digits
     ("+0155550100", None),                       # country codes never start with 0
@@ -186,6 +189,33 @@ def test_opt_in_channels_need_an_enabling_preference(rows, action, reason):
 ])
 def test_e164_normalization(raw, normalized):
     assert normalize_phone(raw) == normalized
+
+
+@pytest.mark.parametrize("raw, region, normalized", [
+    ("(415) 555-0100", "US", "+14155550100"),
+    ("020 7946 0958", "gb", "+442079460958"),
+    ("+33 6 12 34 56 78", "US", "+33612345678"),   # a number with + keeps its own country
+    ("555-0100", "US", None),                      # too short for any US number
+    ("(415) 555-0100", None, None),                # no region: refused, not guessed
+])
+def test_numbers_without_a_plus_need_a_default_region(raw, region, normalized):
+    config = RoutingConfig(default_region=region)
+    assert normalize_phone(raw, config.default_region) == normalized
+    decision = by_channel(run(recipients=[recipient(phone=raw)], config=config))["sms"]
+    assert (decision.action, decision.address) == (("send", normalized) if normalized
+                                                   else ("fail", None))
+
+
+def test_a_number_that_cannot_exist_fails_as_invalid_phone():
+    # The right shape for E.164, but no such exchange: refused here, not by SNS later.
+    decision = by_channel(run(recipients=[recipient(phone="+1 415 055 0100")]))["sms"]
+    assert (decision.action, decision.reason) == ("fail", "invalid_phone")
+    assert by_channel(run(recipients=[recipient(phone="+1 415 555 0100")]))["sms"].action == "send"
+
+
+def test_an_unknown_default_region_is_refused():
+    with pytest.raises(ValidationError, match="region"):
+        RoutingConfig(default_region="XX")
 
 
 @pytest.mark.parametrize("raw, normalized", [
@@ -412,3 +442,49 @@ def test_quiet_hours_and_recipients_read_their_rows():
                "timezone": None}
     person = Recipient.model_validate(profile)
     assert (person.locale, person.timezone) == ("en", "UTC")
+
+
+# --- delivery rules: cancellation, escalation, throttle ---------------------------------------
+
+def test_a_cancelled_notification_skips_every_channel_first():
+    n = notification().model_copy(update={"cancelled_at": NOW})
+    decisions = run(n, recipients=[recipient(email=None)])  # even before the address check
+    assert {(d.action, d.reason) for d in decisions} == {("skip", "cancelled")}
+
+
+def test_escalation_defers_until_created_at_plus_the_delay_then_sends():
+    rule = DeliveryRule(escalate_after=timedelta(minutes=10))
+    n = notification()
+    waiting = by_channel(plan(n, [recipient()], {}, {}, set(), NOW, RoutingConfig(), rule=rule))
+    assert {(d.action, d.reason, d.not_before) for d in waiting.values()} == {
+        ("defer", "escalation", NOW + timedelta(minutes=10))}
+    later = NOW + timedelta(minutes=10)
+    due = plan(n, [recipient()], {}, {}, set(), later, RoutingConfig(), rule=rule)
+    assert {d.action for d in due} == {"send"}
+    read = plan(n, [recipient()], {}, {}, set(), later, RoutingConfig(), rule=rule, read={ADA})
+    assert {(d.action, d.reason) for d in read} == {("skip", "read_in_app")}
+
+
+def test_escalation_needs_an_in_app_copy():
+    rule = DeliveryRule(escalate_after=timedelta(minutes=10))
+    email_only = notification(delivery=("email",))
+    decisions = plan(email_only, [recipient()], {}, {}, set(), NOW, RoutingConfig(), rule=rule,
+                     read={ADA})
+    assert [d.action for d in decisions] == ["send"]
+
+
+def test_a_throttle_skips_once_the_limit_is_reached_per_channel():
+    rule = DeliveryRule(throttle_limit=3, throttle_window=timedelta(hours=1))
+    decisions = by_channel(plan(notification(), [recipient()], {}, {}, set(), NOW,
+                                RoutingConfig(), rule=rule,
+                                recent_sends={(ADA, "email"): 3, (ADA, "sms"): 2}))
+    assert (decisions["email"].action, decisions["email"].reason) == ("skip", "throttled")
+    assert decisions["sms"].action == "send"
+
+
+def test_an_opt_out_still_comes_before_the_rules():
+    rule = DeliveryRule(throttle_limit=1, throttle_window=timedelta(hours=1))
+    decisions = by_channel(plan(notification(), [recipient()],
+                                {ADA: [pref("*", "email", False)]}, {}, set(), NOW,
+                                RoutingConfig(), rule=rule, recent_sends={(ADA, "email"): 5}))
+    assert decisions["email"].reason == "opted_out"

@@ -34,7 +34,9 @@ from ripple.log import logger
 from ripple.notify.errors import resend_after
 from ripple.notify.exceptions import TemplateError
 from ripple.notify.models import (
+    DELIVERY_CHANNELS,
     Decision,
+    DeliveryRule,
     Notification,
     Preference,
     QuietHours,
@@ -49,6 +51,29 @@ from ripple.notify.unsubscribe import list_unsubscribe_headers, make_token, unsu
 
 LOAD = "select * from public.notifications where id = %s and parent_id is null"
 RECIPIENTS = "select * from public.notification_recipients_for(%s)"
+RULE = """
+select escalate_after, throttle_limit, throttle_window from public.notification_rules
+where type in (%s, '*') order by type = '*' limit 1
+"""
+READ = """
+select user_id from public.notifications
+where (id = %(id)s or parent_id = %(id)s) and read_at is not null and user_id is not null
+"""
+# One planner at a time per throttled type, so two invocations cannot both take the last send.
+THROTTLE_LOCK = "select pg_advisory_xact_lock(hashtextextended('ripple.throttle:' || %s, 0))"
+# Sends of the type per (recipient, channel) inside the window: done, or in flight (queued
+# without a reason; a due delivery keeps its reason until it is sent), this notification's
+# own rows excepted.
+RECENT_SENDS = """
+select d.user_id, d.channel, count(*)::integer as sends
+from public.notification_deliveries d
+join public.notifications n on n.id = d.notification_id
+where n.type = %(type)s and d.notification_id <> %(id)s and d.user_id = any (%(users)s::uuid[])
+  and (d.status in ('sent', 'delivered', 'bounced', 'complained')
+       or (d.status = 'queued' and d.reason is null))
+  and coalesce(d.sent_at, d.created_at) > now() - %(window)s::interval
+group by d.user_id, d.channel
+"""
 CLAIM = """
 insert into public.notification_deliveries
   (notification_id, user_id, channel, address, status, reason, next_attempt_at)
@@ -63,7 +88,8 @@ update public.notification_deliveries d set status = 'queued'
 where d.id in (select x.id from public.notification_deliveries x
                where x.status = 'deferred' and x.next_attempt_at <= now()
                order by x.next_attempt_at limit %s for update skip locked)
-returning d.id, d.notification_id, d.user_id, d.channel, d.address, d.status, d.attempts
+returning d.id, d.notification_id, d.user_id, d.channel, d.address, d.status, d.attempts,
+          d.reason
 """
 RECORD = """
 update public.notification_deliveries
@@ -80,6 +106,9 @@ on conflict (address) do nothing
 """
 PENDING = "select * from realtime.pending_notifications(%s)"
 ACK = "select realtime.ack(%s)"
+
+# A due delivery about to be sent: in flight again, so the throttle counts it.
+IN_FLIGHT = "update public.notification_deliveries set reason = null where id = %s"
 
 STATUS = {"send": "queued", "skip": "skipped", "defer": "deferred", "suppress": "suppressed", "fail": "failed"}
 
@@ -135,31 +164,34 @@ class Courier:
 
     def deliver(self, notification_id: UUID | str, report: Report) -> None:
         """Plan, claim and send every email/SMS of one notification."""
-        loaded = self._load(notification_id)
-        if loaded is None:
-            logger.warning("notification not found", extra={"notification_id": str(notification_id)})
-            return
-        notification, rows = loaded
-        recipients = {r["user_id"]: Recipient.model_validate(r) for r in rows}
-        decisions = self._plan(notification, recipients, rows, _quiet(rows))
-        report.notifications += 1
-        claims = [{"user_id": str(d.user_id), "channel": d.channel, "address": d.address,
-                   "status": STATUS[d.action], "reason": d.reason,
-                   "next_attempt_at": d.not_before.isoformat() if d.not_before else None} for d in decisions]
-        if not claims:
-            return
         with self.db.transaction() as conn:
-            claimed = self.db.execute(conn, CLAIM, (str(notification_id), codec.dumps(claims)))
+            loaded = self._load(conn, notification_id)
+            if loaded is None:
+                logger.warning("notification not found",
+                               extra={"notification_id": str(notification_id)})
+                return
+            decisions = self._plan(conn, loaded, quiet=_quiet(loaded.rows))
+            claims = [{"user_id": str(d.user_id), "channel": d.channel, "address": d.address,
+                       "status": STATUS[d.action], "reason": d.reason,
+                       "next_attempt_at": d.not_before.isoformat() if d.not_before else None}
+                      for d in decisions] + _unknown(loaded)
+            # Claimed in the transaction that counted the throttle's sends (and holds its lock).
+            claimed = self.db.execute(conn, CLAIM, (str(notification_id), codec.dumps(claims))) \
+                if claims else []
+        report.notifications += 1
         for row in claimed:
             if row["status"] != "queued":
                 report.count(row["status"])
-        self._send(notification, recipients, [r for r in claimed if r["status"] == "queued"], report)
+        self._send(loaded.notification, loaded.recipients,
+                   [r for r in claimed if r["status"] == "queued"], report)
 
     def send_due(self, report: Report, limit: int = 100) -> None:
-        """Send deferred deliveries that are due: quiet hours over, or a retry's wait over.
+        """Send deferred deliveries that are due: quiet hours over, a retry's wait over, or an
+        escalation's delay over.
 
         Each is planned again first: a recipient who has gone fails (`recipient_gone`), an
-        opt-out since skips it, a suppressed address suppresses it, a changed address is used.
+        opt-out since skips it, a suppressed address suppresses it, a changed address is used,
+        a cancellation or a read in-app copy skips it, a throttle reached since skips it.
         """
         with self.db.transaction() as conn:
             due = self.db.execute(conn, DUE, (limit,))
@@ -167,40 +199,63 @@ class Courier:
         for row in due:
             by_notification.setdefault(row["notification_id"], []).append(row)
         for notification_id, rows in by_notification.items():
-            loaded = self._load(notification_id)
-            if loaded is None:
-                continue  # deleted since: its deliveries went with it
-            notification, recipient_rows = loaded
-            recipients = {r["user_id"]: Recipient.model_validate(r) for r in recipient_rows}
-            # Quiet hours were honoured when the delivery was deferred: none apply now.
-            decisions = {(d.user_id, d.channel): d
-                         for d in self._plan(notification, recipients, recipient_rows, quiet={})}
-            sendable = []
-            for row in rows:
-                decision = decisions.get((row["user_id"], row["channel"]))
-                if decision is not None and decision.action == "send":
-                    sendable.append({**row, "address": decision.address})
-                    continue
-                outcome = (Outcome("failed", "recipient_gone") if decision is None
-                           else Outcome(STATUS[decision.action], decision.reason))
-                self._record({**row, "address": decision.address if decision else None}, outcome)
-                report.count(outcome.status)
-            self._send(notification, recipients, sendable, report)
+            with self.db.transaction() as conn:
+                loaded = self._load(conn, notification_id)
+                if loaded is None:
+                    continue  # deleted since: its deliveries went with it
+                # Quiet hours were honoured when a delivery was deferred for them or for a
+                # retry; one that waited for its escalation meets them for the first time.
+                waited = {r["user_id"] for r in rows if r.get("reason") == "escalation"}
+                quiet = {u: q for u, q in _quiet(loaded.rows).items() if u in waited}
+                decisions = {(d.user_id, d.channel): d
+                             for d in self._plan(conn, loaded, quiet=quiet)}
+                sendable = []
+                for row in rows:
+                    decision = decisions.get((row["user_id"], row["channel"]))
+                    if decision is not None and decision.action == "send":
+                        sendable.append({**row, "address": decision.address})
+                        continue
+                    outcome = (Outcome("failed", "recipient_gone") if decision is None
+                               else Outcome(STATUS[decision.action], decision.reason,
+                                            retry_in=_seconds_until(decision.not_before)))
+                    self._record({**row, "address": decision.address if decision else None},
+                                 outcome, conn)
+                    report.count(outcome.status)
+                # Marked in flight with the throttle's count, then sent outside the lock.
+                for row in sendable:
+                    self.db.execute(conn, IN_FLIGHT, (str(row["id"]),))
+            self._send(loaded.notification, loaded.recipients, sendable, report)
 
     # -- planning -----------------------------------------------------------------------------
-    def _load(self, notification_id: UUID | str) -> tuple[Notification, list[dict]] | None:
-        with self.db.transaction() as conn:
-            found = self.db.execute(conn, LOAD, (str(notification_id),))
-            if not found:
-                return None
-            rows = self.db.execute(conn, RECIPIENTS, (str(notification_id),))
-        return Notification.model_validate(found[0]), rows
+    def _load(self, conn: Any, notification_id: UUID | str) -> Loaded | None:
+        found = self.db.execute(conn, LOAD, (str(notification_id),))
+        if not found:
+            return None
+        notification = Notification.model_validate(found[0])
+        rows = self.db.execute(conn, RECIPIENTS, (str(notification_id),))
+        rule_rows = self.db.execute(conn, RULE, (notification.type,))
+        rule = DeliveryRule.model_validate(rule_rows[0]) if rule_rows else DeliveryRule()
+        read: set[UUID] = set()
+        if rule.escalate_after is not None:
+            read = {r["user_id"] for r in self.db.execute(conn, READ, {"id": notification.id})}
+        return Loaded(notification, {r["user_id"]: Recipient.model_validate(r) for r in rows},
+                      rows, rule, read)
 
-    def _plan(self, notification: Notification, recipients: dict[UUID, Recipient], rows: list[dict],
-              quiet: dict[Any, QuietHours]) -> list[Decision]:
-        return plan(notification, list(recipients.values()), _preferences(notification, rows),
-                    quiet, _suppressed(rows), dt.datetime.now(dt.UTC),
-                    RoutingConfig(sms_priorities=frozenset(self.config.sms_priorities)))
+    def _plan(self, conn: Any, loaded: Loaded, quiet: dict[Any, QuietHours]) -> list[Decision]:
+        notification, rule = loaded.notification, loaded.rule
+        recent: dict[tuple[UUID, str], int] = {}
+        if rule.throttle_limit is not None and loaded.recipients:
+            self.db.execute(conn, THROTTLE_LOCK, (notification.type,))
+            for r in self.db.execute(conn, RECENT_SENDS, {
+                    "type": notification.type, "id": notification.id,
+                    "users": [str(u) for u in loaded.recipients], "window": rule.throttle_window}):
+                recent[(r["user_id"], r["channel"])] = r["sends"]
+        return plan(notification, list(loaded.recipients.values()),
+                    _preferences(notification, loaded.rows), quiet, _suppressed(loaded.rows),
+                    dt.datetime.now(dt.UTC),
+                    RoutingConfig(sms_priorities=frozenset(self.config.sms_priorities),
+                                  default_region=self.config.phone_default_region),
+                    rule=rule, recent_sends=recent, read=loaded.read)
 
     # -- sending ------------------------------------------------------------------------------
     def _send(self, notification: Notification, recipients: dict[UUID, Recipient],
@@ -246,15 +301,16 @@ class Courier:
                                                        "channel": row["channel"]})
             return Outcome("failed", f"error: {type(exc).__name__}")
 
-    def _record(self, row: dict, outcome: Outcome) -> None:
-        with self.db.transaction() as conn:
-            self.db.execute(conn, RECORD, {
-                "id": str(row["id"]), "status": outcome.status, "reason": outcome.reason,
-                "address": row.get("address"), "provider_message_id": outcome.provider_message_id,
-                "attempts": outcome.attempts, "retry_in": outcome.retry_in})
-            if outcome.suppress and row.get("address"):
-                self.db.execute(conn, SUPPRESS,
-                                {"address": row["address"], "channel": row["channel"]})
+    def _record(self, row: dict, outcome: Outcome, conn: Any = None) -> None:
+        if conn is None:
+            with self.db.transaction() as own:
+                return self._record(row, outcome, own)
+        self.db.execute(conn, RECORD, {
+            "id": str(row["id"]), "status": outcome.status, "reason": outcome.reason,
+            "address": row.get("address"), "provider_message_id": outcome.provider_message_id,
+            "attempts": outcome.attempts, "retry_in": outcome.retry_in})
+        if outcome.suppress and row.get("address"):
+            self.db.execute(conn, SUPPRESS, {"address": row["address"], "channel": row["channel"]})
 
     def _email(self, notification: Notification, recipient: Recipient, address: str,
                tries: int, delivery: str) -> tuple[str, int]:
@@ -274,6 +330,34 @@ class Courier:
         body = fit(self.templates.sms(notification, recipient).body, self.config.sms_max_segments)
         return self.texter.send(phone, body, tries=tries,
                                 transactional=notification.priority in ("high", "urgent"))
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A notification and what planning it needs, read in one transaction."""
+
+    notification: Notification
+    recipients: dict[UUID, Recipient]
+    rows: list[dict]
+    rule: DeliveryRule
+    read: set[UUID]
+
+
+def _unknown(loaded: Loaded) -> list[dict]:
+    # A user-targeted notification whose user the recipients view does not know: each email
+    # and SMS asked for is recorded failed, so the notification does not vanish silently.
+    target = loaded.notification.user_id
+    if target is None or target in loaded.recipients:
+        return []
+    logger.warning("notification recipient unknown", extra={
+        "notification_id": str(loaded.notification.id), "user_id": str(target)})
+    return [{"user_id": str(target), "channel": c, "address": None, "status": "failed",
+             "reason": "recipient_unknown", "next_attempt_at": None}
+            for c in DELIVERY_CHANNELS if c in loaded.notification.delivery_method]
+
+
+def _seconds_until(when: dt.datetime | None) -> float | None:
+    return None if when is None else (when - dt.datetime.now(dt.UTC)).total_seconds()
 
 
 class _Skip(Exception):

@@ -11,12 +11,13 @@ from ripple import codec
 from ripple.db import await_commit
 from ripple.log import logger
 from ripple.notify.delivery import Report, courier
+from ripple.notify.models import Channel
 
 INSERT = """
 insert into public.notifications (organization_id, user_id, role_target, type, title, message,
-                                  priority, delivery_method, action_url, data)
+                                  priority, delivery_method, action_url, data, cancel_key)
 values (%(organization_id)s, %(user_id)s, %(role_target)s, %(type)s, %(title)s, %(message)s,
-        %(priority)s, %(delivery_method)s, %(action_url)s, %(data)s::jsonb)
+        %(priority)s, %(delivery_method)s, %(action_url)s, %(data)s::jsonb, %(cancel_key)s)
 returning id
 """
 
@@ -33,10 +34,13 @@ class NewNotification(BaseModel):
     title: str = Field(min_length=1)
     message: str
     priority: Literal["low", "normal", "high", "urgent"] = "normal"
-    delivery_method: list[Literal["in_app", "email", "sms"]] = Field(default_factory=lambda: ["in_app"],
-                                                                   min_length=1)
+    delivery_method: list[Channel] = Field(default_factory=lambda: list[Channel](["in_app"]),
+                                           min_length=1)
     action_url: str | None = None
     data: dict[str, Any] = Field(default_factory=dict)
+    cancel_key: str | None = Field(None, min_length=1, description=(
+        "Withdraws every email/SMS not yet sent when cancelled: cancel_notifications(key) "
+        "or POST /api/notifications/cancel."))
 
     @model_validator(mode="after")
     def _one_target(self) -> NewNotification:

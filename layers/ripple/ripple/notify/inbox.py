@@ -26,6 +26,8 @@ from ripple.events import HttpEvent
 from ripple.notify.caller import SERVICE, acting_as, caller, user, user_id
 from ripple.notify.exceptions import ApiError
 from ripple.notify.schemas import (
+    Cancellation,
+    CancelRequest,
     CreatedNotification,
     ErrorBody,
     ListQuery,
@@ -37,14 +39,15 @@ from ripple.notify.schemas import (
 )
 
 ITEM = "id, type, title, message, priority, delivery_method, action_url, data, read_at, created_at"
-CREATED = f"{ITEM}, organization_id, user_id, role_target"
+CREATED = f"{ITEM}, organization_id, user_id, role_target, cancel_key"
 INSERT = f"""
 insert into public.notifications (organization_id, user_id, role_target, type, title, message,
-                                  priority, delivery_method, action_url, data)
+                                  priority, delivery_method, action_url, data, cancel_key)
 values (%(organization_id)s, %(user_id)s, %(role_target)s, %(type)s, %(title)s, %(message)s,
-        %(priority)s, %(delivery_method)s, %(action_url)s, %(data)s::jsonb)
+        %(priority)s, %(delivery_method)s, %(action_url)s, %(data)s::jsonb, %(cancel_key)s)
 returning {CREATED}
 """
+CANCEL = "select * from public.cancel_notifications(%s)"
 # An authenticated caller may notify if they are an admin of the organization and the target
 # user (when there is one) is a member of it.
 MAY_NOTIFY = """
@@ -228,6 +231,21 @@ def mark_all_read() -> MarkedRead:
     claims = user(event())
     with acting_as(claims.raw) as run:
         return MarkedRead(updated=run(MARK_ALL)[0]["updated"])
+
+
+@router.post("/api/notifications/cancel", operation_id="cancelNotifications",
+             summary="Withdraw every email/SMS not yet sent of the notifications with a "
+                     "cancel_key (service_role key)", security=SECURED,
+             response_description="How many notifications and deliveries were withdrawn",
+             responses={400: BAD_REQUEST, 401: UNAUTHORIZED,
+                        403: reply("Not the service_role key", ErrorBody), 422: UNPROCESSABLE})
+def cancel_notifications(cancel: Annotated[CancelRequest, Body()]) -> Cancellation:
+    """200 ``Cancellation``: deferred deliveries become skipped / cancelled, and deliveries
+    not planned yet are skipped when they are."""
+    if caller(event()).role != "service_role":
+        raise ApiError(403, "Forbidden: only the service_role key may cancel notifications")
+    with acting_as(SERVICE) as run:
+        return Cancellation.model_validate(run(CANCEL, (cancel.cancel_key,))[0])
 
 
 @router.patch("/api/notifications/<id>", operation_id="updateNotification",

@@ -6,7 +6,7 @@ All models are immutable.
 """
 from __future__ import annotations
 
-from datetime import datetime, time
+from datetime import datetime, time, timedelta
 from typing import Any, Literal, TypeAlias
 from uuid import UUID
 
@@ -30,7 +30,11 @@ Reason: TypeAlias = Literal[
     "no_email_address",            # fail: the recipient has no email
     "invalid_email",               # fail: the email is not an address
     "no_phone_number",             # fail: the recipient has no phone
-    "invalid_phone",               # fail: the phone is not E.164 (see routing.normalize_phone)
+    "invalid_phone",               # fail: not a valid number (see routing.normalize_phone)
+    "cancelled",                   # skip: the notification was cancelled by its cancel_key
+    "read_in_app",                 # skip: the in-app copy was read before escalation was due
+    "throttled",                   # skip: the type's throttle_limit was reached in its window
+    "escalation",                  # defer: waiting for the in-app copy to be read
 ]
 
 
@@ -49,10 +53,25 @@ class Notification(_Model):
     title: str
     message: str
     priority: Priority = "normal"
-    delivery_method: list[Channel] = Field(default_factory=lambda: ["in_app"])
+    delivery_method: list[Channel] = Field(default_factory=lambda: list[Channel](["in_app"]))
     action_url: str | None = None
     data: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime
+    cancel_key: str | None = None
+    cancelled_at: datetime | None = None
+
+
+class DeliveryRule(_Model):
+    """What a ``notification_rules`` row asks of one type's email/SMS (see that table).
+
+    - ``escalate_after``: in-app first; email/SMS only if still unread this long after the
+      notification was created;
+    - ``throttle_limit`` per ``throttle_window``: sends per recipient and channel of the type.
+    """
+
+    escalate_after: timedelta | None = None
+    throttle_limit: int | None = Field(default=None, gt=0)
+    throttle_window: timedelta | None = None
 
 
 class Recipient(_Model):
@@ -108,12 +127,24 @@ class RoutingConfig(_Model):
       interrupt, so by default only high and urgent);
     - ``quiet_hours_bypass``: priorities delivered even inside quiet hours;
     - ``opt_in_channels``: channels that stay off until the user enables them with a
-      preference (where SMS needs prior consent); other channels are on unless disabled.
+      preference (where SMS needs prior consent); other channels are on unless disabled;
+    - ``default_region``: the country (ISO 3166 alpha-2) of phone numbers stored without a
+      ``+``; None refuses such numbers.
     """
 
     sms_priorities: frozenset[Priority] = frozenset({"high", "urgent"})
     quiet_hours_bypass: frozenset[Priority] = frozenset({"urgent"})
     opt_in_channels: frozenset[DeliveryChannel] = frozenset()
+    default_region: str | None = None
+
+    @field_validator("default_region")
+    @classmethod
+    def _known_region(cls, value: str | None) -> str | None:
+        import phonenumbers
+
+        if value is not None and value.upper() not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"{value!r} is not a region phonenumbers knows (ISO 3166 alpha-2)")
+        return value.upper() if value else None
 
 
 class Decision(_Model):

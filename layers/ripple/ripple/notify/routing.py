@@ -4,14 +4,20 @@
 
 1. the channel is in the notification's ``delivery_method`` (others get no decision at all:
    they were never asked for, so there is nothing to record);
-2. SMS goes out only for ``config.sms_priorities`` (high and urgent by default) → skip;
-3. preferences: a row for the notification's type beats a ``'*'`` row for the channel;
+2. a cancelled notification (``cancel_notifications(key)``) → skip ``cancelled``;
+3. SMS goes out only for ``config.sms_priorities`` (high and urgent by default) → skip;
+4. preferences: a row for the notification's type beats a ``'*'`` row for the channel;
    disabled → skip ``opted_out``; no row → on, unless the channel is in
    ``config.opt_in_channels`` → skip ``not_opted_in``. Opt-outs hold even for urgent;
-4. the address: missing or malformed → fail (an error in the recipient's data);
-5. the suppression list → suppress;
-6. quiet hours, unless the priority is in ``config.quiet_hours_bypass`` (urgent) → defer
-   until the window ends.
+5. the address: missing or malformed → fail (an error in the recipient's data);
+6. the suppression list → suppress;
+7. the rule's escalation, once the recipient has read the in-app copy → skip ``read_in_app``;
+8. the rule's throttle: ``throttle_limit`` sends of the type on the channel within
+   ``throttle_window`` already → skip ``throttled``;
+9. quiet hours, unless the priority is in ``config.quiet_hours_bypass`` (urgent) → defer
+   until the window ends;
+10. the rule's escalation, before ``created_at + escalate_after`` → defer ``escalation``
+    until then (the sweep plans it again when due).
 
 Final outcomes come before ``defer`` so nothing is deferred that could never be sent.
 
@@ -28,18 +34,23 @@ Typical use::
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from functools import lru_cache
 from typing import TypeVar
 from uuid import UUID
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+
 from ripple.notify.models import (
     DELIVERY_CHANNELS,
     Action,
     Decision,
     DeliveryChannel,
+    DeliveryRule,
     Notification,
     Plan,
     Preference,
@@ -51,6 +62,7 @@ from ripple.notify.models import (
 
 UTC = UTC
 DEFAULT_CONFIG = RoutingConfig()
+NO_RULE = DeliveryRule()
 T = TypeVar("T")
 
 
@@ -62,6 +74,9 @@ def plan(
     suppressed: Iterable[str],
     now: datetime,
     config: RoutingConfig = DEFAULT_CONFIG,
+    rule: DeliveryRule = NO_RULE,
+    recent_sends: Mapping[tuple[UUID, str], int] | None = None,
+    read: Collection[UUID] = (),
 ) -> Plan:
     """One ``Decision`` per (recipient, requested channel among email and SMS).
 
@@ -69,7 +84,9 @@ def plan(
     planned once, so the decisions can key deliveries by (notification, user, channel).
     ``preferences`` and ``quiet`` are keyed by user id (UUIDs, or their text); ``suppressed``
     holds emails and phone numbers in any accepted spelling. ``now`` must be
-    timezone-aware; ``not_before`` of a deferral is in UTC.
+    timezone-aware; ``not_before`` of a deferral is in UTC. ``rule`` is the type's
+    ``notification_rules`` row; ``recent_sends`` counts, per (user, channel), the sends of the
+    type inside the rule's throttle window; ``read`` holds the users who read the in-app copy.
     """
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError("now must be timezone-aware")
@@ -80,6 +97,7 @@ def plan(
     blocked = _normalized_addresses(suppressed)
     preferences, quiet = _by_user(preferences), _by_user(quiet)
     decisions: Plan = []
+    context = _Context(rule, recent_sends or {}, frozenset(read))
     seen: set[UUID] = set()
     for recipient in recipients:
         if recipient.user_id in seen:
@@ -89,20 +107,33 @@ def plan(
         window = quiet.get(recipient.user_id)
         for channel in channels:
             decisions.append(
-                _decide(notification, recipient, channel, rows, window, blocked, now, config))
+                _decide(notification, recipient, channel, rows, window, blocked, now, config,
+                        context))
     return decisions
+
+
+@dataclass(frozen=True)
+class _Context:
+    rule: DeliveryRule
+    recent_sends: Mapping[tuple[UUID, str], int]
+    read: frozenset[UUID]
+
+    def escalates(self, notification: Notification) -> bool:
+        return self.rule.escalate_after is not None and "in_app" in notification.delivery_method
 
 
 def _decide(notification: Notification, recipient: Recipient, channel: DeliveryChannel,
             rows: Sequence[Preference], window: QuietHours | None, blocked: frozenset[str],
-            now: datetime, config: RoutingConfig) -> Decision:
-    address, problem = _address(recipient, channel)
+            now: datetime, config: RoutingConfig, context: _Context) -> Decision:
+    address, problem = _address(recipient, channel, config.default_region)
 
     def decision(action: Action, reason: Reason | None = None,
                  not_before: datetime | None = None) -> Decision:
         return Decision(recipient=recipient, channel=channel, action=action, reason=reason,
                         address=address, not_before=not_before)
 
+    if notification.cancelled_at is not None:
+        return decision("skip", "cancelled")
     if channel == "sms" and notification.priority not in config.sms_priorities:
         return decision("skip", "sms_requires_high_priority")
     chosen = preference_for(rows, notification.type, channel)
@@ -114,14 +145,25 @@ def _decide(notification: Notification, recipient: Recipient, channel: DeliveryC
         return decision("fail", problem)
     if address in blocked:
         return decision("suppress", "suppressed")
+    rule = context.rule
+    if context.escalates(notification) and recipient.user_id in context.read:
+        return decision("skip", "read_in_app")
+    if (rule.throttle_limit is not None
+            and context.recent_sends.get((recipient.user_id, channel), 0) >= rule.throttle_limit):
+        return decision("skip", "throttled")
     if window is not None and notification.priority not in config.quiet_hours_bypass:
         until = quiet_until(window, recipient.timezone, now)
         if until is not None:
             return decision("defer", "quiet_hours", until)
+    if context.escalates(notification) and rule.escalate_after is not None:
+        due = notification.created_at.astimezone(UTC) + rule.escalate_after
+        if now < due:
+            return decision("defer", "escalation", due)
     return decision("send")
 
 
-def _address(recipient: Recipient, channel: DeliveryChannel) -> tuple[str | None, Reason | None]:
+def _address(recipient: Recipient, channel: DeliveryChannel,
+             default_region: str | None = None) -> tuple[str | None, Reason | None]:
     """The normalized address for ``channel`` and, when unusable, the failure reason."""
     if channel == "email":
         if not recipient.email or not recipient.email.strip():
@@ -130,7 +172,7 @@ def _address(recipient: Recipient, channel: DeliveryChannel) -> tuple[str | None
         return (email, None) if email else (None, "invalid_email")
     if not recipient.phone or not recipient.phone.strip():
         return None, "no_phone_number"
-    phone = normalize_phone(recipient.phone)
+    phone = normalize_phone(recipient.phone, default_region)
     return (phone, None) if phone else (None, "invalid_phone")
 
 
@@ -172,51 +214,53 @@ def preference_for(rows: Iterable[Preference], type: str, channel: str) -> Prefe
 
 # --- addresses ----------------------------------------------------------------------------
 
-_EMAIL = re.compile(r"[^@\s\x00-\x1f\x7f]+@(?:[^@\s\x00-\x1f\x7f.]+\.)+[^@\s\x00-\x1f\x7f.]+")
-# RFC 5321: a forward path holds at most 256 octets including the angle brackets.
-_MAX_EMAIL = 254
-_PHONE_PUNCTUATION = re.compile(r"[\s\-.()]")
-_E164 = re.compile(r"\+[1-9][0-9]{7,14}", re.ASCII)
+_DIALABLE = re.compile(r"\+?[0-9\s\-.()]+")
 
 
 def normalize_email(raw: str) -> str | None:
-    """``raw`` trimmed and lowercased if it looks like ``local@domain.tld``, else None.
+    """``raw`` trimmed and lowercased if ``email-validator`` finds it a valid address, else None.
 
-    The check is deliberately loose (one ``@``, a dotted domain, no whitespace or control
-    characters): the mail provider is the judge of deliverability; this only catches data
-    that can never be an address.
+    Syntax only (no DNS lookup): the mail provider is the judge of deliverability; this only
+    catches data that can never be an address. SES takes 7-bit addresses, so an
+    internationalized domain goes as its punycode form and a non-ASCII local part (SMTPUTF8)
+    is refused. The reserved ``.test`` names pass, for development and tests.
 
     >>> normalize_email("  Ada@Example.COM ")
     'ada@example.com'
     """
-    email = raw.strip().lower()
-    if not _EMAIL.fullmatch(email):
-        return None
-    local, _, domain = email.rpartition("@")
-    # SES takes 7-bit addresses only: an internationalized domain goes as its punycode form; a
-    # non-ASCII local part (SMTPUTF8) cannot be sent at all.
-    if not local.isascii():
-        return None
     try:
-        domain = domain.encode("idna").decode("ascii")
-    except UnicodeError:
+        found = validate_email(raw.strip(), check_deliverability=False, allow_smtputf8=False,
+                               test_environment=True)
+    except EmailNotValidError:
         return None
-    email = f"{local}@{domain}"
-    return email if len(email) <= _MAX_EMAIL else None
+    return (found.ascii_email or found.normalized).lower()
 
 
-def normalize_phone(raw: str) -> str | None:
-    """``raw`` in E.164 (``+`` and 8–15 digits, the first 1–9), or None.
+def normalize_phone(raw: str, default_region: str | None = None) -> str | None:
+    """``raw`` in E.164 if ``phonenumbers`` finds it a valid, dialable number, else None.
 
-    Spaces, dashes, dots and parentheses are dropped, so ``"+1 (415) 555-0100"`` gives
-    ``"+14155550100"``. A number without a leading ``+`` is refused rather than guessed:
-    there is no default country, and guessing one would text a stranger abroad.
+    Punctuation is dropped, so ``"+1 (415) 555-0100"`` gives ``"+14155550100"``; numbers that
+    cannot exist (``+12345678``) and numbers with an extension are refused. A number without a
+    leading ``+`` is refused rather than guessed — guessing a country would text a stranger
+    abroad — unless ``default_region`` (ISO 3166 alpha-2, ``RIPPLE_PHONE_DEFAULT_REGION``) says
+    which country such numbers are in.
 
     >>> normalize_phone("+44 20 7946 0958"), normalize_phone("(415) 555-0100")
     ('+442079460958', None)
+    >>> normalize_phone("(415) 555-0100", default_region="US")
+    '+14155550100'
     """
-    phone = _PHONE_PUNCTUATION.sub("", raw)
-    return phone if _E164.fullmatch(phone) else None
+    text = raw.strip()
+    # Digits and punctuation only: phonenumbers would also read letters (1-800-FLOWERS).
+    if not _DIALABLE.fullmatch(text) or (not text.startswith("+") and default_region is None):
+        return None
+    try:
+        number = phonenumbers.parse(text, None if text.startswith("+") else default_region)
+    except phonenumbers.NumberParseException:
+        return None
+    if number.extension or not phonenumbers.is_valid_number(number):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
 # --- quiet hours --------------------------------------------------------------------------

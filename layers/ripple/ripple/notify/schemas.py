@@ -57,10 +57,18 @@ class NotificationRequest(NewNotification):
         if len(self.type.encode()) > _MAX_TYPE_BYTES:
             raise ValueError(f"type must be at most {_MAX_TYPE_BYTES} bytes of UTF-8")
         texts = [self.type, self.title, self.message, self.action_url or "",
-                 *(self.role_target or ())]
+                 self.cancel_key or "", *(self.role_target or ())]
         if any("\x00" in text for text in texts):
             raise ValueError("text fields must not contain NUL characters")
         return self
+
+
+class CancelRequest(BaseModel):
+    """The body of ``POST /api/notifications/cancel``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cancel_key: str = Field(min_length=1, description="The notifications' `cancel_key`.")
 
 
 class ReadUpdate(BaseModel):
@@ -95,6 +103,14 @@ class CreatedNotification(NotificationItem):
     organization_id: UUID | None
     user_id: UUID | None
     role_target: list[str] | None
+    cancel_key: str | None = None
+
+
+class Cancellation(BaseModel):
+    """What a cancellation withdrew: notifications newly cancelled, deliveries skipped."""
+
+    notifications: int
+    deliveries: int
 
 
 class NotificationPage(BaseModel):

@@ -1,0 +1,77 @@
+-- Delivery rules per notification type: in-app first with escalation, throttles; and
+-- cancellation by key. The delivery function reads the rule of a notification's type (or the
+-- '*' rule) each time it plans, so a changed rule applies to what is not yet sent.
+--
+--   escalate_after    email/SMS wait this long after the notification was created and go out
+--                     only if the in-app copy is still unread then (reading it records the
+--                     waiting deliveries skipped / read_in_app); needs in_app in delivery_method
+--   throttle_limit,   at most throttle_limit email (and, separately, SMS) sends per recipient of
+--   throttle_window   this type within throttle_window; the rest are skipped / throttled
+
+create table if not exists public.notification_rules (
+  type text primary key check (octet_length(type) between 1 and 200),
+  escalate_after interval check (escalate_after > interval '0'),
+  throttle_limit integer check (throttle_limit > 0),
+  throttle_window interval check (throttle_window > interval '0'),
+  constraint notification_rules_throttle_check
+    check ((throttle_limit is null) = (throttle_window is null))
+);
+
+alter table public.notifications add column if not exists cancel_key text;
+alter table public.notifications add column if not exists cancelled_at timestamptz;
+create index if not exists notifications_cancel_key_idx
+  on public.notifications (cancel_key) where cancel_key is not null;
+
+-- Sends counted by the throttle: by recipient, channel and time.
+create index if not exists notification_deliveries_user_channel_sent_idx
+  on public.notification_deliveries (user_id, channel, sent_at) where sent_at is not null;
+
+-- Withdraws every delivery of the notifications with this cancel_key that has not gone out:
+-- deferred ones (quiet hours, escalation pending, retries) become skipped / cancelled, and
+-- the notifications are marked so that deliveries not yet planned are skipped too. In-app
+-- copies stay in their inboxes. Returns how many notifications and deliveries it withdrew.
+create or replace function public.cancel_notifications(key text)
+returns table (notifications integer, deliveries integer)
+language plpgsql security definer set search_path = '' as $$
+declare
+  n integer;
+  d integer;
+begin
+  update public.notifications x set cancelled_at = now()
+  where x.cancel_key = cancel_notifications.key and x.parent_id is null and x.cancelled_at is null;
+  get diagnostics n = row_count;
+  update public.notification_deliveries y set status = 'skipped', reason = 'cancelled',
+                                              next_attempt_at = null
+  where y.status = 'deferred'
+    and y.notification_id in (select x.id from public.notifications x
+                              where x.cancel_key = cancel_notifications.key
+                                and x.parent_id is null);
+  get diagnostics d = row_count;
+  return query select n, d;
+end
+$$;
+
+-- Reading the in-app copy (REST or SQL) withdraws the email/SMS still waiting to escalate it.
+create or replace function public.notifications_read_cancels_escalation() returns trigger
+language plpgsql security definer set search_path = '' as $$
+begin
+  update public.notification_deliveries d set status = 'skipped', reason = 'read_in_app',
+                                              next_attempt_at = null
+  where d.notification_id = coalesce(new.parent_id, new.id) and d.user_id = new.user_id
+    and d.status = 'deferred' and d.reason = 'escalation';
+  return null;
+end
+$$;
+
+create or replace trigger notifications_read_cancels_escalation
+  after update of read_at on public.notifications
+  for each row when (old.read_at is null and new.read_at is not null and new.user_id is not null)
+  execute function public.notifications_read_cancels_escalation();
+
+alter table public.notification_rules enable row level security;
+revoke all on public.notification_rules from public, anon, authenticated;
+grant all on public.notification_rules to service_role;
+revoke all on function public.cancel_notifications(text),
+                       public.notifications_read_cancels_escalation()
+  from public, anon, authenticated;
+grant execute on function public.cancel_notifications(text) to service_role;
