@@ -32,6 +32,8 @@ create table if not exists public.notifications (
   action_url text,
   data jsonb not null default '{}',
   read_at timestamptz,
+  seen_at timestamptz,
+  archived_at timestamptz,
   created_at timestamptz not null default now(),
   constraint notifications_target_check
     check ((user_id is null) <> (role_target is null)),
@@ -44,6 +46,10 @@ create table if not exists public.notifications (
   constraint notifications_delivery_method_check
     check (cardinality(delivery_method) > 0 and delivery_method <@ array['in_app', 'email', 'sms'])
 );
+
+-- The inbox states beside read_at, for databases created before them.
+alter table public.notifications add column if not exists seen_at timestamptz;
+alter table public.notifications add column if not exists archived_at timestamptz;
 
 -- A type names templates and travels inside signed unsubscribe links: at most 200 bytes.
 do $$ begin
@@ -323,8 +329,8 @@ alter table public.notification_settings enable row level security;
 alter table public.notification_deliveries enable row level security;
 alter table public.notification_suppressions enable row level security;
 
--- A user's inbox: their own rows that are in-app messages. Users mark them read (the only
--- column they may update) and delete them; they never insert.
+-- A user's inbox: their own rows that are in-app messages. Users mark them read, seen or
+-- archived (the only columns they may update) and delete them; they never insert.
 drop policy if exists "notifications: read own" on public.notifications;
 create policy "notifications: read own" on public.notifications for select to authenticated
   using (user_id = (select auth.uid()) and 'in_app' = any (delivery_method));
@@ -358,7 +364,7 @@ revoke all on public.notifications, public.notification_preferences, public.noti
               public.notification_unread_counts
   from public, anon, authenticated;
 grant select, delete on public.notifications to authenticated;
-grant update (read_at) on public.notifications to authenticated;
+grant update (read_at, seen_at, archived_at) on public.notifications to authenticated;
 grant select, insert, update, delete on public.notification_preferences, public.notification_settings
   to authenticated;
 grant select on public.notification_deliveries, public.notification_unread_counts to authenticated;

@@ -93,7 +93,7 @@ def test_a_user_pages_through_only_their_own_inbox(stack, db):
     assert status == 200 and len(page["items"]) == 20 and page["next_cursor"]
     item = page["items"][0]
     assert set(item) == {"id", "type", "title", "message", "priority", "delivery_method", "action_url",
-                         "data", "read_at", "created_at"}
+                         "data", "read_at", "seen_at", "archived_at", "created_at"}
 
 
 def test_type_and_read_filters(stack, db):
@@ -346,6 +346,8 @@ def test_the_openapi_document_lists_every_route_served(stack):
     assert documented == {
         ("GET", "/api/notifications"), ("POST", "/api/notifications"),
         ("POST", "/api/notifications/mark-all-read"), ("POST", "/api/notifications/cancel"),
+        ("POST", "/api/notifications/mark-all-seen"), ("POST", "/api/notifications/mark-all-archived"),
+        ("GET", "/api/notifications/counts"),
         ("PATCH", "/api/notifications/{id}"),
         ("DELETE", "/api/notifications/{id}"), ("GET", "/api/unsubscribe"),
         ("POST", "/api/unsubscribe"), ("GET", "/api/openapi.json")}

@@ -347,13 +347,13 @@ def _unknown(loaded: Loaded) -> list[dict]:
     # A user-targeted notification whose user the recipients view does not know: each email
     # and SMS asked for is recorded failed, so the notification does not vanish silently.
     target = loaded.notification.user_id
-    if target is None or target in loaded.recipients:
+    channels = [c for c in DELIVERY_CHANNELS if c in loaded.notification.delivery_method]
+    if target is None or target in loaded.recipients or not channels:
         return []
     logger.warning("notification recipient unknown", extra={
         "notification_id": str(loaded.notification.id), "user_id": str(target)})
     return [{"user_id": str(target), "channel": c, "address": None, "status": "failed",
-             "reason": "recipient_unknown", "next_attempt_at": None}
-            for c in DELIVERY_CHANNELS if c in loaded.notification.delivery_method]
+             "reason": "recipient_unknown", "next_attempt_at": None} for c in channels]
 
 
 def _seconds_until(when: dt.datetime | None) -> float | None:

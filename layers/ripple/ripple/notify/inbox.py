@@ -26,19 +26,21 @@ from ripple.events import HttpEvent
 from ripple.notify.caller import SERVICE, acting_as, caller, user, user_id
 from ripple.notify.exceptions import ApiError
 from ripple.notify.schemas import (
+    BadgeCounts,
     Cancellation,
     CancelRequest,
     CreatedNotification,
     ErrorBody,
+    InboxUpdate,
     ListQuery,
     MarkedRead,
     NotificationItem,
     NotificationPage,
     NotificationRequest,
-    ReadUpdate,
 )
 
-ITEM = "id, type, title, message, priority, delivery_method, action_url, data, read_at, created_at"
+ITEM = ("id, type, title, message, priority, delivery_method, action_url, data, read_at, "
+        "seen_at, archived_at, created_at")
 CREATED = f"{ITEM}, organization_id, user_id, role_target, cancel_key"
 INSERT = f"""
 insert into public.notifications (organization_id, user_id, role_target, type, title, message,
@@ -58,21 +60,38 @@ select exists (select 1 from public.notification_recipients_v r
        or exists (select 1 from public.notification_recipients_v r
                   where r.user_id = %(target)s::uuid and r.organization_id = %(org)s) as member
 """
+# A state left out (null) keeps its time; reading also marks seen; setting one twice keeps
+# the first time.
 MARK = f"""
 update public.notifications
-set read_at = case when %(read)s then coalesce(read_at, now()) end
+set read_at = case when %(read)s::boolean is null then read_at
+                   when %(read)s then coalesce(read_at, now()) end,
+    seen_at = case when %(seen)s::boolean is not null
+                   then case when %(seen)s then coalesce(seen_at, now()) end
+                   when %(read)s then coalesce(seen_at, now()) else seen_at end,
+    archived_at = case when %(archived)s::boolean is null then archived_at
+                       when %(archived)s then coalesce(archived_at, now()) end
 where id = %(id)s
 returning {ITEM}
 """
 DELETE = "delete from public.notifications where id = %s returning id"
-# RLS already limits the update to the caller's rows; the user_id term uses the unread index.
-MARK_ALL = """
+# RLS already limits the updates to the caller's rows; the user_id term uses the user indexes.
+MARK_ALL = {
+    "read": "read_at = now(), seen_at = coalesce(seen_at, now()) where read_at is null",
+    "seen": "seen_at = now() where seen_at is null",
+    "archived": "archived_at = now() where archived_at is null",
+}
+MARK_ALL_STATEMENT = """
 with marked as (
-  update public.notifications set read_at = now()
-  where read_at is null and user_id = (select auth.uid())
+  update public.notifications set {change} and user_id = (select auth.uid())
   returning 1
 )
 select count(*)::integer as updated from marked
+"""
+COUNTS = """
+select count(*) filter (where seen_at is null)::integer as unseen,
+       count(*) filter (where read_at is null)::integer as unread
+from public.notifications where archived_at is null and user_id = (select auth.uid())
 """
 
 # The OpenAPI description of each route: who may call it and what it answers.
@@ -140,11 +159,13 @@ def page_statement(query: ListQuery, after: Cursor | None) -> tuple[str, dict]:
         params["type"] = query.type
     if query.read_filter is not None:
         where.append("read_at is not null" if query.read_filter else "read_at is null")
+    if query.seen_filter is not None:
+        where.append("seen_at is not null" if query.seen_filter else "seen_at is null")
+    where.append("archived_at is not null" if query.archived == "true" else "archived_at is null")
     if after is not None:
         where.append("(created_at, id) < (%(after_at)s, %(after_id)s)")
         params.update(after_at=after.created_at, after_id=after.id)
-    clause = f"where {' and '.join(where)} " if where else ""
-    return (f"select {ITEM} from public.notifications {clause}"
+    return (f"select {ITEM} from public.notifications where {' and '.join(where)} "
             "order by created_at desc, id desc limit %(limit)s"), params
 
 
@@ -222,15 +243,49 @@ def create_notification(new: Annotated[NotificationRequest, Body()]) -> CreatedN
     return CreatedNotification.model_validate(row)
 
 
+def _mark_all(state: str) -> MarkedRead:
+    claims = user(event())
+    with acting_as(claims.raw) as run:
+        sql = MARK_ALL_STATEMENT.format(change=MARK_ALL[state])
+        return MarkedRead(updated=run(sql)[0]["updated"])
+
+
 @router.post("/api/notifications/mark-all-read", operation_id="markAllNotificationsRead",
-             summary="Mark every unread notification of the caller read", security=SECURED,
-             response_description="How many were marked",
+             summary="Mark every unread notification of the caller read (and seen)",
+             security=SECURED, response_description="How many were marked",
              responses={401: UNAUTHORIZED, 403: NOT_USER})
 def mark_all_read() -> MarkedRead:
     """200 ``MarkedRead``: how many of the caller's unread notifications are now read."""
+    return _mark_all("read")
+
+
+@router.post("/api/notifications/mark-all-seen", operation_id="markAllNotificationsSeen",
+             summary="Mark every unseen notification of the caller seen (the badge's reset)",
+             security=SECURED, response_description="How many were marked",
+             responses={401: UNAUTHORIZED, 403: NOT_USER})
+def mark_all_seen() -> MarkedRead:
+    """200 ``MarkedRead``: how many of the caller's unseen notifications are now seen."""
+    return _mark_all("seen")
+
+
+@router.post("/api/notifications/mark-all-archived", operation_id="archiveAllNotifications",
+             summary="Move every notification of the caller's inbox to the archive",
+             security=SECURED, response_description="How many were archived",
+             responses={401: UNAUTHORIZED, 403: NOT_USER})
+def mark_all_archived() -> MarkedRead:
+    """200 ``MarkedRead``: how many of the caller's notifications are now archived."""
+    return _mark_all("archived")
+
+
+@router.get("/api/notifications/counts", operation_id="countNotifications",
+            summary="The caller's badge counts: unseen and unread notifications of the inbox",
+            security=SECURED, response_description="The counts",
+            responses={401: UNAUTHORIZED, 403: NOT_USER})
+def counts() -> BadgeCounts:
+    """200 ``BadgeCounts``; the same numbers ``notification_badges`` pushes live."""
     claims = user(event())
     with acting_as(claims.raw) as run:
-        return MarkedRead(updated=run(MARK_ALL)[0]["updated"])
+        return BadgeCounts.model_validate(run(COUNTS)[0])
 
 
 @router.post("/api/notifications/cancel", operation_id="cancelNotifications",
@@ -249,17 +304,19 @@ def cancel_notifications(cancel: Annotated[CancelRequest, Body()]) -> Cancellati
 
 
 @router.patch("/api/notifications/<id>", operation_id="updateNotification",
-              summary="Mark one of the caller's notifications read or unread", security=SECURED,
+              summary="Mark one of the caller's notifications read, unread, seen, unseen, "
+                      "archived or back in the inbox", security=SECURED,
               response_description="The updated notification",
               responses={400: BAD_REQUEST, 401: UNAUTHORIZED, 403: NOT_USER, 404: NOT_FOUND,
                          422: UNPROCESSABLE})
 def update_notification(id: NotificationId,
-                        update: Annotated[ReadUpdate, Body()]) -> NotificationItem:
-    """200 ``NotificationItem`` with ``read_at`` set (kept if already read) or cleared."""
+                        update: Annotated[InboxUpdate, Body()]) -> NotificationItem:
+    """200 ``NotificationItem`` with the states asked for set (a time kept if already set) or
+    cleared."""
     claims = user(event())
     id_ = notification_id(id)
     with acting_as(claims.raw) as run:
-        rows = run(MARK, {"read": update.read, "id": id_})
+        rows = run(MARK, {**update.model_dump(), "id": id_})
     if not rows:
         raise ApiError(404, f"Not Found: no notification {id_} in your inbox")
     return NotificationItem.model_validate(rows[0])

@@ -27,6 +27,10 @@ class ListQuery(BaseModel):
     type: str | None = Field(None, min_length=1, description="Only notifications of this type.")
     read: Literal["true", "false"] | None = Field(
         None, description="`true`: only read notifications; `false`: only unread ones.")
+    seen: Literal["true", "false"] | None = Field(
+        None, description="`true`: only seen notifications; `false`: only unseen ones.")
+    archived: Literal["true", "false"] = Field(
+        "false", description="`true`: the archive; `false` (the default): the inbox.")
     limit: int = Field(20, ge=1, le=100, description="Page size.")
     cursor: str | None = Field(None, min_length=1,
                                description="The `next_cursor` of the previous page.")
@@ -42,6 +46,11 @@ class ListQuery(BaseModel):
     def read_filter(self) -> bool | None:
         """True for read only, False for unread only, None for both."""
         return None if self.read is None else self.read == "true"
+
+    @property
+    def seen_filter(self) -> bool | None:
+        """True for seen only, False for unseen only, None for both."""
+        return None if self.seen is None else self.seen == "true"
 
 
 class NotificationRequest(NewNotification):
@@ -71,12 +80,22 @@ class CancelRequest(BaseModel):
     cancel_key: str = Field(min_length=1, description="The notifications' `cancel_key`.")
 
 
-class ReadUpdate(BaseModel):
-    """The body of ``PATCH /api/notifications/{id}``."""
+class InboxUpdate(BaseModel):
+    """The body of ``PATCH /api/notifications/{id}``: the states to set, at least one."""
 
     model_config = ConfigDict(extra="forbid")
 
-    read: StrictBool = Field(description="`true` marks the notification read, `false` unread.")
+    read: StrictBool | None = Field(None, description=(
+        "`true` marks the notification read (and seen), `false` unread."))
+    seen: StrictBool | None = Field(None, description="`true` marks it seen, `false` unseen.")
+    archived: StrictBool | None = Field(None, description=(
+        "`true` moves it to the archive, `false` back to the inbox."))
+
+    @model_validator(mode="after")
+    def _something(self) -> InboxUpdate:
+        if self.read is None and self.seen is None and self.archived is None:
+            raise ValueError("give at least one of read, seen and archived")
+        return self
 
 
 # -- responses ----------------------------------------------------------------------------------
@@ -94,6 +113,8 @@ class NotificationItem(BaseModel):
     action_url: str | None
     data: dict[str, Any]
     read_at: datetime | None
+    seen_at: datetime | None
+    archived_at: datetime | None
     created_at: datetime
 
 
@@ -121,9 +142,16 @@ class NotificationPage(BaseModel):
 
 
 class MarkedRead(BaseModel):
-    """How many unread notifications were marked read."""
+    """How many notifications a mark-all route changed."""
 
     updated: int
+
+
+class BadgeCounts(BaseModel):
+    """The caller's in-app notifications (archive excluded) not yet seen and not yet read."""
+
+    unseen: int
+    unread: int
 
 
 class Unsubscribed(BaseModel):
