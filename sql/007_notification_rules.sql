@@ -75,3 +75,28 @@ revoke all on function public.cancel_notifications(text),
                        public.notifications_read_cancels_escalation()
   from public, anon, authenticated;
 grant execute on function public.cancel_notifications(text) to service_role;
+
+-- Digests. digest_window: email/SMS of this type that would go out now wait as one digest per
+-- recipient, channel and key, sent when the window (opened by the first of them) closes, with
+-- every member listed to its template. digest_key names the batch: '{type}' (the default),
+-- or a template of {type}, {organization_id} and {data.<field>} such as
+-- '{type}:{organization_id}'. A digest is one delivery row (deferred / digest until it is
+-- sent); each member's row is skipped / digested with digest_id naming it. In-app copies stay
+-- one per notification. With a throttle too, what the throttle holds back joins the digest.
+alter table public.notification_rules add column if not exists digest_window interval;
+alter table public.notification_rules add column if not exists digest_key text;
+do $$ begin
+  alter table public.notification_rules add constraint notification_rules_digest_check
+    check (digest_window > interval '0' and (digest_key is null or digest_key <> '')
+           or digest_window is null and digest_key is null);
+exception when duplicate_object then null;
+end $$;
+
+alter table public.notification_deliveries add column if not exists digest_key text;
+alter table public.notification_deliveries add column if not exists digest_id uuid
+  references public.notification_deliveries (id) on delete set null;
+create index if not exists notification_deliveries_open_digest_idx
+  on public.notification_deliveries (digest_key, user_id, channel)
+  where status = 'deferred' and reason = 'digest';
+create index if not exists notification_deliveries_digest_idx
+  on public.notification_deliveries (digest_id) where digest_id is not null;

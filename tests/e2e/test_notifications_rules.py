@@ -7,7 +7,7 @@ import time
 import uuid
 
 from ripple.notify.handler import NotifyEvent, on_event
-from tests.e2e.test_notifications import deliveries, mailbox, user_token, wait_for
+from tests.e2e.test_notifications import deliveries, mailbox, school, user_token, wait_for  # noqa: F401
 from tests.e2e.test_notifications_api import call_json
 
 
@@ -155,3 +155,63 @@ def test_duplicate_wake_ups_send_once_under_every_rule(stack, db):
     time.sleep(1.5)
     assert reasons(db, ids[2])[(user, "email")] == ("skipped", "cancelled")
     assert len(mailbox(stack, to=address)) == 2
+
+
+def test_a_digest_of_eight_enrollments_is_one_email_per_admin(stack, school):
+    db, org, admins = school["db"], school["org"], school["admins"]
+    db.execute("insert into notification_rules (type, digest_window, digest_key) "
+               "values ('enrollment.created', '3 seconds', '{type}:{organization_id}')")
+    try:
+        for n in range(8):
+            student = db.execute("insert into students (organization_id, full_name) "
+                                 "values (%s, %s) returning id", (org, f"Student {n}")).fetchone()[0]
+            db.execute("insert into student_group_enrollments (student_id, group_id) "
+                       "values (%s, %s)", (student, school["group"]))
+        originals = [r[0] for r in db.execute(
+            "select id from notifications where organization_id = %s and parent_id is null "
+            "and type = 'enrollment.created' order by created_at", (org,)).fetchall()]
+        assert len(originals) == 8
+        # In-app copies stay one per enrollment.
+        assert db.execute("select count(*) from notifications where parent_id = any(%s)",
+                          (originals,)).fetchone() == (16,)
+
+        def mails(admin):
+            address = f"admin{admins.index(admin)}.{org[:8]}@school.test"
+            return [m for m in mailbox(stack, channel="email") if address in m["to"].lower()]
+
+        wait_for(lambda: all(len(mails(a)) == 1 for a in admins))
+        for admin in admins:
+            (mail,) = mails(admin)
+            assert mail["subject"] == "Student 0 and 7 others enrolled in Piano"
+            assert all(f"Student {n} enrolled in Piano" in mail["text"] for n in range(8))
+            rows = db.execute(
+                "select id, status, reason, digest_id from notification_deliveries "
+                "where user_id = %s and notification_id = any(%s)", (admin, originals)).fetchall()
+            (leader,) = [r for r in rows if r[1] == "sent"]
+            members = [r for r in rows if r[1] != "sent"]
+            assert len(members) == 7
+            assert {(r[1], r[2], r[3]) for r in members} == {("skipped", "digested", leader[0])}
+        # Duplicate wake-ups and sweeps send nothing more.
+        for id_ in originals:
+            on_event(NotifyEvent(notification_id=id_))
+        on_event(NotifyEvent(sweep=True))
+        time.sleep(1.5)
+        assert all(len(mails(a)) == 1 for a in admins)
+    finally:
+        db.execute("delete from notification_rules where type = 'enrollment.created'")
+
+
+def test_what_a_throttle_holds_back_is_folded_into_the_digest(stack, db):
+    type = rule(db, throttle_limit=1, throttle_window="1 hour", digest_window="2 seconds")
+    user, address = person(db)
+    first = notify(db, user, type)
+    wait_for(lambda: deliveries(db, first).get((user, "email")) == "sent")  # a digest of one
+    later = [notify(db, user, type) for _ in range(3)]
+    # The throttle is used up: the three wait as one digest, which stays open while throttled.
+    wait_for(lambda: sorted(reasons(db, n)[(user, "email")][1] or "" for n in later
+                            if (user, "email") in reasons(db, n)) == ["digest", "digested", "digested"])
+    time.sleep(3)
+    assert len(mailbox(stack, to=address)) == 1
+    db.execute("delete from notification_deliveries where notification_id = %s", (first,))
+    wait_for(lambda: len(mailbox(stack, to=address)) == 2)
+    assert [m["subject"] for m in mailbox(stack, to=address)].count("Title and 2 more") == 1

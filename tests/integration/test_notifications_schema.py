@@ -127,11 +127,14 @@ def test_quiet_hours_need_a_real_time_zone(db):
 
 def test_one_delivery_per_notification_recipient_and_channel(db):
     user = uuid.uuid4()
-    notification = notify(db, user=user, delivery_method=["in_app", "email"])
     insert = ("insert into notification_deliveries (notification_id, user_id, channel) "
               "values (%s, %s, %s)")
-    db.execute(insert, (notification, user, "email"))
-    db.execute(insert, (notification, user, "in_app"))
+    # In the notification's own transaction: the delivery function, woken at commit, finds
+    # these rows claimed (it would record the unknown user's email failed otherwise).
+    with db.transaction():
+        notification = notify(db, user=user, delivery_method=["in_app", "email"])
+        db.execute(insert, (notification, user, "email"))
+        db.execute(insert, (notification, user, "in_app"))
     with pytest.raises(errors.UniqueViolation):
         db.execute(insert, (notification, user, "email"))
     with pytest.raises(errors.CheckViolation):

@@ -5,10 +5,10 @@ import doctest
 
 import pytest
 
-from ripple.notify import errors, routing, sms, templates, unsubscribe
+from ripple.notify import digest, errors, routing, sms, templates, unsubscribe
 
 
-@pytest.mark.parametrize("module", [errors, routing, sms, templates, unsubscribe],
+@pytest.mark.parametrize("module", [digest, errors, routing, sms, templates, unsubscribe],
                          ids=lambda m: m.__name__)
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)

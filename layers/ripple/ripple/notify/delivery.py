@@ -21,6 +21,7 @@ tag) settles it later.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -31,6 +32,7 @@ from ripple.aws import clients
 from ripple.config import Settings, settings
 from ripple.db import Database
 from ripple.log import logger
+from ripple.notify import digest
 from ripple.notify.errors import resend_after
 from ripple.notify.exceptions import TemplateError
 from ripple.notify.models import (
@@ -52,7 +54,8 @@ from ripple.notify.unsubscribe import list_unsubscribe_headers, make_token, unsu
 LOAD = "select * from public.notifications where id = %s and parent_id is null"
 RECIPIENTS = "select * from public.notification_recipients_for(%s)"
 RULE = """
-select escalate_after, throttle_limit, throttle_window from public.notification_rules
+select escalate_after, throttle_limit, throttle_window, digest_window, digest_key
+from public.notification_rules
 where type in (%s, '*') order by type = '*' limit 1
 """
 READ = """
@@ -76,10 +79,13 @@ group by d.user_id, d.channel
 """
 CLAIM = """
 insert into public.notification_deliveries
-  (notification_id, user_id, channel, address, status, reason, next_attempt_at)
-select %s, r.user_id, r.channel, r.address, r.status, r.reason, r.next_attempt_at
+  (notification_id, user_id, channel, address, status, reason, next_attempt_at, digest_key,
+   digest_id)
+select %s, r.user_id, r.channel, r.address, r.status, r.reason, r.next_attempt_at, r.digest_key,
+       r.digest_id
 from jsonb_to_recordset(%s::jsonb)
-  as r(user_id uuid, channel text, address text, status text, reason text, next_attempt_at timestamptz)
+  as r(user_id uuid, channel text, address text, status text, reason text,
+       next_attempt_at timestamptz, digest_key text, digest_id uuid)
 on conflict (notification_id, user_id, channel) do nothing
 returning id, user_id, channel, address, status, attempts
 """
@@ -174,7 +180,10 @@ class Courier:
             claims = [{"user_id": str(d.user_id), "channel": d.channel, "address": d.address,
                        "status": STATUS[d.action], "reason": d.reason,
                        "next_attempt_at": d.not_before.isoformat() if d.not_before else None}
-                      for d in decisions] + _unknown(loaded)
+                      for d in decisions]
+            if loaded.rule.digest_window is not None and claims:
+                claims = self._fold(conn, loaded, claims)
+            claims += _unknown(loaded)
             # Claimed in the transaction that counted the throttle's sends (and holds its lock).
             claimed = self.db.execute(conn, CLAIM, (str(notification_id), codec.dumps(claims))) \
                 if claims else []
@@ -212,6 +221,16 @@ class Courier:
                 sendable = []
                 for row in rows:
                     decision = decisions.get((row["user_id"], row["channel"]))
+                    if row.get("reason") == "digest":
+                        events, ended = self._digest(conn, loaded, row, decision)
+                        if ended is None and decision is not None:
+                            sendable.append({**row, "address": decision.address,
+                                             "events": events})
+                            continue
+                        if ended is not None:
+                            self._record({**row, "address": None}, ended, conn)
+                            report.count(ended.status)
+                            continue
                     if decision is not None and decision.action == "send":
                         sendable.append({**row, "address": decision.address})
                         continue
@@ -257,6 +276,35 @@ class Courier:
                                   default_region=self.config.phone_default_region),
                     rule=rule, recent_sends=recent, read=loaded.read)
 
+    def _fold(self, conn: Any, loaded: Loaded, claims: list[dict]) -> list[dict]:
+        """Claims turned into digest leaders and members, under the batch key's lock."""
+        rule = loaded.rule
+        assert rule.digest_window is not None
+        key = digest.batch_key(rule.digest_key, loaded.notification)
+        self.db.execute(conn, digest.LOCK, (key,))
+        open_digests = {(str(r["user_id"]), r["channel"]): r["id"] for r in self.db.execute(
+            conn, digest.OPEN, {"key": key, "users": [c["user_id"] for c in claims]})}
+        return digest.fold(claims, open_digests, key, rule.digest_window,
+                           dt.datetime.now(dt.UTC), throttled_too=rule.throttle_limit is not None)
+
+    def _digest(self, conn: Any, loaded: Loaded, row: dict,
+                decision: Decision | None) -> tuple[list[Notification], Outcome | None]:
+        """A due digest's notifications, or the outcome that ends (or re-defers) it instead."""
+        events = digest.events(loaded.notification,
+                               self.db.execute(conn, digest.MEMBERS, (str(row["id"]),)))
+        if decision is None:
+            return [], Outcome("failed", "recipient_gone")
+        window = loaded.rule.digest_window
+        if decision.reason == "throttled" and window is not None:
+            # Held back by the throttle: the digest stays open for another window.
+            return [], Outcome("deferred", "digest", retry_in=window.total_seconds())
+        sendable = decision.action == "send" or (decision.reason == "cancelled"
+                                                 and decision.address is not None)
+        if not events or not sendable:
+            return [], Outcome(STATUS[decision.action], decision.reason or "cancelled",
+                               retry_in=_seconds_until(decision.not_before))
+        return events, None
+
     # -- sending ------------------------------------------------------------------------------
     def _send(self, notification: Notification, recipients: dict[UUID, Recipient],
               claimed: list[dict], report: Report) -> None:
@@ -273,11 +321,13 @@ class Courier:
         try:
             if recipient is None:
                 return Outcome("failed", "recipient_gone")
+            events = row.get("events") or ()
             if row["channel"] == "email":
                 message_id, attempts = self._email(notification, recipient, row["address"], tries,
-                                                   str(row["id"]))
+                                                   str(row["id"]), events)
             else:
-                message_id, attempts = self._sms(notification, recipient, row["address"], tries)
+                message_id, attempts = self._sms(notification, recipient, row["address"], tries,
+                                                 events)
             return Outcome("sent", provider_message_id=message_id, attempts=attempts)
         except _Skip as skip:
             return Outcome(skip.status, skip.reason, suppress=skip.status == "suppressed")
@@ -313,21 +363,23 @@ class Courier:
             self.db.execute(conn, SUPPRESS, {"address": row["address"], "channel": row["channel"]})
 
     def _email(self, notification: Notification, recipient: Recipient, address: str,
-               tries: int, delivery: str) -> tuple[str, int]:
+               tries: int, delivery: str,
+               events: Sequence[Notification] = ()) -> tuple[str, int]:
         if not self.mailer.sender:
             raise _Skip("failed", "email_not_configured")
         link = unsubscribe_url(f"{self.config.public_url}/api/unsubscribe",
                                make_token(recipient.user_id, notification.type, "email", self.secret,
                                           dt.datetime.now(dt.UTC)))
-        rendered = self.templates.email(notification, recipient, link)
+        rendered = self.templates.email(notification, recipient, link, digest=events)
         return self.mailer.send(address, recipient.full_name, rendered,
                                 list_unsubscribe_headers(link), tries=tries, delivery=delivery)
 
     def _sms(self, notification: Notification, recipient: Recipient, phone: str,
-             tries: int) -> tuple[str, int]:
+             tries: int, events: Sequence[Notification] = ()) -> tuple[str, int]:
         if self.texter.opted_out(phone):
             raise _Skip("suppressed", "opted_out")
-        body = fit(self.templates.sms(notification, recipient).body, self.config.sms_max_segments)
+        body = fit(self.templates.sms(notification, recipient, digest=events).body,
+                   self.config.sms_max_segments)
         return self.texter.send(phone, body, tries=tries,
                                 transactional=notification.priority in ("high", "urgent"))
 

@@ -66,12 +66,15 @@ class DeliveryRule(_Model):
 
     - ``escalate_after``: in-app first; email/SMS only if still unread this long after the
       notification was created;
-    - ``throttle_limit`` per ``throttle_window``: sends per recipient and channel of the type.
+    - ``throttle_limit`` per ``throttle_window``: sends per recipient and channel of the type;
+    - ``digest_window``, ``digest_key``: sends wait and go out as one per batch (``digest``).
     """
 
     escalate_after: timedelta | None = None
     throttle_limit: int | None = Field(default=None, gt=0)
     throttle_window: timedelta | None = None
+    digest_window: timedelta | None = None
+    digest_key: str | None = None
 
 
 class Recipient(_Model):

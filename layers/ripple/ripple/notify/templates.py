@@ -17,6 +17,11 @@ shipped here (``default/`` in English, an ``enrollment.created/`` example, and t
 ``layout/email.html`` both extend). So an application can override a single part — just the
 subject of one type, say — or re-skin everything by replacing ``layout/email.html``.
 
+A digest (two or more notifications sent as one) renders ``email-digest.<locale>.*`` and
+``sms-digest.<locale>.txt`` instead, which also see ``events`` (each like ``notification``,
+plus ``created_at``, oldest first), ``count``, ``first`` and ``last``; ``notification`` is the
+newest.
+
 Templates see three variables, and nothing else (a missing one is an error, not a blank):
 
 - ``notification``: ``type``, ``title``, ``message``, ``data``, ``action_url``, ``priority``;
@@ -78,22 +83,26 @@ class Templates:
         self._chosen: dict[tuple[str, ...], jinja2.Template] = {}
 
     def email(self, notification: Notification, recipient: Recipient,
-              unsubscribe_url: str | None = None) -> RenderedEmail:
-        """The subject (whitespace folded to one line), HTML and text of the email.
+              unsubscribe_url: str | None = None,
+              digest: Sequence[Notification] = ()) -> RenderedEmail:
+        """The subject (whitespace folded to one line), HTML and text of the email; with a
+        ``digest`` of two or more notifications, of its ``email-digest`` templates.
 
         Raises ``TemplateError`` when a part has no template or fails to render.
         """
-        context = _context(notification, recipient, unsubscribe_url)
-        parts = {ext: self._render(notification.type, "email", recipient.locale, ext, context)
+        channel, context = _channel("email", notification, recipient, unsubscribe_url, digest)
+        parts = {ext: self._render(notification.type, channel, recipient.locale, ext, context)
                  for ext in ("subject.txt", "html", "txt")}
         return RenderedEmail(subject=" ".join(parts["subject.txt"].split()),
                              html=parts["html"], text=parts["txt"].strip() + "\n")
 
     def sms(self, notification: Notification, recipient: Recipient,
-            unsubscribe_url: str | None = None) -> RenderedSms:
-        """The SMS body, trimmed. Raises ``TemplateError`` as ``email`` does."""
-        context = _context(notification, recipient, unsubscribe_url)
-        body = self._render(notification.type, "sms", recipient.locale, "txt", context)
+            unsubscribe_url: str | None = None,
+            digest: Sequence[Notification] = ()) -> RenderedSms:
+        """The SMS body, trimmed (``sms-digest`` for a digest). Raises ``TemplateError`` as
+        ``email`` does."""
+        channel, context = _channel("sms", notification, recipient, unsubscribe_url, digest)
+        body = self._render(notification.type, channel, recipient.locale, "txt", context)
         return RenderedSms(body=body.strip())
 
     def _render(self, kind: str, channel: str, locale: str, ext: str,
@@ -163,19 +172,40 @@ def _subtag(tag: str) -> str:
     return tag.lower()  # numeric region (419) or variant
 
 
+def _channel(channel: str, notification: Notification, recipient: Recipient,
+             unsubscribe_url: str | None,
+             digest: Sequence[Notification]) -> tuple[str, dict[str, Any]]:
+    if len(digest) < 2:
+        return channel, _context(digest[-1] if digest else notification, recipient,
+                                 unsubscribe_url)
+    # A digest's templates also see its notifications, oldest first; `notification` is the
+    # newest, so a digest template can extend the layout a single email uses.
+    events = [_fields(n) for n in digest]
+    context = _context(digest[-1], recipient, unsubscribe_url)
+    context.update(events=events, count=len(events), first=events[0], last=events[-1])
+    return f"{channel}-digest", context
+
+
+def _fields(notification: Notification) -> dict[str, Any]:
+    return {
+        "type": notification.type,
+        "title": notification.title,
+        "message": notification.message,
+        "data": notification.data,
+        "action_url": notification.action_url,
+        "priority": notification.priority,
+        "created_at": notification.created_at,
+    }
+
+
 def _context(notification: Notification, recipient: Recipient,
              unsubscribe_url: str | None) -> dict[str, Any]:
     # Plain dicts of exactly the documented fields: templates cannot reach the recipient's
     # email, phone or ids, and StrictUndefined names any field that is not provided.
+    fields = _fields(notification)
+    del fields["created_at"]
     return {
-        "notification": {
-            "type": notification.type,
-            "title": notification.title,
-            "message": notification.message,
-            "data": notification.data,
-            "action_url": notification.action_url,
-            "priority": notification.priority,
-        },
+        "notification": fields,
         "recipient": {"full_name": recipient.full_name, "locale": recipient.locale},
         "unsubscribe_url": unsubscribe_url,
     }
