@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     phone_default_region: str | None = None
     # Sends of one delivery, across invocations, before throttling or an outage fails it.
     notify_max_attempts: int = Field(20, ge=1)
+    # Posts of one delivery status webhook call before it is left dead.
+    webhook_max_attempts: int = Field(8, ge=1)
     # Where recipients reach the REST API (unsubscribe links); the local stack's by default.
     public_url: str = "http://127.0.0.1:54321"
     templates_dir: str | None = None

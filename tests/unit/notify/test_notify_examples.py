@@ -5,10 +5,11 @@ import doctest
 
 import pytest
 
-from ripple.notify import digest, errors, routing, sms, templates, unsubscribe
+from ripple.notify import digest, errors, routing, sms, templates, unsubscribe, webhooks
 
 
-@pytest.mark.parametrize("module", [digest, errors, routing, sms, templates, unsubscribe],
+@pytest.mark.parametrize("module", [digest, errors, routing, sms, templates, unsubscribe,
+                                    webhooks],
                          ids=lambda m: m.__name__)
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)

@@ -140,7 +140,7 @@ def _email_entry(item: Any, stamp: tuple[int, int]) -> dict | None:
         recipients = [a for addresses in item.destinations.values() for a in addresses]
         to = item.destinations.get("ToAddresses") or recipients
         is_html = bool(_HTML_TAG.search(item.body or ""))
-        fields = {"from": item.source, "to": ", ".join(to), "subject": item.subject,
+        fields: dict[str, Any] = {"from": item.source, "to": ", ".join(to), "subject": item.subject,
                   "html": item.body if is_html else None, "text": None if is_html else item.body,
                   "headers": {}}
     elif isinstance(item, RawMessage):
@@ -190,6 +190,11 @@ class Mailbox:
         self.app.router.add_get("/api/messages", self._list)
         self.app.router.add_delete("/api/messages", self._clear)
         self.app.router.add_get("/health", self._health)
+        # A webhook receiver for local development: point a notification_webhooks row here.
+        self.app.router.add_post("/webhooks/{name}", self._receive)
+        self.app.router.add_get("/api/webhooks", self._webhooks)
+        self.webhook_calls: list[dict] = []
+        self._failures: dict[str, int] = {}
         self._runner: web.AppRunner | None = None
 
     @property
@@ -257,6 +262,25 @@ class Mailbox:
         self.clear()
         return web.Response(status=204)
 
+    async def _receive(self, request: web.Request) -> web.Response:
+        """Record a webhook call; ``?fail=N`` answers 500 to the first N calls to this name,
+        so retries can be watched."""
+        name = request.match_info["name"]
+        failing = int(request.query.get("fail", "0") or 0)
+        seen = self._failures.get(name, 0)
+        self._failures[name] = seen + 1
+        status = 500 if seen < failing else 204
+        self.webhook_calls.insert(0, {
+            "name": name, "status": status, "received_at": _iso(time.time_ns() // 1_000_000),
+            "headers": {k: v for k, v in request.headers.items() if k.lower().startswith("ripple-")},
+            "body": (await request.read()).decode("utf-8", errors="replace")})
+        return web.Response(status=status)
+
+    async def _webhooks(self, request: web.Request) -> web.Response:
+        name = request.query.get("name")
+        calls = [c for c in self.webhook_calls if name is None or c["name"] == name]
+        return web.json_response(calls, dumps=codec.dumps)
+
     async def _health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
@@ -268,13 +292,14 @@ class Mailbox:
                   f"script-src 'nonce-{nonce}'; connect-src 'self'; base-uri 'none'; "
                   "form-action 'none'")
         return web.Response(
-            text=render_page(self.messages(**filters), nonce=nonce, **filters),
+            text=render_page(self.messages(**filters), nonce=nonce,
+                             webhooks=self.webhook_calls, **filters),
             content_type="text/html",
             headers={"Content-Security-Policy": policy, "Cache-Control": "no-store"})
 
 
 def render_page(messages: list[dict], *, nonce: str, to: str | None = None,
-                channel: str | None = None) -> str:
+                channel: str | None = None, webhooks: list[dict] | None = None) -> str:
     """The mailbox page for `messages` (as `Mailbox.messages` returns them), every value escaped."""
     e = html.escape
     tabs = "".join(
@@ -296,9 +321,22 @@ def render_page(messages: list[dict], *, nonce: str, to: str | None = None,
 <header><h1>Ripple mailbox</h1><nav>{tabs}</nav>
 <span class="count">{len(messages)} message{"" if len(messages) == 1 else "s"}{shown}</span>
 <button id="clear" type="button">Clear all</button></header>
-<main>{cards}</main>
+<main>{cards}{_webhook_section(webhooks or [])}</main>
 <script nonce="{nonce}">{_SCRIPT}</script>
 </body></html>"""
+
+
+def _webhook_section(calls: list[dict]) -> str:
+    if not calls:
+        return ""
+    e = html.escape
+    rows = "".join(
+        f'<tr><td>{e(c["received_at"][:19].replace("T", " "))}</td><td>{e(c["name"])}</td>'
+        f'<td>{e(c["headers"].get("Ripple-Event", ""))}</td><td>{c["status"]}</td>'
+        f'<td><pre>{e(c["body"])}</pre></td></tr>' for c in calls)
+    return (f'<section class="webhooks"><h2>Webhook calls ({len(calls)})</h2><table>'
+            "<tr><th>Received</th><th>Endpoint</th><th>Event</th><th>Answered</th><th>Body</th>"
+            f"</tr>{rows}</table></section>")
 
 
 def _card(m: dict) -> str:

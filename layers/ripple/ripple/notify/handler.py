@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ripple import codec
 from ripple.db import await_commit
 from ripple.log import logger
+from ripple.notify import webhooks
 from ripple.notify.delivery import Report, courier
 from ripple.notify.models import Channel
 
@@ -78,7 +79,13 @@ def on_event(event: NotifyEvent) -> dict:
         c.drain(report)
         c.send_due(report)
     result = asdict(report)
-    (logger.info if report.notifications or report.statuses else logger.debug)("notify", extra=result)
+    try:
+        # After the sends, so a slow or failing endpoint never holds one back.
+        result["webhooks"] = webhooks.send_due(c.db, max_attempts=c.config.webhook_max_attempts)
+    except Exception:
+        logger.exception("webhook calls failed")
+    busy = report.notifications or report.statuses or any(result.get("webhooks", {}).values())
+    (logger.info if busy else logger.debug)("notify", extra=result)
     return result
 
 
