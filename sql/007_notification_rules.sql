@@ -100,3 +100,49 @@ create index if not exists notification_deliveries_open_digest_idx
   where status = 'deferred' and reason = 'digest';
 create index if not exists notification_deliveries_digest_idx
   on public.notification_deliveries (digest_id) where digest_id is not null;
+
+-- What delivery knows about a notification, per recipient and requested email/SMS channel:
+-- why the user is a recipient, what their preferences, the suppression list, quiet hours and
+-- the type's rule say, and the delivery row's status and reason (the decision recorded, with
+-- its rule in the reason: opted_out, quiet_hours, suppressed, throttled, digest / digested,
+-- escalation, read_in_app, cancelled, recipient_unknown …). GET /api/notifications/{id}/explain
+-- answers what the planner would decide now, through the same code as delivery.
+create or replace function public.notification_explain(notification_id uuid)
+returns table (user_id uuid, channel text, target text, preference_enabled boolean,
+               suppressed boolean, quiet_hours text, rule jsonb, status text, reason text)
+language sql stable set search_path = '' as $$
+  with n as (
+    select * from public.notifications x
+    where x.id = notification_explain.notification_id and x.parent_id is null
+  ),
+  asked as (
+    select m as channel from n, unnest(n.delivery_method) m where m in ('email', 'sms')
+  ),
+  people as (
+    select r.user_id, r.role, r.channels, r.suppressed, r.quiet_hours_start, r.quiet_hours_end,
+           r.quiet_hours_timezone
+    from public.notification_recipients_for(notification_explain.notification_id) r
+    union all
+    -- A targeted user the recipients view does not know.
+    select n.user_id, null, null, null, null, null, null from n
+    where n.user_id is not null
+      and not exists (select 1 from public.notification_recipients_v v where v.user_id = n.user_id)
+  )
+  select p.user_id, a.channel,
+         case when n.user_id is not null then 'user_id' else 'role_target: ' || p.role end,
+         case when p.channels is null then null else a.channel = any (p.channels) end,
+         coalesce(a.channel = any (p.suppressed), false),
+         case when p.quiet_hours_start is not null
+              then format('%s-%s %s', p.quiet_hours_start, p.quiet_hours_end,
+                          p.quiet_hours_timezone) end,
+         (select to_jsonb(r) - 'type' from public.notification_rules r
+          where r.type in (n.type, '*') order by r.type = '*' limit 1),
+         d.status, d.reason
+  from n cross join asked a cross join people p
+  left join public.notification_deliveries d
+    on d.notification_id = n.id and d.user_id = p.user_id and d.channel = a.channel
+  order by p.user_id, a.channel
+$$;
+
+revoke all on function public.notification_explain(uuid) from public, anon, authenticated;
+grant execute on function public.notification_explain(uuid) to service_role;

@@ -347,7 +347,8 @@ def test_the_openapi_document_lists_every_route_served(stack):
         ("GET", "/api/notifications"), ("POST", "/api/notifications"),
         ("POST", "/api/notifications/mark-all-read"), ("POST", "/api/notifications/cancel"),
         ("POST", "/api/notifications/mark-all-seen"), ("POST", "/api/notifications/mark-all-archived"),
-        ("GET", "/api/notifications/counts"),
+        ("GET", "/api/notifications/counts"), ("GET", "/api/notifications/{id}/explain"),
+        ("POST", "/api/notifications/explain"),
         ("PATCH", "/api/notifications/{id}"),
         ("DELETE", "/api/notifications/{id}"), ("GET", "/api/unsubscribe"),
         ("POST", "/api/unsubscribe"), ("GET", "/api/openapi.json")}

@@ -215,3 +215,72 @@ def test_what_a_throttle_holds_back_is_folded_into_the_digest(stack, db):
     db.execute("delete from notification_deliveries where notification_id = %s", (first,))
     wait_for(lambda: len(mailbox(stack, to=address)) == 2)
     assert [m["subject"] for m in mailbox(stack, to=address)].count("Title and 2 more") == 1
+
+
+def test_explain_gives_each_recipient_and_channel_its_decision_and_rule(stack, db):
+    type = rule(db, throttle_limit=5, throttle_window="1 hour")
+    org = str(uuid.uuid4())
+    (opted, _), (blocked, blocked_address), (quiet, _), (plain, _) = (
+        person(db, org, "admin") for _ in range(4))
+    db.execute("insert into notification_preferences (user_id, type, channel, enabled) "
+               "values (%s, %s, 'email', false)", (opted, type))
+    db.execute("insert into notification_suppressions (address, channel, reason) "
+               "values (%s, 'email', 'bounce')", (blocked_address,))
+    db.execute("insert into notification_settings (user_id, quiet_hours_start, quiet_hours_end) "
+               "values (%s, '00:00', '23:59:59')", (quiet,))
+    draft = {"organization_id": org, "role_target": ["admin"], "type": type, "title": "T",
+             "message": "M", "delivery_method": ["in_app", "email", "sms"]}
+    service = stack.key("service_role")
+    assert call_json(stack, "POST", "/api/notifications/explain", token=user_token(plain),
+                     body=draft)[0] == 403
+    status, answer = call_json(stack, "POST", "/api/notifications/explain", token=service,
+                               body=draft)
+    assert status == 200 and answer["notification_id"] is None
+    got = {(v["user_id"], v["channel"]): (v["decision"], v["reason"], v["rule"], v["target"])
+           for v in answer["verdicts"]}
+    sms_rule = ("skip", "sms_requires_high_priority", "sms priorities (RIPPLE_SMS_PRIORITIES)",
+                "role_target: admin")
+    assert got == {
+        (opted, "email"): ("skip", "opted_out", "preference (notification_preferences)",
+                           "role_target: admin"),
+        (blocked, "email"): ("suppress", "suppressed",
+                             "suppression list (notification_suppressions)", "role_target: admin"),
+        (quiet, "email"): ("defer", "quiet_hours", "quiet hours (notification_settings)",
+                           "role_target: admin"),
+        (plain, "email"): ("send", None, None, "role_target: admin"),
+        **{(u, "sms"): sms_rule for u in (opted, blocked, quiet, plain)}}
+    # A draft leaves nothing behind.
+    assert db.execute("select count(*) from notifications where organization_id = %s",
+                      (org,)).fetchone() == (0,)
+
+    created = str(db.execute(
+        "insert into notifications (organization_id, role_target, type, title, message, "
+        "delivery_method) values (%s, '{admin}', %s, 'T', 'M', '{in_app,email,sms}') returning id",
+        (org, type)).fetchone()[0])
+    wait_for(lambda: len(reasons(db, created)) == 8)
+    status, answer = call_json(stack, "GET", f"/api/notifications/{created}/explain", token=service)
+    assert status == 200
+    recorded = {(v["user_id"], v["channel"]): v["recorded"]["status"] for v in answer["verdicts"]}
+    assert recorded[(plain, "email")] == "sent" and recorded[(quiet, "email")] == "deferred"
+    assert recorded[(blocked, "email")] == "suppressed" and recorded[(opted, "email")] == "skipped"
+    assert call_json(stack, "GET", f"/api/notifications/{uuid.uuid4()}/explain",
+                     token=service)[0] == 404
+
+    rows = db.execute("select user_id::text, channel, target, preference_enabled, suppressed, "
+                      "quiet_hours is not null, rule ->> 'throttle_limit', status, reason "
+                      "from notification_explain(%s)", (created,)).fetchall()
+    by = {(r[0], r[1]): r[2:] for r in rows}
+    assert by[(opted, "email")] == ("role_target: admin", False, False, False, "5", "skipped",
+                                    "opted_out")
+    assert by[(blocked, "email")][2] is True and by[(quiet, "email")][3] is True
+    assert by[(plain, "email")][-2:] == ("sent", None)
+    assert len(rows) == 8
+
+    lost = str(uuid.uuid4())
+    unknown = notify(db, lost, type, delivery="{in_app,email}")
+    wait_for(lambda: reasons(db, unknown))
+    assert db.execute("select target, status, reason from notification_explain(%s)",
+                      (unknown,)).fetchall() == [("user_id", "failed", "recipient_unknown")]
+    status, answer = call_json(stack, "GET", f"/api/notifications/{unknown}/explain", token=service)
+    assert [(v["decision"], v["reason"]) for v in answer["verdicts"]] == [
+        ("fail", "recipient_unknown")]

@@ -43,6 +43,10 @@ SECURITY_SCHEMES: dict[str, SecurityScheme] = {
 # Form bodies arrive as text from API Gateway; Powertools warns in case they held binary files.
 warnings.filterwarnings("ignore", message="Received multipart/form-data without base64 encoding")
 
+# Routes any valid JWT may reach (they decide who may act); the others are a user's inbox.
+NOT_INBOX = {("POST", "/api/notifications"), ("POST", "/api/notifications/cancel"),
+             ("POST", "/api/notifications/explain"), ("GET", "/api/notifications/<id>/explain")}
+
 app = APIGatewayHttpResolver(enable_validation=True, serializer=codec.dumps)
 app.include_router(inbox.router)
 app.include_router(optout.router)
@@ -87,7 +91,7 @@ def _invalid(exc: RequestValidationError) -> Response:
     # Who may call comes before what they sent, as it would without validation in between.
     if path.startswith("/api/notifications"):
         try:
-            (caller if (method, path) == ("POST", "/api/notifications") else user)(event)
+            (caller if (method, path) in NOT_INBOX else user)(event)
         except ApiError as refused:
             return _error(refused)
     if path == "/api/unsubscribe":

@@ -32,7 +32,7 @@ from ripple.aws import clients
 from ripple.config import Settings, settings
 from ripple.db import Database
 from ripple.log import logger
-from ripple.notify import digest
+from ripple.notify import digest, routing
 from ripple.notify.errors import resend_after
 from ripple.notify.exceptions import TemplateError
 from ripple.notify.models import (
@@ -46,7 +46,6 @@ from ripple.notify.models import (
     RoutingConfig,
 )
 from ripple.notify.providers import TRIES, Mailer, SendError, Texter
-from ripple.notify.routing import plan
 from ripple.notify.sms import fit
 from ripple.notify.templates import Templates
 from ripple.notify.unsubscribe import list_unsubscribe_headers, make_token, unsubscribe_url
@@ -171,12 +170,12 @@ class Courier:
     def deliver(self, notification_id: UUID | str, report: Report) -> None:
         """Plan, claim and send every email/SMS of one notification."""
         with self.db.transaction() as conn:
-            loaded = self._load(conn, notification_id)
+            loaded = self.load(conn, notification_id)
             if loaded is None:
                 logger.warning("notification not found",
                                extra={"notification_id": str(notification_id)})
                 return
-            decisions = self._plan(conn, loaded, quiet=_quiet(loaded.rows))
+            decisions = self.plan(conn, loaded, quiet=_quiet(loaded.rows))
             claims = [{"user_id": str(d.user_id), "channel": d.channel, "address": d.address,
                        "status": STATUS[d.action], "reason": d.reason,
                        "next_attempt_at": d.not_before.isoformat() if d.not_before else None}
@@ -209,7 +208,7 @@ class Courier:
             by_notification.setdefault(row["notification_id"], []).append(row)
         for notification_id, rows in by_notification.items():
             with self.db.transaction() as conn:
-                loaded = self._load(conn, notification_id)
+                loaded = self.load(conn, notification_id)
                 if loaded is None:
                     continue  # deleted since: its deliveries went with it
                 # Quiet hours were honoured when a delivery was deferred for them or for a
@@ -217,7 +216,7 @@ class Courier:
                 waited = {r["user_id"] for r in rows if r.get("reason") == "escalation"}
                 quiet = {u: q for u, q in _quiet(loaded.rows).items() if u in waited}
                 decisions = {(d.user_id, d.channel): d
-                             for d in self._plan(conn, loaded, quiet=quiet)}
+                             for d in self.plan(conn, loaded, quiet=quiet)}
                 sendable = []
                 for row in rows:
                     decision = decisions.get((row["user_id"], row["channel"]))
@@ -246,7 +245,8 @@ class Courier:
             self._send(loaded.notification, loaded.recipients, sendable, report)
 
     # -- planning -----------------------------------------------------------------------------
-    def _load(self, conn: Any, notification_id: UUID | str) -> Loaded | None:
+    def load(self, conn: Any, notification_id: UUID | str) -> Loaded | None:
+        """The original notification and what planning it needs; None if there is none."""
         found = self.db.execute(conn, LOAD, (str(notification_id),))
         if not found:
             return None
@@ -260,7 +260,8 @@ class Courier:
         return Loaded(notification, {r["user_id"]: Recipient.model_validate(r) for r in rows},
                       rows, rule, read)
 
-    def _plan(self, conn: Any, loaded: Loaded, quiet: dict[Any, QuietHours]) -> list[Decision]:
+    def plan(self, conn: Any, loaded: Loaded, quiet: dict[Any, QuietHours]) -> list[Decision]:
+        """``routing.plan`` of the loaded notification, with its rule's throttle counted."""
         notification, rule = loaded.notification, loaded.rule
         recent: dict[tuple[UUID, str], int] = {}
         if rule.throttle_limit is not None and loaded.recipients:
@@ -269,12 +270,12 @@ class Courier:
                     "type": notification.type, "id": notification.id,
                     "users": [str(u) for u in loaded.recipients], "window": rule.throttle_window}):
                 recent[(r["user_id"], r["channel"])] = r["sends"]
-        return plan(notification, list(loaded.recipients.values()),
-                    _preferences(notification, loaded.rows), quiet, _suppressed(loaded.rows),
-                    dt.datetime.now(dt.UTC),
-                    RoutingConfig(sms_priorities=frozenset(self.config.sms_priorities),
-                                  default_region=self.config.phone_default_region),
-                    rule=rule, recent_sends=recent, read=loaded.read)
+        return routing.plan(notification, list(loaded.recipients.values()),
+                            _preferences(notification, loaded.rows), quiet,
+                            _suppressed(loaded.rows), dt.datetime.now(dt.UTC),
+                            RoutingConfig(sms_priorities=frozenset(self.config.sms_priorities),
+                                          default_region=self.config.phone_default_region),
+                            rule=rule, recent_sends=recent, read=loaded.read)
 
     def _fold(self, conn: Any, loaded: Loaded, claims: list[dict]) -> list[dict]:
         """Claims turned into digest leaders and members, under the batch key's lock."""

@@ -24,13 +24,16 @@ from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from ripple import codec
 from ripple.events import HttpEvent
 from ripple.notify.caller import SERVICE, acting_as, caller, user, user_id
+from ripple.notify.delivery import courier
 from ripple.notify.exceptions import ApiError
+from ripple.notify.explain import explain_draft, explain_stored
 from ripple.notify.schemas import (
     BadgeCounts,
     Cancellation,
     CancelRequest,
     CreatedNotification,
     ErrorBody,
+    Explanation,
     InboxUpdate,
     ListQuery,
     MarkedRead,
@@ -301,6 +304,44 @@ def cancel_notifications(cancel: Annotated[CancelRequest, Body()]) -> Cancellati
         raise ApiError(403, "Forbidden: only the service_role key may cancel notifications")
     with acting_as(SERVICE) as run:
         return Cancellation.model_validate(run(CANCEL, (cancel.cancel_key,))[0])
+
+
+def _service() -> None:
+    if caller(event()).role != "service_role":
+        raise ApiError(403, "Forbidden: only the service_role key may explain notifications")
+
+
+@router.get("/api/notifications/<id>/explain", operation_id="explainNotification",
+            summary="Each recipient and channel of a notification: what delivery decides now, "
+                    "the rule that decides it, and what was recorded (service_role key)",
+            security=SECURED, response_description="The verdicts",
+            responses={401: UNAUTHORIZED, 403: reply("Not the service_role key", ErrorBody),
+                       404: reply("No such original notification", ErrorBody)})
+def explain_notification(id: NotificationId) -> Explanation:
+    """200 ``Explanation`` of a stored original notification (a copy's parent explains it)."""
+    _service()
+    id_ = notification_id(id)
+    found = explain_stored(courier(), id_)
+    if found is None:
+        raise ApiError(404, f"Not Found: no original notification {id_}")
+    return Explanation.model_validate({"notification_id": id_, "verdicts": found})
+
+
+@router.post("/api/notifications/explain", operation_id="explainDraft",
+             summary="The verdicts a notification would get, without creating it "
+                     "(service_role key)", security=SECURED, response_description="The verdicts",
+             responses={400: BAD_REQUEST, 401: UNAUTHORIZED,
+                        403: reply("Not the service_role key", ErrorBody), 422: UNPROCESSABLE})
+def explain_new(draft: Annotated[NotificationRequest, Body()]) -> Explanation:
+    """200 ``Explanation`` of a draft: planned in a transaction that is rolled back."""
+    _service()
+    fields = draft.model_dump()
+    try:
+        found = explain_draft(courier(), fields)
+    except (psycopg.DataError, psycopg.IntegrityError) as exc:
+        detail = (exc.diag.message_primary or "rejected by the database").rstrip(".")
+        raise ApiError(422, f"Unprocessable: {detail}") from None
+    return Explanation.model_validate({"notification_id": None, "verdicts": found})
 
 
 @router.patch("/api/notifications/<id>", operation_id="updateNotification",

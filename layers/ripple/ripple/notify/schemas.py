@@ -127,6 +127,28 @@ class CreatedNotification(NotificationItem):
     cancel_key: str | None = None
 
 
+class Verdict(BaseModel):
+    """What delivery decides for one recipient and channel, and why."""
+
+    user_id: UUID
+    channel: Channel
+    decision: Literal["send", "digest", "skip", "defer", "suppress", "fail"]
+    reason: str | None
+    rule: str | None = Field(description="The rule that decided, where to change it.")
+    address: str | None
+    not_before: datetime | None
+    target: str = Field(description="Why the user is a recipient: `user_id` or `role_target: <role>`.")
+    recorded: dict[str, str | None] | None = Field(
+        description="The delivery row's status and reason, once delivery has run.")
+
+
+class Explanation(BaseModel):
+    """A notification's verdicts; ``notification_id`` is null for a draft."""
+
+    notification_id: UUID | None
+    verdicts: list[Verdict]
+
+
 class Cancellation(BaseModel):
     """What a cancellation withdrew: notifications newly cancelled, deliveries skipped."""
 
