@@ -122,44 +122,63 @@ class _Context:
         return self.rule.escalate_after is not None and "in_app" in notification.delivery_method
 
 
+# What a stage of the rules answers when it stops a delivery: action, reason, not_before.
+_Stop = tuple[Action, Reason, datetime | None]
+
+
 def _decide(notification: Notification, recipient: Recipient, channel: DeliveryChannel,
             rows: Sequence[Preference], window: QuietHours | None, blocked: frozenset[str],
             now: datetime, config: RoutingConfig, context: _Context) -> Decision:
     address, problem = _address(recipient, channel, config.default_region)
+    stop = (_wanted(notification, channel, rows, config)
+            or (("fail", problem, None) if problem is not None else None)
+            or (("suppress", "suppressed", None) if address in blocked else None)
+            or _rules(notification, recipient, channel, context)
+            or _timing(notification, recipient, window, now, config, context))
+    action, reason, not_before = stop or ("send", None, None)
+    return Decision(recipient=recipient, channel=channel, action=action, reason=reason,
+                    address=address, not_before=not_before)
 
-    def decision(action: Action, reason: Reason | None = None,
-                 not_before: datetime | None = None) -> Decision:
-        return Decision(recipient=recipient, channel=channel, action=action, reason=reason,
-                        address=address, not_before=not_before)
 
+def _wanted(notification: Notification, channel: DeliveryChannel, rows: Sequence[Preference],
+            config: RoutingConfig) -> _Stop | None:
+    """Cancelled, SMS priority, preferences: whether the delivery is wanted at all."""
     if notification.cancelled_at is not None:
-        return decision("skip", "cancelled")
+        return "skip", "cancelled", None
     if channel == "sms" and notification.priority not in config.sms_priorities:
-        return decision("skip", "sms_requires_high_priority")
+        return "skip", "sms_requires_high_priority", None
     chosen = preference_for(rows, notification.type, channel)
     if chosen is None and channel in config.opt_in_channels:
-        return decision("skip", "not_opted_in")
+        return "skip", "not_opted_in", None
     if chosen is not None and not chosen.enabled:
-        return decision("skip", "opted_out")
-    if problem is not None:
-        return decision("fail", problem)
-    if address in blocked:
-        return decision("suppress", "suppressed")
-    rule = context.rule
+        return "skip", "opted_out", None
+    return None
+
+
+def _rules(notification: Notification, recipient: Recipient, channel: DeliveryChannel,
+           context: _Context) -> _Stop | None:
+    """The type's rule: escalation already answered by a read, and its throttle."""
     if context.escalates(notification) and recipient.user_id in context.read:
-        return decision("skip", "read_in_app")
-    if (rule.throttle_limit is not None
-            and context.recent_sends.get((recipient.user_id, channel), 0) >= rule.throttle_limit):
-        return decision("skip", "throttled")
+        return "skip", "read_in_app", None
+    limit = context.rule.throttle_limit
+    if limit is not None and context.recent_sends.get((recipient.user_id, channel), 0) >= limit:
+        return "skip", "throttled", None
+    return None
+
+
+def _timing(notification: Notification, recipient: Recipient, window: QuietHours | None,
+            now: datetime, config: RoutingConfig, context: _Context) -> _Stop | None:
+    """Quiet hours, then a pending escalation: when the delivery may go."""
     if window is not None and notification.priority not in config.quiet_hours_bypass:
         until = quiet_until(window, recipient.timezone, now)
         if until is not None:
-            return decision("defer", "quiet_hours", until)
-    if context.escalates(notification) and rule.escalate_after is not None:
-        due = notification.created_at.astimezone(UTC) + rule.escalate_after
+            return "defer", "quiet_hours", until
+    delay = context.rule.escalate_after
+    if context.escalates(notification) and delay is not None:
+        due = notification.created_at.astimezone(UTC) + delay
         if now < due:
-            return decision("defer", "escalation", due)
-    return decision("send")
+            return "defer", "escalation", due
+    return None
 
 
 def _address(recipient: Recipient, channel: DeliveryChannel,
