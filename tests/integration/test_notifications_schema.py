@@ -300,9 +300,10 @@ def test_preferences_settings_and_deliveries_are_private(db):
     db.execute("insert into notification_preferences (user_id, type, channel) "
                "values (%s, '*', 'sms')", (bob,))
     db.execute("insert into notification_settings (user_id) values (%s)", (bob,))
-    notification = notify(db, user=bob, delivery_method=["email"])
-    db.execute("insert into notification_deliveries (notification_id, user_id, channel) "
-               "values (%s, %s, 'email')", (notification, bob))
+    with db.transaction():  # claimed before the delivery function, woken at commit, sees it
+        notification = notify(db, user=bob, delivery_method=["email"])
+        db.execute("insert into notification_deliveries (notification_id, user_id, channel) "
+                   "values (%s, %s, 'email')", (notification, bob))
 
     with as_user(db, alice):
         db.execute("insert into notification_preferences (user_id, type, channel, enabled) "

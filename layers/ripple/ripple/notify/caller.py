@@ -4,14 +4,12 @@ Inbox statements run as the caller (``role`` and ``request.jwt.claims`` set for 
 transaction), so the database's row-level security decides what a user sees or changes::
 
     claims = user(event)                 # ApiError 401/403 unless a signed-in user's JWT
-    with acting_as(claims.raw) as run:
-        rows = run("select id from public.notifications")
+    rows = as_caller(claims.raw, lambda run: run("select id from public.notifications"))
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 from uuid import UUID
 
 from ripple import codec
@@ -26,6 +24,8 @@ select set_config('role', %(role)s, true), set_config('request.jwt.claims', %(cl
        set_config('request.jwt.claim.role', %(role)s, true)
 """
 SERVICE = {"role": "service_role"}
+T = TypeVar("T")
+Run = Callable[..., list]
 
 
 def caller(event: HttpEvent) -> Claims:
@@ -58,11 +58,15 @@ def user(event: HttpEvent) -> Claims:
     return claims
 
 
-@contextmanager
-def acting_as(claims: dict[str, Any]) -> Iterator[Callable[..., list]]:
-    """A transaction whose statements run as ``claims["role"]``, RLS and all."""
+def as_caller(claims: dict[str, Any], work: Callable[[Run], T]) -> T:
+    """``work(run)`` in a transaction whose statements run as ``claims["role"]``, RLS and all;
+    ``run(sql, params)`` returns rows. Run once more on a new connection if the first turns out
+    dead (a failover, a restart): it rolled back, so nothing of the first try remains."""
     db = database()
-    with db.transaction() as conn:
+
+    def unit(conn: Any) -> T:
         db.execute(conn, ACT_AS, {"role": claims["role"], "claims": codec.dumps(claims),
                                   "sub": str(claims.get("sub") or "")})
-        yield lambda sql, params=None: db.execute(conn, sql, params)
+        return work(lambda sql, params=None: db.execute(conn, sql, params))
+
+    return db.unit(unit)

@@ -86,31 +86,34 @@ def _rule(reason: str | None, rule: DeliveryRule) -> str | None:
 
 def explain_stored(courier: Courier, notification_id: UUID | str) -> list[dict] | None:
     """The verdicts for a stored original notification; None when there is none."""
-    with courier.db.transaction() as conn:
+    def read(conn: Any) -> list[dict] | None:
         loaded = courier.load(conn, notification_id)
         if loaded is None:
             return None
         decisions = courier.plan(conn, loaded, quiet=_quiet(loaded.rows))
-        recorded = courier.db.execute(conn, RECORDED, (str(notification_id),))
-    return verdicts(loaded, decisions, recorded)
+        return verdicts(loaded, decisions,
+                        courier.db.execute(conn, RECORDED, (str(notification_id),)))
+
+    return courier.db.unit(read)
 
 
 class _RolledBack(Exception):
-    pass
+    """Carries a draft's verdicts out of its transaction, rolling the draft back."""
 
 
 def explain_draft(courier: Courier, fields: dict[str, Any]) -> list[dict]:
     """The verdicts for a notification that is never stored (``fields`` as ``INSERT`` takes
     them, ``data`` a dict)."""
-    result: list[dict] = []
+    def plan(conn: Any) -> list[dict]:
+        params = {**fields, "data": codec.dumps(fields.get("data") or {})}
+        created = courier.db.execute(conn, DRAFT, params)[0]["id"]
+        loaded = courier.load(conn, created)
+        assert loaded is not None
+        raise _RolledBack(verdicts(loaded, courier.plan(conn, loaded, quiet=_quiet(loaded.rows)),
+                                   []))
+
     try:
-        with courier.db.transaction() as conn:
-            params = {**fields, "data": codec.dumps(fields.get("data") or {})}
-            created = courier.db.execute(conn, DRAFT, params)[0]["id"]
-            loaded = courier.load(conn, created)
-            assert loaded is not None
-            result = verdicts(loaded, courier.plan(conn, loaded, quiet=_quiet(loaded.rows)), [])
-            raise _RolledBack
-    except _RolledBack:
-        pass
-    return result
+        courier.db.unit(plan)
+    except _RolledBack as done:
+        return done.args[0]
+    raise AssertionError("unreachable")

@@ -23,7 +23,7 @@ from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 
 from ripple import codec
 from ripple.events import HttpEvent
-from ripple.notify.caller import SERVICE, acting_as, caller, user, user_id
+from ripple.notify.caller import SERVICE, Run, as_caller, caller, user, user_id
 from ripple.notify.delivery import courier
 from ripple.notify.exceptions import ApiError
 from ripple.notify.explain import explain_draft, explain_stored
@@ -206,8 +206,7 @@ def list_notifications(query: Annotated[ListQuery, Query()]) -> NotificationPage
         raise ApiError(400, f"Bad Request: {exc}",
                        [{"field": "query.cursor", "message": str(exc)}]) from None
     sql, values = page_statement(query, after)
-    with acting_as(claims.raw) as run:
-        rows = run(sql, values)
+    rows = as_caller(claims.raw, lambda run: run(sql, values))
     items = [NotificationItem.model_validate(r) for r in rows[:query.limit]]
     more = len(rows) > query.limit
     return NotificationPage(items=items, next_cursor=encode_cursor(
@@ -229,17 +228,20 @@ def create_notification(new: Annotated[NotificationRequest, Body()]) -> CreatedN
                             "notification's organization_id may create notifications")
     fields = new.model_dump()
     fields["data"] = codec.dumps(fields["data"])
+
+    def insert(run: Run) -> dict:
+        if by is not None:
+            may = run(MAY_NOTIFY, {"caller": by, "org": new.organization_id,
+                                   "target": new.user_id})[0]
+            if not may["admin"]:
+                raise ApiError(403, "Forbidden: only an admin of the organization may notify "
+                                    "its members")
+            if not may["member"]:
+                raise ApiError(403, "Forbidden: user_id is not a member of the organization")
+        return run(INSERT, fields)[0]
+
     try:
-        with acting_as(SERVICE) as run:
-            if by is not None:
-                may = run(MAY_NOTIFY, {"caller": by, "org": new.organization_id,
-                                       "target": new.user_id})[0]
-                if not may["admin"]:
-                    raise ApiError(403, "Forbidden: only an admin of the organization may notify "
-                                        "its members")
-                if not may["member"]:
-                    raise ApiError(403, "Forbidden: user_id is not a member of the organization")
-            row = run(INSERT, fields)[0]
+        row = as_caller(SERVICE, insert)
     except (psycopg.DataError, psycopg.IntegrityError) as exc:
         detail = (exc.diag.message_primary or "rejected by the database").rstrip(".")
         raise ApiError(422, f"Unprocessable: {detail}") from None
@@ -248,9 +250,8 @@ def create_notification(new: Annotated[NotificationRequest, Body()]) -> CreatedN
 
 def _mark_all(state: str) -> MarkedRead:
     claims = user(event())
-    with acting_as(claims.raw) as run:
-        sql = MARK_ALL_STATEMENT.format(change=MARK_ALL[state])
-        return MarkedRead(updated=run(sql)[0]["updated"])
+    sql = MARK_ALL_STATEMENT.format(change=MARK_ALL[state])
+    return MarkedRead(updated=as_caller(claims.raw, lambda run: run(sql))[0]["updated"])
 
 
 @router.post("/api/notifications/mark-all-read", operation_id="markAllNotificationsRead",
@@ -287,8 +288,7 @@ def mark_all_archived() -> MarkedRead:
 def counts() -> BadgeCounts:
     """200 ``BadgeCounts``; the same numbers ``notification_badges`` pushes live."""
     claims = user(event())
-    with acting_as(claims.raw) as run:
-        return BadgeCounts.model_validate(run(COUNTS)[0])
+    return BadgeCounts.model_validate(as_caller(claims.raw, lambda run: run(COUNTS))[0])
 
 
 @router.post("/api/notifications/cancel", operation_id="cancelNotifications",
@@ -302,8 +302,8 @@ def cancel_notifications(cancel: Annotated[CancelRequest, Body()]) -> Cancellati
     not planned yet are skipped when they are."""
     if caller(event()).role != "service_role":
         raise ApiError(403, "Forbidden: only the service_role key may cancel notifications")
-    with acting_as(SERVICE) as run:
-        return Cancellation.model_validate(run(CANCEL, (cancel.cancel_key,))[0])
+    found = as_caller(SERVICE, lambda run: run(CANCEL, (cancel.cancel_key,)))
+    return Cancellation.model_validate(found[0])
 
 
 def _service() -> None:
@@ -356,8 +356,7 @@ def update_notification(id: NotificationId,
     cleared."""
     claims = user(event())
     id_ = notification_id(id)
-    with acting_as(claims.raw) as run:
-        rows = run(MARK, {**update.model_dump(), "id": id_})
+    rows = as_caller(claims.raw, lambda run: run(MARK, {**update.model_dump(), "id": id_}))
     if not rows:
         raise ApiError(404, f"Not Found: no notification {id_} in your inbox")
     return NotificationItem.model_validate(rows[0])
@@ -371,8 +370,7 @@ def delete_notification(id: NotificationId):  # 204: no body to validate
     """204 once the caller's notification is deleted."""
     claims = user(event())
     id_ = notification_id(id)
-    with acting_as(claims.raw) as run:
-        rows = run(DELETE, (id_,))
+    rows = as_caller(claims.raw, lambda run: run(DELETE, (id_,)))
     if not rows:
         raise ApiError(404, f"Not Found: no notification {id_} in your inbox")
     return Response(status_code=204)

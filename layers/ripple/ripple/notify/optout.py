@@ -19,7 +19,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Form, Query
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 
 from ripple.auth.jwt import _secret
-from ripple.notify.caller import SERVICE, acting_as
+from ripple.notify.caller import SERVICE, as_caller
 from ripple.notify.exceptions import ApiError, InvalidToken
 from ripple.notify.inbox import reply
 from ripple.notify.schemas import ErrorBody, Unsubscribed
@@ -128,8 +128,8 @@ def unsubscribe_one_click(
         if browser:
             return invalid_link(exc)
         raise ApiError(400, f"Bad Request: {exc}") from None
-    with acting_as(SERVICE) as run:
-        run(UNSUBSCRIBE, (request.user_id, request.type, request.channel))
+    as_caller(SERVICE, lambda run: run(UNSUBSCRIBE, (request.user_id, request.type,
+                                                     request.channel)))
     if browser:
         return html_page(200, "Unsubscribed", unsubscribed_text(request.type, request.channel))
     return Unsubscribed(type=request.type, channel=request.channel).model_dump()
