@@ -71,7 +71,7 @@ select d.user_id, d.channel, count(*)::integer as sends
 from public.notification_deliveries d
 join public.notifications n on n.id = d.notification_id
 where n.type = %(type)s and d.notification_id <> %(id)s and d.user_id = any (%(users)s::uuid[])
-  and (d.status in ('sent', 'delivered', 'bounced', 'complained')
+  and (d.status in ('sent', 'delivered', 'bounced', 'complained', 'unconfirmed')
        or (d.status = 'queued' and d.reason is null))
   and coalesce(d.sent_at, d.created_at) > now() - %(window)s::interval
 group by d.user_id, d.channel
