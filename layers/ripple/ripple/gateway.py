@@ -40,6 +40,8 @@ class ConnectionsApi:
 
     client: Any
     posts: int = 0
+    # Attempts botocore repeated (throttling, 5xx) on posts that then succeeded.
+    retries: int = 0
     concurrency: int = 32
     _pool: ThreadPoolExecutor | None = field(default=None, repr=False)
 
@@ -84,7 +86,8 @@ class ConnectionsApi:
         """Send one text frame; raises Gone for a closed connection."""
         self.posts += 1
         try:
-            self.client.post_to_connection(ConnectionId=connection_id, Data=data.encode())
+            answer = self.client.post_to_connection(ConnectionId=connection_id, Data=data.encode())
+            self.retries += answer.get("ResponseMetadata", {}).get("RetryAttempts", 0)
         except self.client.exceptions.GoneException:
             raise Gone(connection_id) from None
         except ClientError as exc:

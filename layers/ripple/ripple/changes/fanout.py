@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from itertools import groupby
 from typing import Any
@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from ripple import codec
 from ripple.broadcast.outbound import OutboundMessage, send
+from ripple.budget import budget
 from ripple.changes.binding import MAX_INDEXED_VALUE, Binding, eq_key, table_key
 from ripple.changes.change import Change
 from ripple.changes.filters import FilterError, canonical, parse_filter
@@ -28,6 +29,7 @@ from ripple.config import settings
 from ripple.db import Database, await_commit
 from ripple.gateway import ConnectionsApi, Delivery
 from ripple.log import logger
+from ripple.metrics import record_fanout
 from ripple.presence.tracker import depart, sweep
 from ripple.protocol.message import Message
 from ripple.protocol.serializer import encode
@@ -37,6 +39,8 @@ DRAIN_LOCK = "select pg_advisory_xact_lock(hashtext('realtime.drain'))"
 PENDING = "select * from realtime.pending(%s)"
 ACK = "select realtime.ack(%s)"
 AUTHORIZE = "select * from realtime.authorize(%s::jsonb)"
+# Kept back from the invocation's remaining time: the batch in hand posts, acks and returns in it.
+BUDGET_MARGIN_SECONDS = 10.0
 
 
 class WakeEvent(BaseModel):
@@ -61,6 +65,12 @@ class Stats:
     dynamodb_calls: int = 0
     pg_round_trips: int = 0
     posts: int = 0
+    # Posts botocore retried (throttling, 5xx); seconds spent in the batched authorization.
+    retries: int = 0
+    authorize_seconds: float = 0.0
+    # Per batch: rows taken, and the commit → post lag of its oldest change, in seconds.
+    sizes: list[int] = field(default_factory=list)
+    lags: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -77,6 +87,7 @@ class Fanout:
         """Drain until the outbox is empty or the time budget is spent."""
         stats = Stats()
         calls0, trips0, posts0 = self.store.calls, self.db.round_trips, self.api.posts
+        retries0 = self.api.retries
         if wake.xid:
             await_commit(self.db, wake.xid)
         deadline = time.monotonic() + budget_seconds
@@ -97,6 +108,8 @@ class Fanout:
                 self.db.execute(conn, ACK, ([r["id"] for r in rows[:taken]],))
             stats.batches += 1
             stats.changes += taken
+            stats.sizes.append(taken)
+            stats.lags.append(max(0.0, time.time() - min(r["captured_at"] for r in rows[:taken]).timestamp()))
             if taken < len(rows):
                 # A wide fan-out: read only about what one transaction can post, so the rows
                 # left over are not matched and authorized again and again.
@@ -106,6 +119,7 @@ class Fanout:
         stats.dynamodb_calls = self.store.calls - calls0
         stats.pg_round_trips = self.db.round_trips - trips0
         stats.posts = self.api.posts - posts0
+        stats.retries = self.api.retries - retries0
         return stats
 
     def _deliver_rows(self, rows: list[dict], stats: Stats, authorize: Authorizer) -> int:
@@ -113,7 +127,7 @@ class Fanout:
         least one row); return how many rows that was. Every change of the batch is matched and
         authorized together (one round trip); runs of one kind are posted in outbox order."""
         changes = [Change.from_outbox(r) for r in rows if r["kind"] == "change"]
-        planned = plan(changes, self.store, authorize)
+        planned = plan(changes, self.store, lambda request: _timed(authorize, request, stats))
         per_change = dict(zip((c.id for c in changes), planned.frames))
         stats.principals += planned.principals
         stats.checks += planned.checks
@@ -166,6 +180,14 @@ class Fanout:
 
 
 Authorizer = Callable[[dict[str, Any]], list[dict[str, Any]]]
+
+
+def _timed(authorize: Authorizer, request: dict[str, Any], stats: Stats) -> list[dict[str, Any]]:
+    started = time.monotonic()
+    try:
+        return authorize(request)
+    finally:
+        stats.authorize_seconds += time.monotonic() - started
 
 
 @dataclass(frozen=True)
@@ -317,9 +339,11 @@ def fanout() -> Fanout:
                   batch_size=config.drain_batch_size, max_posts_per_batch=config.max_posts_per_batch)
 
 
-def on_wake(wake: WakeEvent) -> dict:
-    """Lambda entry: drain and deliver; returns the counters of what was done."""
-    stats = fanout().run(wake)
+def on_wake(wake: WakeEvent, context: Any = None) -> dict:
+    """Lambda entry: drain and deliver within the invocation's remaining time; returns the
+    counters of what was done."""
+    stats = fanout().run(wake, budget(context, margin=BUDGET_MARGIN_SECONDS, default=50.0))
+    record_fanout(stats)
     # An idle wake (a sweep that found nothing) is routine; only work done is worth an INFO line.
     (logger.info if stats.batches else logger.debug)("fanout", extra=asdict(stats))
     return asdict(stats)

@@ -23,6 +23,7 @@ from ripple.db import database
 from ripple.events import WebSocketEvent, response
 from ripple.gateway import ConnectionsApi, Gone, connections_api
 from ripple.log import logger
+from ripple.metrics import record_frame, record_reply
 from ripple.presence.tracker import announce, depart, new_ref
 from ripple.presence.tracker import diff as presence_diff
 from ripple.presence.tracker import state as presence_state
@@ -83,6 +84,7 @@ class Router:
                                                     payload={"reason": f"MalformedMessage: {exc}"}))
             return
         frame = Frame(connection_id, vsn, msg, len(text.encode()))
+        record_frame(msg.event)
         action = self.actions.get(msg.event)
         if action is None:
             self.reply(frame, m.error(msg, f"UnknownEvent: unknown event {msg.event!r}"))
@@ -94,6 +96,7 @@ class Router:
         self.api.post(connection_id, encode(msg, vsn))
 
     def reply(self, frame: Frame, msg: m.Message) -> None:
+        record_reply(frame.msg, msg)
         self.send(frame.connection_id, frame.vsn, msg)
 
     # -- events ---------------------------------------------------------------------------------
