@@ -45,13 +45,14 @@ def _report(client: Any) -> Any:
     signing = client.meta.service_model.signing_name
     endpoint = client.meta.endpoint_url
 
-    def before_call(model, params, **_: Any) -> None:
+    def before_parameter_build(params, model, **_: Any) -> None:
         if _observers:
-            call = Call(signing, model.name, params, endpoint)
+            call = Call(signing, model.name, dict(params), endpoint)
             for observer in list(_observers):
                 observer(call)
 
-    client.meta.events.register("before-call", before_call)
+    # Fired once per API call with the caller's parameters (botocore's retries do not repeat it).
+    client.meta.events.register("before-parameter-build", before_parameter_build)
     return client
 
 
