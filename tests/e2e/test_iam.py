@@ -34,8 +34,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from ripple.aws import Call, observe_calls
 from ripple.changes.binding import Binding, table_key
-from ripple.config import settings
 from ripple.channels.member import Member
+from ripple.config import settings
 from ripple.local.gateway import LambdaContext, new_id
 from ripple.local.stack import (
     BINDINGS_TABLE,
