@@ -8,7 +8,7 @@ gateway, joins each to a channel with one INSERT binding on `public.bench_items`
   arriving at a client (p50/p95/p99);
 - deliveries per second, from the first commit to the last arrival;
 - per change: DynamoDB requests, Postgres statements and PostToConnection calls made by the
-  fanout, read from the counters of its adapters (`ripple.changes.fanout.fanout()`'s
+  fanout, read from the counters of its adapters (`ripple.outbox.drain.fanout()`'s
   `store.calls`, `db.round_trips`, `api.posts`) around the round's commits and deliveries.
 
 Modes (`--mode`):
@@ -172,7 +172,7 @@ class Counters:
 
     @classmethod
     def now(cls) -> Counters:
-        from ripple.changes.fanout import fanout
+        from ripple.outbox.drain import fanout
 
         # The same cached instance the fanout handler runs on.
         running = fanout()

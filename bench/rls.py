@@ -98,7 +98,7 @@ class AuthorizeLog:
     attribute shadows the method, so only the fanout's Database is affected)."""
 
     def __init__(self, db):
-        from ripple.changes.fanout import AUTHORIZE
+        from ripple.outbox.drain import AUTHORIZE
 
         self.sql = AUTHORIZE
         self.execute = db.execute
@@ -345,7 +345,7 @@ def main() -> None:
     with local_stack() as stack:
         clients = None
         try:
-            from ripple.changes.fanout import fanout
+            from ripple.outbox.drain import fanout
 
             prepare_tables(stack.db_url)
             wakes = watch_fanout(stack)

@@ -1,6 +1,6 @@
 """Outbox wake-up: drain committed changes and push them to matching subscribers."""
-from ripple.changes.fanout import WakeEvent, on_wake
 from ripple.observability import lambda_handler
+from ripple.outbox.drain import WakeEvent, on_wake
 
 
 @lambda_handler("fanout")

@@ -1,9 +1,9 @@
 """$default: one Phoenix-protocol frame from a client (join, leave, heartbeat, ...)."""
-from ripple.channels.router import on_frame
-from ripple.events import WebSocketEvent
+from ripple.events import MessageEvent
 from ripple.observability import lambda_handler
+from ripple.router.router import on_frame
 
 
 @lambda_handler("router")
 def handler(event, context):
-    return on_frame(WebSocketEvent.model_validate(event))
+    return on_frame(MessageEvent.model_validate(event))

@@ -351,7 +351,7 @@ def test_sql_broadcast_is_sent_after_commit_and_never_on_rollback(stack, db):
 
 
 def test_a_presence_holder_that_vanished_without_disconnect_is_swept(stack):
-    from ripple.channels.member import Member
+    from ripple.store import Member
 
     watcher = Wire(stack.ws_url, stack.key("anon"))
     try:
@@ -393,8 +393,8 @@ def _next(wire: Wire, event: str, timeout: float = 10.0) -> dict:
 def test_a_silent_presence_holder_is_departed_and_closed_while_a_heartbeating_one_stays(stack):
     # API Gateway counts the backend's posts as activity, so a vanished client in a busy room
     # never idles out: the sweep goes by when each holder last sent a heartbeat.
+    from ripple.channels.lifecycle import sweep
     from ripple.gateway import connections_api
-    from ripple.presence.tracker import sweep
 
     topic = "realtime:silence"
     watcher, silent, beating = (Wire(stack.ws_url, stack.key("anon")) for _ in range(3))
@@ -528,9 +528,9 @@ def _connection_id(wire: Wire) -> str:
 
 
 def _router(**limits):
-    from ripple.channels.router import Router
     from ripple.config import settings
     from ripple.gateway import connections_api
+    from ripple.router.router import Router
 
     return Router(store=store(), api=connections_api(), config=settings().model_copy(update=limits))
 

@@ -9,9 +9,8 @@ import boto3
 import psycopg
 import pytest
 
-from ripple.changes.binding import Binding, table_key
 from ripple.local.stack import BINDINGS_TABLE
-from ripple.store import store
+from ripple.store import Binding, store, table_key
 from tests.e2e.test_protocol import todos  # noqa: F401  (fixture)
 from tests.e2e.wire import Wire
 
@@ -156,7 +155,7 @@ def test_cost_per_batch_is_queries_on_derived_keys_and_constant_round_trips(stac
 
 
 def test_a_wide_batch_commits_in_slices_bounded_by_posts(stack, db, todos):
-    from ripple.changes.fanout import fanout
+    from ripple.outbox.drain import fanout
 
     wires = [Wire(stack.ws_url, stack.key("anon")) for _ in range(3)]
     drainer = fanout()

@@ -33,8 +33,6 @@ from psycopg.conninfo import conninfo_to_dict
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from ripple.aws import Call, observe_calls
-from ripple.changes.binding import Binding, table_key
-from ripple.channels.member import Member
 from ripple.config import settings
 from ripple.local.gateway import LambdaContext, new_id
 from ripple.local.stack import (
@@ -46,7 +44,7 @@ from ripple.local.stack import (
     load_handler,
 )
 from ripple.observability import current_function
-from ripple.store import Store
+from ripple.store import Binding, DynamoDBStore, Member, table_key
 from tests.e2e.wire import Wire
 
 pytestmark = pytest.mark.e2e
@@ -253,7 +251,7 @@ def until(predicate, timeout: float = 15.0):
     raise AssertionError("condition not met in time")
 
 
-def ghost(store: Store, topic: str, *, binding: bool) -> str:
+def ghost(store: DynamoDBStore, topic: str, *, binding: bool) -> str:
     """Rows for a connection whose $disconnect never ran: the next post to it answers 410."""
     cid = new_id()
     expires = int(time.time()) + 600
@@ -290,7 +288,7 @@ def http(stack, path: str, key: str, body: object | None = None) -> int:
 def exercise(stack, db) -> None:
     """Every function, through every path that calls AWS; each step checks it happened."""
     db.execute(SCHEMA)
-    inspect = Store(boto3.client("dynamodb", endpoint_url=stack.aws_url, region_name=REGION),
+    inspect = DynamoDBStore(boto3.client("dynamodb", endpoint_url=stack.aws_url, region_name=REGION),
                     CONNECTIONS_TABLE, BINDINGS_TABLE)
     anon = stack.key("anon")
 

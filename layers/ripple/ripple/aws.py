@@ -16,8 +16,10 @@ from botocore.config import Config
 
 # Standard retry mode backs off on throttling; connection pool sized for concurrent posts.
 _CONFIG = Config(retries={"mode": "standard", "max_attempts": 4}, max_pool_connections=64)
-# Email and SMS sends retry in ripple.notify.providers, which knows which errors are final.
+# Email and SMS sends retry in ripple.notify.providers, which knows which errors are final;
+# posts to @connections in ripple.gateway, which keeps what cannot get through.
 _SEND_CONFIG = Config(retries={"mode": "standard", "max_attempts": 1})
+_POST_CONFIG = Config(retries={"mode": "standard", "max_attempts": 1}, max_pool_connections=64)
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,7 @@ class Clients:
         return _report(boto3.client("sns", config=_SEND_CONFIG))
 
     def connections_api(self, endpoint: str):
-        return _report(boto3.client("apigatewaymanagementapi", endpoint_url=endpoint, config=_CONFIG))
+        return _report(boto3.client("apigatewaymanagementapi", endpoint_url=endpoint, config=_POST_CONFIG))
 
 
 @lru_cache(maxsize=1)

@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     presence_timeout_seconds: int = 90
     drain_batch_size: int = 500
     max_posts_per_batch: int = 10_000
+    # A connection whose posts keep failing (throttled, API Gateway errors) has its frames kept
+    # and retried at each drain; past this many seconds it is closed, and its client reconnects.
+    owed_deadline_seconds: float = 120.0
     post_concurrency: int = 32
     # Notification delivery (SESv2 / SNS).
     mail_from: str = "Ripple <notifications@ripple.test>"

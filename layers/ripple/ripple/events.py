@@ -1,9 +1,19 @@
-"""Typed models of the API Gateway WebSocket events the handlers receive."""
+"""API Gateway events, parsed with Powertools' Parser models and a few accessors Ripple reads.
+
+    event = MessageEvent.model_validate(lambda_event)   # $default
+    event.connection_id, event.body
+"""
 from __future__ import annotations
 
 import base64
 
-from pydantic import BaseModel, ConfigDict
+from aws_lambda_powertools.utilities.parser.models import (
+    APIGatewayProxyEventV2Model,
+    APIGatewayWebSocketConnectEventModel,
+    APIGatewayWebSocketDisconnectEventModel,
+    APIGatewayWebSocketMessageEventModel,
+)
+from pydantic import Field
 
 from ripple import codec
 
@@ -13,54 +23,50 @@ def _header(headers: dict[str, str] | None, name: str) -> str | None:
     return next((value for key, value in (headers or {}).items() if key.lower() == wanted), None)
 
 
-class RequestContext(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class ConnectEvent(APIGatewayWebSocketConnectEventModel):
+    """`$connect`: the upgrade request's headers and query string."""
 
-    routeKey: str
-    eventType: str
-    connectionId: str
-    domainName: str | None = None
-    stage: str | None = None
-    connectedAt: int | None = None
-    requestId: str | None = None
-    disconnectStatusCode: int | None = None
-    disconnectReason: str | None = None
-
-
-class WebSocketEvent(BaseModel):
-    """A `$connect`, `$default` or `$disconnect` invocation from API Gateway."""
-
-    model_config = ConfigDict(extra="allow")
-
-    requestContext: RequestContext
-    headers: dict[str, str] | None = None
-    queryStringParameters: dict[str, str] | None = None
-    body: str | None = None
-    isBase64Encoded: bool = False
+    # Powertools' model leaves out the query string; `$connect` carries the client's apikey and vsn there.
+    query_string_parameters: dict[str, str] | None = Field(None, alias="queryStringParameters")
 
     @property
     def connection_id(self) -> str:
-        return self.requestContext.connectionId
+        return self.request_context.connection_id
+
+    @property
+    def connected_at_ms(self) -> int:
+        return int(self.request_context.connected_at.timestamp() * 1000)
 
     def header(self, name: str) -> str | None:
         """A request header, case-insensitively."""
         return _header(self.headers, name)
 
     def query(self, name: str) -> str | None:
-        return (self.queryStringParameters or {}).get(name)
+        return (self.query_string_parameters or {}).get(name)
 
 
-class HttpEvent(BaseModel):
-    """An API Gateway HTTP API (payload format 2.0) request."""
+class DisconnectEvent(APIGatewayWebSocketDisconnectEventModel):
+    """`$disconnect`: which connection closed, and API Gateway's close code and reason."""
 
-    model_config = ConfigDict(extra="allow")
+    @property
+    def connection_id(self) -> str:
+        return self.request_context.connection_id
 
-    rawPath: str = "/"
-    headers: dict[str, str] | None = None
-    queryStringParameters: dict[str, str] | None = None
-    pathParameters: dict[str, str] | None = None
-    body: str | None = None
-    isBase64Encoded: bool = False
+
+class MessageEvent(APIGatewayWebSocketMessageEventModel):
+    """`$default`: one text frame from a client."""
+
+    @property
+    def connection_id(self) -> str:
+        return self.request_context.connection_id
+
+    @property
+    def text(self) -> str | None:
+        return self.body if isinstance(self.body, str) else None
+
+
+class HttpEvent(APIGatewayProxyEventV2Model):
+    """An API Gateway HTTP API request (payload format 2.0)."""
 
     def header(self, name: str) -> str | None:
         """A request header, case-insensitively."""
@@ -74,11 +80,12 @@ class HttpEvent(BaseModel):
         return self.header("apikey")
 
     def text(self) -> str:
-        if self.body is None:
+        body = self.body if isinstance(self.body, str) else None
+        if body is None:
             return ""
         if self.isBase64Encoded:
-            return base64.b64decode(self.body).decode("utf-8", errors="replace")
-        return self.body
+            return base64.b64decode(body).decode("utf-8", errors="replace")
+        return body
 
 
 def json_response(status: int, body: object) -> dict:

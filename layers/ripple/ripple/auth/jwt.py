@@ -83,6 +83,8 @@ def verify(token: str | None) -> Claims:
     except pyjwt.PyJWTError:
         raise AuthError("malformed JWT") from None
     alg = header.get("alg")
+    if not isinstance(alg, str):
+        raise AuthError("malformed JWT")
     key = _key(token, alg)
     try:
         raw = pyjwt.decode(token, key, algorithms=[alg],

@@ -6,10 +6,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ripple.broadcast.relay import broadcast_message
-from ripple.channels.closing import relay_to_members
+from ripple.channels.audience import deliver
 from ripple.gateway import ConnectionsApi
 from ripple.log import logger
+from ripple.protocol.message import broadcast
 from ripple.protocol.serializer import VERSIONS, encode
 from ripple.store import Store
 
@@ -46,7 +46,7 @@ def parse_request(body: Any) -> BroadcastRequest:
 
 def frame_bytes(message: OutboundMessage) -> int:
     """The size of the `broadcast` push this message becomes, in its larger serialization."""
-    push = broadcast_message(f"realtime:{message.topic}", message.event, message.payload)
+    push = broadcast(f"realtime:{message.topic}", message.event, message.payload)
     return max(len(encode(push, vsn).encode()) for vsn in VERSIONS)
 
 
@@ -97,7 +97,19 @@ def send(store: Store, api: ConnectionsApi, messages: list[OutboundMessage]) -> 
             continue
         topic = f"realtime:{message.topic}"
         members = [m for m in store.members(topic) if m.private == message.private]
-        outcome = relay_to_members(store, api, members, broadcast_message(topic, message.event, message.payload))
+        outcome = deliver(store, api, members, broadcast(topic, message.event, message.payload))
         sent.messages += 1
         sent.deliveries += outcome.delivered
     return sent
+
+
+def relay_outbox(store: Store, api: ConnectionsApi, payloads: list[Any]) -> Sent:
+    """Deliver `realtime.send` messages drained from the outbox; a malformed one is logged and
+    skipped, never holding up the rest."""
+    messages = []
+    for payload in payloads:
+        try:
+            messages.append(OutboundMessage.model_validate(payload))
+        except ValueError:
+            logger.warning("dropping malformed realtime.send message", extra={"payload": payload})
+    return send(store, api, messages)

@@ -10,14 +10,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from typing import NamedTuple
 
-from ripple.broadcast.relay import relay
-from ripple.channels.member import Member
-from ripple.gateway import ConnectionsApi, Gone, Outcome
-from ripple.presence.tracker import announce, depart, diff
+from ripple.channels.lifecycle import announce_leave, depart
+from ripple.gateway import ConnectionsApi, Gone
 from ripple.protocol import message as m
 from ripple.protocol.serializer import encode
 from ripple.store import Store
+
+
+class Expired(NamedTuple):
+    """A channel whose token had expired when something would have reached it."""
+
+    connection_id: str
+    topic: str
+    vsn: str
+    join_ref: str | None
+    exp: int
 
 
 def drop_channel(store: Store, api: ConnectionsApi, connection_id: str, topic: str) -> None:
@@ -26,8 +35,7 @@ def drop_channel(store: Store, api: ConnectionsApi, connection_id: str, topic: s
     if member is None:
         return
     store.leave_channel(connection_id, topic)
-    if member.presence is not None:
-        announce(store, api, topic, member.private, diff(member.presence_key, [], [member.presence]))
+    announce_leave(store, api, member)
 
 
 def close_channel(store: Store, api: ConnectionsApi, connection_id: str, topic: str, vsn: str,
@@ -38,7 +46,7 @@ def close_channel(store: Store, api: ConnectionsApi, connection_id: str, topic: 
               encode(m.Message(topic=topic, event="phx_close", payload={}, join_ref=join_ref), vsn)]
     try:
         for frame in frames:
-            api.post(connection_id, frame)
+            api.send(connection_id, frame)
     except Gone:
         depart(store, api, connection_id)
 
@@ -47,28 +55,15 @@ def expired_reason(exp: int, now: float) -> str:
     return f"Token has expired {max(0, int(now - exp))} seconds ago"
 
 
-def close_expired(store: Store, api: ConnectionsApi, channels: Iterable[tuple[str, str, str, str | None, int]],
+def close_expired(store: Store, api: ConnectionsApi, channels: Iterable[Expired],
                   now: float | None = None) -> int:
-    """Close each (connection, topic, vsn, join_ref, exp) channel whose token has expired, once
-    per channel; returns how many were closed."""
+    """Close each channel whose token has expired, once per channel; returns how many were closed."""
     now = time.time() if now is None else now
     seen = set()
-    for connection_id, topic, vsn, join_ref, exp in channels:
-        if (connection_id, topic) in seen:
+    for channel in channels:
+        if (channel.connection_id, channel.topic) in seen:
             continue
-        seen.add((connection_id, topic))
-        close_channel(store, api, connection_id, topic, vsn, join_ref, expired_reason(exp, now))
+        seen.add((channel.connection_id, channel.topic))
+        close_channel(store, api, channel.connection_id, channel.topic, channel.vsn, channel.join_ref,
+                      expired_reason(channel.exp, now))
     return len(seen)
-
-
-def relay_to_members(store: Store, api: ConnectionsApi, members: list[Member], message: m.Message,
-                     exclude: str | None = None) -> Outcome:
-    """Relay to the live members; connections found gone depart, channels whose token has
-    expired are closed (so an expired subscriber hears why it stopped receiving)."""
-    now = time.time()
-    outcome = relay(api, members, message, exclude=exclude)
-    for connection_id in outcome.gone:
-        depart(store, api, connection_id)
-    close_expired(store, api, ((x.connection_id, x.topic, x.vsn, x.join_ref, x.exp) for x in members
-                               if not x.live(now) and x.connection_id not in outcome.gone), now)
-    return outcome

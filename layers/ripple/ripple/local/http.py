@@ -23,9 +23,11 @@ def http_route(name: str, handler: Handler) -> Callable[[web.Request], Awaitable
         except UnicodeDecodeError:
             body, encoded = base64.b64encode(raw).decode(), True
         request_id = str(uuid.uuid4())
+        now = time.time()
+        route_key = f"{request.method} {request.match_info.route.resource.canonical}"
         event = {
             "version": "2.0",
-            "routeKey": f"{request.method} {request.match_info.route.resource.canonical}",
+            "routeKey": route_key,
             "rawPath": request.path,
             "rawQueryString": request.query_string,
             "headers": {k.lower(): v for k, v in request.headers.items()},
@@ -34,10 +36,14 @@ def http_route(name: str, handler: Handler) -> Callable[[web.Request], Awaitable
             "body": body if raw else None,
             "isBase64Encoded": encoded,
             "requestContext": {
-                "http": {"method": request.method, "path": request.path,
+                "accountId": "123456789012", "apiId": "local", "domainName": request.host,
+                "domainPrefix": request.host.split(".")[0].split(":")[0],
+                "http": {"method": request.method, "path": request.path, "protocol": "HTTP/1.1",
                          "sourceIp": request.remote or "127.0.0.1",
                          "userAgent": request.headers.get("User-Agent", "")},
-                "requestId": request_id, "stage": "$default", "timeEpoch": int(time.time() * 1000),
+                "requestId": request_id, "routeKey": route_key, "stage": "$default",
+                "time": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now)),
+                "timeEpoch": int(now * 1000),
             },
         }
         try:

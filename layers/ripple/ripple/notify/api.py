@@ -228,9 +228,7 @@ def _summary(errors: list[dict]) -> str:
 
 # -- request parsing ----------------------------------------------------------------------------
 def _method(event: HttpEvent) -> str:
-    context = (event.model_extra or {}).get("requestContext")
-    http = context.get("http") if isinstance(context, dict) else None
-    return str(http.get("method", "")).upper() if isinstance(http, dict) else ""
+    return event.requestContext.http.method.upper()
 
 
 def _query(model: type[BaseModel], event: HttpEvent) -> Any:

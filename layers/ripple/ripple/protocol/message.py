@@ -48,3 +48,13 @@ def system(topic: str, extension: str, status: str, text: str, join_ref: str | N
                  "message": text, "status": status},
         join_ref=join_ref,
     )
+
+
+def broadcast(topic: str, event: str, payload: Any) -> Message:
+    """The `broadcast` push every client library understands."""
+    return Message(topic=topic, event="broadcast",
+                   payload={"type": "broadcast", "event": event, "payload": payload})
+
+
+def presence_diff(topic: str, payload: dict[str, Any]) -> Message:
+    return Message(topic=topic, event="presence_diff", payload=payload)

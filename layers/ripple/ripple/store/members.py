@@ -1,10 +1,15 @@
-"""A channel member: one connection joined to one topic, with its broadcast and presence config."""
+"""Member rows: one connection joined to one topic, with its broadcast and presence config.
+
+Every member of a topic shares one bucket (one Query reads them all); a connection tracking
+presence is also listed under the presence-holders bucket, which the liveness sweep reads.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
 TOPIC_PREFIX = "topic:"
+PRESENCE_HOLDERS = "presence:holders"
 
 
 def topic_key(topic: str) -> str:

@@ -1,13 +1,14 @@
-"""A postgres_changes binding: one `{event, schema, table, filter}` a channel listens to."""
+"""Binding rows: one per postgres_changes binding of a channel, in buckets a change can derive.
+
+A change reads its buckets with Queries: `schema.table`, `schema.*`, `*.*` and, for each column
+some binding filters by equality, `schema.table|column=value`. The registry row (`sk` = `~eq`)
+under `schema.table` lists those columns, so it arrives with the table bucket's Query.
+"""
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
-from typing import Any
 
-from ripple import codec
-
-EVENTS = frozenset({"*", "INSERT", "UPDATE", "DELETE"})
+REGISTRY_SK = "~eq"
 # DynamoDB partition keys hold up to 2048 bytes; longer equality values fall back to the table bucket.
 MAX_INDEXED_VALUE = 1024
 
@@ -20,13 +21,6 @@ def table_key(schema: str, table: str) -> str:
 def eq_key(schema: str, table: str, column: str, value: str) -> str:
     """The bucket of bindings whose filter pins `column` to `value` (canonical text)."""
     return f"{schema}.{table}|{column}={value}"
-
-
-def binding_id(params: dict[str, Any]) -> int:
-    """A stable integer id for a binding's parameters, as Supabase derives one by hashing them."""
-    key = codec.dumps([params.get("event"), params.get("schema"), params.get("table"),
-                       params.get("filter"), params.get("select")])
-    return zlib.crc32(key.encode()) & 0x7FFFFFFF
 
 
 @dataclass(frozen=True)
@@ -48,6 +42,10 @@ class Binding:
     join_ref: str | None = None
     # The subscriber's token expiry (epoch seconds); past it the binding receives nothing.
     exp: int = 0
+
+    @property
+    def sort_key(self) -> str:
+        return f"{self.connection_id}#{self.id}#{self.topic}"
 
     def live(self, now: float) -> bool:
         return self.exp == 0 or self.exp > now

@@ -1,11 +1,9 @@
-"""DynamoDB persistence for connections and their postgres_changes bindings.
+"""The store on DynamoDB (see docs/architecture.md).
 
-Layout (see docs/architecture.md):
 - connections table, key `connection_id`: one row per open socket, TTL `expires_at`.
-- bindings table, key (`pk` bucket, `sk` = `<connection>#<binding id>#<topic>`), GSI `by_connection`:
-  a change reads its buckets with Queries — `schema.table`, `schema.*`, `*.*` and, for each column
-  some binding filters by equality, `schema.table|column=value`. The registry row (`sk` = `~eq`)
-  under `schema.table` lists those columns, so it arrives with the table bucket's Query.
+- bindings table, key (`pk` bucket, `sk`), GSI `by_connection`: binding rows (store.bindings),
+  member rows under `topic:<topic>` and presence holders (store.members). A connection's rows, or
+  one channel's, are found with one Query on the index.
 """
 from __future__ import annotations
 
@@ -16,16 +14,18 @@ from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from boto3.dynamodb.table import BatchWriter
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from ripple import codec
 from ripple.aws import clients
-from ripple.changes.binding import Binding
-from ripple.channels.member import TOPIC_PREFIX, Member, topic_key
 from ripple.config import settings
+from ripple.store.base import Store
+from ripple.store.bindings import REGISTRY_SK, Binding
+from ripple.store.connections import Connection, last_heard
+from ripple.store.exceptions import NoConnection, TooManyChannels
+from ripple.store.members import PRESENCE_HOLDERS, TOPIC_PREFIX, Member, topic_key
 
-REGISTRY_SK = "~eq"
-PRESENCE_HOLDERS = "presence:holders"
 _ser = TypeSerializer()
 _de = TypeDeserializer()
 
@@ -38,39 +38,19 @@ def _plain(item: dict[str, Any]) -> dict[str, Any]:
     return {k: _de.deserialize(v) for k, v in item.items()}
 
 
-class NoConnection(LookupError):
-    """The connection has no row (never connected, or already cleaned up)."""
-
-
-class TooManyChannels(Exception):
-    """The connection already joined as many channels as allowed."""
-
-
-@dataclass(frozen=True)
-class Connection:
-    """One open WebSocket, as `$connect` recorded it."""
-
-    connection_id: str
-    role: str
-    claims: str
-    vsn: str
-    connected_at: int
-    expires_at: int
-    # Epoch seconds the client was last heard from ($connect, then each heartbeat).
-    last_seen: int | None = None
-
-
 @dataclass
-class Store:
-    """Connections and bindings in DynamoDB. `calls` counts requests, for the benchmark."""
+class DynamoDBStore(Store):
+    """Connections, bindings and members in two DynamoDB tables; `calls` counts requests."""
 
     client: Any
     connections_table: str
     bindings_table: str
     calls: int = field(default=0)
+    # Bucket Queries of one batch run concurrently.
+    query_concurrency: int = 16
 
     @classmethod
-    def from_settings(cls) -> Store:
+    def from_settings(cls) -> DynamoDBStore:
         config = settings()
         return cls(clients().dynamodb, config.connections_table, config.bindings_table)
 
@@ -109,10 +89,7 @@ class Store:
                 answer = self.client.batch_get_item(RequestItems=pending)
                 for item in answer.get("Responses", {}).get(self.connections_table, ()):
                     row = _plain(item)
-                    seen = row.get("last_seen")
-                    # connected_at is API Gateway's milliseconds.
-                    heard[row["connection_id"]] = (float(seen) if seen is not None
-                                                   else float(row.get("connected_at", 0)) / 1000)
+                    heard[row["connection_id"]] = last_heard(row)
                 pending = answer.get("UnprocessedKeys") or {}
                 if not pending:
                     break
@@ -131,8 +108,8 @@ class Store:
     @staticmethod
     def _connection(row: dict[str, Any]) -> Connection:
         return Connection(connection_id=row["connection_id"], role=row["role"], claims=row["claims"],
-                          vsn=row["vsn"], connected_at=int(row["connected_at"]),
-                          expires_at=int(row["expires_at"]))
+                          connected_at=int(row["connected_at"]), expires_at=int(row["expires_at"]),
+                          last_seen=int(row["last_seen"]) if "last_seen" in row else None)
 
     def enter_channel(self, connection_id: str, topic: str, limit: int) -> Connection:
         """Count `topic` among the connection's channels and return the connection.
@@ -211,8 +188,7 @@ class Store:
                 ExpressionAttributeNames={"#c": "columns"},
                 ExpressionAttributeValues={":c": {"SS": sorted(columns)}},
             )
-        puts = [{"PutRequest": {"Item": _item(self._binding_row(b, expires_at))}} for b in bindings]
-        self._batch_write(puts)
+        self.put_bindings(bindings, expires_at)
 
     def remove_channel(self, connection_id: str, topic: str) -> Member | None:
         """Delete every row of one channel (bindings, membership, presence holder); returns the
@@ -229,18 +205,18 @@ class Store:
 
     def put_bindings(self, bindings: list[Binding], expires_at: int) -> None:
         """Overwrite bindings in place (same keys), e.g. with a channel's refreshed claims."""
-        self._batch_write([{"PutRequest": {"Item": _item(self._binding_row(b, expires_at))}}
-                           for b in bindings])
+        with self._batch() as batch:
+            for b in bindings:
+                batch.put_item(Item=_item(self._binding_row(b, expires_at)))
 
-    def bindings_under(self, buckets: Iterable[str], *, concurrency: int = 16
-                       ) -> tuple[dict[str, list[Binding]], dict[str, set[str]]]:
+    def bindings_under(self, buckets: Iterable[str]) -> tuple[dict[str, list[Binding]], dict[str, set[str]]]:
         """Bindings per bucket, and the eq-indexed columns registered under table buckets."""
         wanted = sorted(set(buckets))
         found: dict[str, list[Binding]] = {}
         registry: dict[str, set[str]] = {}
         if not wanted:
             return found, registry
-        with ThreadPoolExecutor(max_workers=min(concurrency, len(wanted))) as pool:
+        with ThreadPoolExecutor(max_workers=min(self.query_concurrency, len(wanted))) as pool:
             for bucket, rows in zip(wanted, pool.map(self._query_bucket, wanted)):
                 found[bucket] = []
                 for row in rows:
@@ -357,25 +333,19 @@ class Store:
         return self._query(kwargs)
 
     def _delete_keys(self, keys: list[dict[str, Any]]) -> None:
-        self._batch_write([{"DeleteRequest": {"Key": _item(k)}} for k in keys])
+        with self._batch() as batch:
+            for key in keys:
+                batch.delete_item(Key=_item(key))
 
-    def _batch_write(self, requests: list[dict[str, Any]]) -> None:
-        for start in range(0, len(requests), 25):
-            pending = {self.bindings_table: requests[start:start + 25]}
-            for attempt in range(8):
-                self.calls += 1
-                left = self.client.batch_write_item(RequestItems=pending).get("UnprocessedItems")
-                if not left:
-                    break
-                pending = left
-                time.sleep(min(0.05 * 2 ** attempt, 1.0))
-            else:
-                raise RuntimeError("DynamoDB kept items unprocessed after retries")
+    def _batch(self) -> BatchWriter:
+        """boto3's batch writer on the bindings table: 25 items a request, unprocessed items
+        resent; its requests are counted in `calls`."""
+        return BatchWriter(self.bindings_table, _Counting(self), flush_amount=25)
 
     @staticmethod
     def _binding_row(b: Binding, expires_at: int) -> dict[str, Any]:
         return {
-            "pk": b.bucket, "sk": f"{b.connection_id}#{b.id}#{b.topic}",
+            "pk": b.bucket, "sk": b.sort_key,
             "connection_id": b.connection_id, "topic": b.topic, "binding_id": b.id,
             "event": b.event, "schema": b.schema, "table": b.table, "filter": b.filter,
             "select": codec.dumps(list(b.select)) if b.select is not None else None,
@@ -396,6 +366,17 @@ class Store:
         )
 
 
+@dataclass
+class _Counting:
+    """The low-level client, as the batch writer sees it, counting its requests."""
+
+    store: DynamoDBStore
+
+    def batch_write_item(self, **kwargs: Any) -> dict[str, Any]:
+        self.store.calls += 1
+        return self.store.client.batch_write_item(**kwargs)
+
+
 def _is_member(row: dict[str, Any]) -> bool:
     return row["pk"].startswith(TOPIC_PREFIX)
 
@@ -410,6 +391,6 @@ def _known(value: Any) -> bool | None:
 
 
 @lru_cache(maxsize=1)
-def store() -> Store:
+def store() -> DynamoDBStore:
     """The container-wide store, on the tables named by the settings."""
-    return Store.from_settings()
+    return DynamoDBStore.from_settings()

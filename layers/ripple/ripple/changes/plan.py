@@ -1,0 +1,161 @@
+"""What a batch of changes owes whom: candidate bindings from the buckets each change derives,
+filters evaluated here, RLS verdicts from one batched authorization, each distinct frame encoded
+once. Pure over the store's interface and an authorization callable, so it is unit-tested on the
+in-memory store.
+"""
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ripple import codec
+from ripple.changes.change import Change
+from ripple.changes.filters import FilterError, canonical, parse_filter
+from ripple.channels.closing import Expired
+from ripple.protocol.message import Message
+from ripple.protocol.serializer import encode
+from ripple.store import MAX_INDEXED_VALUE, Binding, Store, eq_key, table_key
+
+# realtime.authorize: {principals, images, checks} in, one {principal, image, allowed, hidden} row
+# per check out (one round trip for the whole batch).
+Authorizer = Callable[[dict[str, Any]], list[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What one principal may see of one change: the row at all, its old image, which columns."""
+
+    allowed: bool
+    show_old: bool = True
+    hidden: frozenset[str] = frozenset()
+
+
+@dataclass
+class Plan:
+    """Per change, in order, the (connection, frame) pairs it owes; and the channels whose token
+    had expired when a change would have reached them."""
+
+    frames: list[list[tuple[str, str]]]
+    expired: list[Expired]
+    principals: int = 0
+    checks: int = 0
+
+
+def plan(changes: list[Change], store: Store, authorize: Authorizer) -> Plan:
+    """What a batch of changes owes whom; each distinct frame encoded once."""
+    candidates, expired = _candidates(changes, store)
+    verdicts, principals, checks = _authorize(changes, candidates, authorize)
+    encoded: dict[tuple, str] = {}
+    out = []
+    for change in changes:
+        matched: dict[tuple, set[int]] = defaultdict(set)
+        for binding in candidates[change.id]:
+            verdict = verdicts[(change.id, _principal(binding))]
+            if verdict.allowed:
+                view = (binding.select, verdict.hidden, verdict.show_old)
+                matched[(binding.connection_id, binding.topic, view, binding.vsn)].add(binding.id)
+        frames = []
+        for (connection_id, topic, view, vsn), ids in matched.items():
+            key = (change.id, topic, view, vsn, tuple(sorted(ids)))
+            if key not in encoded:
+                payload = {"ids": list(key[4]), "data": change.data(*view)}
+                encoded[key] = encode(Message(topic=topic, event="postgres_changes", payload=payload), vsn)
+            frames.append((connection_id, encoded[key]))
+        out.append(frames)
+    return Plan(out, expired, principals, checks)
+
+
+def _candidates(changes: list[Change], store: Store
+                ) -> tuple[dict[int, list[Binding]], list[Expired]]:
+    """Per change, the live bindings whose event and filter match it (Queries on derived keys
+    only); and the channels of matching bindings whose token has expired."""
+    buckets = {k for c in changes for k in _table_buckets(c)}
+    found, registry = store.bindings_under(buckets)
+    change_eq: dict[int, list[str]] = {}
+    for change in changes:
+        keys = []
+        for column in registry.get(table_key(change.schema, change.table), ()):
+            if column not in change.row:
+                continue
+            value = canonical(change.row[column], change.types.get(column, "text"))
+            if value is not None and len(value) <= MAX_INDEXED_VALUE:
+                keys.append(eq_key(change.schema, change.table, column, value))
+        change_eq[change.id] = keys
+    more, _ = store.bindings_under({k for keys in change_eq.values() for k in keys} - set(found))
+    found.update(more)
+    now = time.time()
+    candidates: dict[int, list[Binding]] = {}
+    expired: list[Expired] = []
+    for change in changes:
+        matching = [b for key in (*_table_buckets(change), *change_eq[change.id])
+                    for b in found.get(key, ()) if _matches(b, change)]
+        candidates[change.id] = [b for b in matching if b.live(now)]
+        expired.extend(Expired(b.connection_id, b.topic, b.vsn, b.join_ref, b.exp)
+                       for b in matching if not b.live(now))
+    return candidates, expired
+
+
+def _principal(binding: Binding) -> tuple[str, str]:
+    return (binding.role, binding.claims)
+
+
+def _authorize(changes: list[Change], candidates: dict[int, list[Binding]],
+               authorize: Authorizer) -> tuple[dict[tuple[int, tuple[str, str]], Verdict], int, int]:
+    """One database round trip for the whole batch: each distinct principal (role + claims) is
+    checked once per row image it would receive, however many subscribers share it."""
+    principals: dict[tuple[str, str], int] = {}
+    images: list[dict[str, Any]] = []
+    checks: list[list[int]] = []
+    slots: dict[tuple[int, tuple[str, str]], tuple[int, int | None]] = {}
+    for change in changes:
+        wanted = {_principal(b) for b in candidates[change.id]}
+        if not wanted:
+            continue
+        primary = len(images)
+        images.append({"schema": change.schema, "table": change.table, "row": change.row})
+        old = None
+        if change.type == "UPDATE":
+            old = len(images)
+            images.append({"schema": change.schema, "table": change.table, "row": change.old_record or {}})
+        for principal in sorted(wanted):
+            index = principals.setdefault(principal, len(principals))
+            checks.append([index, primary])
+            if old is not None:
+                checks.append([index, old])
+            slots[(change.id, principal)] = (primary, old)
+    if not checks:
+        return {}, 0, 0
+    request = {"principals": [{"role": role, "claims": codec.loads(claims)} for role, claims in principals],
+               "images": images, "checks": checks}
+    answers = {(row["principal"], row["image"]): row for row in authorize(request)}
+    verdicts = {}
+    for (change_id, principal), (primary, old) in slots.items():
+        index = principals[principal]
+        first = answers.get((index, primary))
+        if not first or not first["allowed"]:
+            verdicts[(change_id, principal)] = Verdict(False)
+            continue
+        second = answers.get((index, old)) if old is not None else None
+        verdicts[(change_id, principal)] = Verdict(
+            True, show_old=old is None or bool(second and second["allowed"]),
+            hidden=frozenset(first["hidden"] or ()))
+    return verdicts, len(principals), len(checks)
+
+
+def _table_buckets(change: Change) -> tuple[str, str, str]:
+    return (table_key(change.schema, change.table), table_key(change.schema, "*"), table_key("*", "*"))
+
+
+def _matches(binding: Binding, change: Change) -> bool:
+    if not binding.wants(change.type):
+        return False
+    if not binding.filter:
+        return True
+    try:
+        return parse_filter(binding.filter).matches(change.row, change.types)
+    except FilterError:
+        # The table changed shape since the join validated this filter; it can no longer match.
+        return False

@@ -1,0 +1,1 @@
+"""The outbox drain: what wakes the fanout, and the loop that delivers committed rows."""

@@ -1,0 +1,257 @@
+"""Drain the outbox: committed changes and `realtime.send` messages, delivered in outbox order.
+
+Per drained batch: four Postgres statements (drain lock, pending rows, one batched authorization
+of every distinct principal against every row image it would receive, ack). Each run of rows of
+one kind goes to its feature: changes to `changes.plan` + `changes.delivery`, broadcasts to
+`broadcast.outbound`. A crash before the ack redelivers the batch (at-least-once).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from itertools import groupby
+from typing import Any
+
+from pydantic import BaseModel
+
+from ripple import codec
+from ripple.broadcast.outbound import relay_outbox
+from ripple.budget import budget
+from ripple.changes import delivery
+from ripple.changes.change import Change
+from ripple.changes.plan import Authorizer, plan
+from ripple.channels.closing import close_expired
+from ripple.channels.lifecycle import depart, sweep
+from ripple.config import settings
+from ripple.db import Database, await_commit
+from ripple.gateway import ConnectionsApi
+from ripple.log import logger
+from ripple.metrics import record_fanout
+from ripple.store import DynamoDBStore, Store
+
+DRAIN_LOCK = "select pg_advisory_xact_lock(hashtext('realtime.drain'))"
+PENDING = "select * from realtime.pending(%s)"
+ACK = "select realtime.ack(%s)"
+OWE = "select realtime.owe(%s::jsonb)"
+AUTHORIZE = "select * from realtime.authorize(%s::jsonb)"
+# Kept back from the invocation's remaining time: the batch in hand posts, acks and returns in it.
+BUDGET_MARGIN_SECONDS = 10.0
+
+
+class WakeEvent(BaseModel):
+    """What wakes the fanout: the writer's xid from Postgres, or a scheduled sweep."""
+
+    xid: str | None = None
+    sweep: bool = False
+
+
+@dataclass
+class Stats:
+    """What one wake-up did; also the benchmark's per-change cost counters."""
+
+    batches: int = 0
+    changes: int = 0
+    deliveries: int = 0
+    gone: int = 0
+    failed: int = 0
+    # Authorization: distinct (role, claims) evaluated, and (principal, row image) checks made.
+    principals: int = 0
+    checks: int = 0
+    dynamodb_calls: int = 0
+    pg_round_trips: int = 0
+    posts: int = 0
+    # Posts retried, frames left owed at the end, and unreachable connections closed past the deadline.
+    retries: int = 0
+    owed: int = 0
+    closed: int = 0
+    # Seconds spent in the batched authorization; per batch, rows taken and the commit → post lag
+    # of its oldest row, in seconds.
+    authorize_seconds: float = 0.0
+    sizes: list[int] = field(default_factory=list)
+    lags: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Fanout:
+    db: Database
+    store: Store
+    api: ConnectionsApi
+    batch_size: int = 500
+    # Bounds one drain transaction, so a wide fan-out commits in slices well inside the
+    # function's timeout instead of redelivering a huge batch after a timeout.
+    max_posts_per_batch: int = 10_000
+    # How long a connection may stay unreachable before it is closed (it reconnects and rejoins).
+    owed_deadline_seconds: float = 120.0
+
+    def run(self, wake: WakeEvent, budget_seconds: float = 50.0) -> Stats:
+        """Drain until the outbox is empty or the time budget is spent."""
+        stats = Stats()
+        calls0, trips0, posts0 = self.store.calls, self.db.round_trips, self.api.posts
+        if wake.xid:
+            await_commit(self.db, wake.xid)
+        deadline = time.monotonic() + budget_seconds
+        if wake.sweep:
+            # Inside the drain's budget, and a small share of it: changes come first.
+            stats.gone += sweep(self.store, self.api, budget_seconds=budget_seconds / 10)
+        limit = self.batch_size
+        retried: set[str] = set()
+        while time.monotonic() < deadline:
+            with self.db.transaction() as conn:
+                self.db.execute(conn, DRAIN_LOCK)
+                rows = self.db.execute(conn, PENDING, (limit,))
+                if not rows:
+                    break
+
+                def authorize(request: dict[str, Any], conn: Any = conn) -> list[dict[str, Any]]:
+                    started = time.monotonic()
+                    try:
+                        return self.db.execute(conn, AUTHORIZE, (codec.dumps(request),))
+                    finally:
+                        stats.authorize_seconds += time.monotonic() - started
+
+                # Posting inside the drain transaction: a crash before the ack commits redelivers
+                # the batch instead of losing it (at-least-once).
+                taken = self._deliver(rows, stats, authorize, retried)
+                owing = self.api.take_owing()
+                if owing:
+                    self.db.execute(conn, OWE, (codec.dumps(_owed_entries(rows, owing)),))
+                    stats.owed += sum(len(frames) for frames in owing.values())
+                self.db.execute(conn, ACK, ([r["id"] for r in rows[:taken]],))
+            stats.batches += 1
+            stats.changes += taken
+            stats.sizes.append(taken)
+            stats.lags.append(max(0.0, time.time() - min(r["captured_at"] for r in rows[:taken]).timestamp()))
+            if taken < len(rows):
+                # A wide fan-out: read only about what one transaction can post, so the rows
+                # left over are not matched and authorized again and again.
+                limit = max(1, taken)
+            elif len(rows) < limit:
+                break
+        stats.dynamodb_calls = self.store.calls - calls0
+        stats.pg_round_trips = self.db.round_trips - trips0
+        stats.posts = self.api.posts - posts0
+        return stats
+
+    def _deliver(self, rows: list[dict[str, Any]], stats: Stats, authorize: Authorizer,
+                 retried: set[str]) -> int:
+        """Deliver a leading run of `rows` worth at most max_posts_per_batch posts (and always at
+        least one row); return how many rows that was. Frames owed from earlier batches go first;
+        every change of the batch is matched and authorized together (one round trip); runs of one
+        kind are posted in outbox order."""
+        self._retry_owed([r for r in rows if r["kind"] == "owed"], stats, retried)
+        changes = [Change.from_outbox(r) for r in rows if r["kind"] == "change"]
+        planned = plan(changes, self.store, authorize)
+        frames = dict(zip((c.id for c in changes), planned.frames))
+        stats.principals += planned.principals
+        stats.checks += planned.checks
+        budget, taken = self.max_posts_per_batch, 0
+        for kind, run in groupby(rows, key=lambda r: r["kind"]):
+            group = list(run)
+            count, posts = len(group), 0
+            if kind == "change":
+                count = _fitting(group, frames, budget, first=taken == 0)
+                pairs = [pair for row in group[:count] for pair in frames[row["id"]]]
+                outcome = delivery.post(self.store, self.api, pairs)
+                posts = len(pairs)
+                stats.deliveries += posts
+                stats.gone += len(outcome.gone)
+                stats.failed += outcome.failed
+                stats.retries += outcome.retries
+            elif kind == "owed":
+                pass  # posted above, ahead of everything newer
+            elif kind == "broadcast":
+                posts = relay_outbox(self.store, self.api, [r["payload"] for r in group]).deliveries
+                stats.deliveries += posts
+            budget -= posts
+            taken += count
+            if count < len(group) or budget <= 0:
+                break
+        # Subscribers whose token ran out are told once, and their channels closed.
+        close_expired(self.store, self.api, planned.expired)
+        return taken
+
+
+    def _retry_owed(self, rows: list[dict[str, Any]], stats: Stats, retried: set[str]) -> None:
+        """Post each connection's owed frames, in order, once per drain. A connection unreachable
+        for longer than owed_deadline_seconds is closed and departs: its client reconnects."""
+        frames: dict[str, list[str]] = {}
+        since: dict[str, float] = {}
+        for row in rows:
+            cid = row["payload"]["connection_id"]
+            frames.setdefault(cid, []).extend(row["payload"]["frames"])
+            since[cid] = min(since.get(cid, float("inf")), float(row["payload"]["since"]))
+        for cid in set(frames) & retried:
+            self.api.owing.setdefault(cid, []).extend(frames.pop(cid))
+        retried.update(frames)
+        outcome = delivery.post(self.store, self.api, list(_pairs(frames)))
+        stats.deliveries += outcome.delivered
+        stats.retries += outcome.retries
+        stats.gone += len(outcome.gone)
+        cutoff = time.time() - self.owed_deadline_seconds
+        for cid in [c for c in self.api.owing if since.get(c, float("inf")) < cutoff]:
+            dropped = self.api.owing.pop(cid)
+            logger.warning("closing a connection unreachable past the deadline",
+                           extra={"connection_id": cid, "frames": len(dropped)})
+            try:
+                self.api.close(cid)
+            except Exception:
+                logger.exception("closing an unreachable connection failed", extra={"connection_id": cid})
+            depart(self.store, self.api, cid)
+            stats.closed += 1
+
+
+def _pairs(frames: dict[str, list[str]]):
+    for cid, owed in frames.items():
+        for frame in owed:
+            yield cid, frame
+
+
+def _owed_entries(rows: list[dict[str, Any]], owing: dict[str, list[str]]) -> list[dict[str, Any]]:
+    """What realtime.owe stores: per connection its frames and when it first owed them."""
+    since: dict[str, float] = {}
+    for row in rows:
+        if row["kind"] == "owed":
+            cid = row["payload"]["connection_id"]
+            since[cid] = min(since.get(cid, float("inf")), float(row["payload"]["since"]))
+    now = time.time()
+    return [{"connection_id": cid, "frames": frames, "since": since.get(cid, now)}
+            for cid, frames in owing.items()]
+
+
+def _fitting(group: list[dict[str, Any]], frames: dict[int, list[tuple[str, str]]], budget: int,
+             first: bool) -> int:
+    """How many leading changes of `group` fit in `budget` posts (the batch's first change always)."""
+    count = posts = 0
+    for row in group:
+        owed = len(frames[row["id"]])
+        if not (first and count == 0) and posts + owed > budget:
+            break
+        posts += owed
+        count += 1
+    return count
+
+
+@lru_cache(maxsize=1)
+def fanout() -> Fanout:
+    """The container-wide fanout, its clients created once.
+
+    Its own adapters (not the shared ones), so its counters describe the fanout alone even when
+    the local stack runs every function in one process.
+    """
+    config = settings()
+    api = ConnectionsApi.from_settings()
+    api.keep_owed = True
+    return Fanout(db=Database.from_settings(), store=DynamoDBStore.from_settings(), api=api,
+                  batch_size=config.drain_batch_size, max_posts_per_batch=config.max_posts_per_batch,
+                  owed_deadline_seconds=config.owed_deadline_seconds)
+
+
+def on_wake(wake: WakeEvent, context: Any = None) -> dict:
+    """Lambda entry: drain and deliver within the invocation's remaining time; returns the
+    counters of what was done."""
+    stats = fanout().run(wake, budget(context, margin=BUDGET_MARGIN_SECONDS, default=50.0))
+    record_fanout(stats)
+    # An idle wake (a sweep that found nothing) is routine; only work done is worth an INFO line.
+    (logger.info if stats.batches else logger.debug)("fanout", extra=asdict(stats))
+    return asdict(stats)

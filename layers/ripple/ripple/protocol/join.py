@@ -1,0 +1,58 @@
+"""The `phx_join` payload, typed: `{"config": {broadcast, presence, postgres_changes, private},
+"access_token"}` as supabase-js and realtime-py send it (supabase/realtime's `payloads/config.ex`).
+
+    JoinPayload.parse({"config": {"broadcast": {"self": True}, "private": True}})
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ripple.protocol.errors import ChannelError
+
+
+class _Options(BaseModel):
+    # Clients send more than Ripple reads (replay, replication_ready, ...): ignored, not refused.
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _null_is_default(cls, value: Any, info: Any) -> Any:
+        field = cls.model_fields[info.field_name]
+        if value is None:
+            return field.get_default(call_default_factory=True)
+        return value
+
+
+class BroadcastOptions(_Options):
+    echo_self: bool = Field(False, alias="self")
+    ack: bool = False
+
+
+class PresenceOptions(_Options):
+    key: str = ""
+    enabled: bool = False
+
+
+class JoinConfig(_Options):
+    broadcast: BroadcastOptions = Field(default_factory=BroadcastOptions)
+    presence: PresenceOptions = Field(default_factory=PresenceOptions)
+    postgres_changes: list[dict[str, Any]] = Field(default_factory=list)
+    private: bool = False
+
+
+class JoinPayload(_Options):
+    config: JoinConfig = Field(default_factory=JoinConfig)
+    access_token: Any = None
+
+    @classmethod
+    def parse(cls, payload: Any) -> JoinPayload:
+        """The typed payload; raises ChannelError("InvalidJoinPayload", ...) naming what is wrong."""
+        if not isinstance(payload, dict):
+            raise ChannelError("InvalidJoinPayload", 'expected {"config": {...}}')
+        try:
+            return cls.model_validate(payload)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+            raise ChannelError("InvalidJoinPayload", problems) from None

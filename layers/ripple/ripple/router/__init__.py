@@ -1,0 +1,1 @@
+"""The WebSocket routes: `$connect` / `$disconnect` (connect.py) and `$default` (router.py)."""
