@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 import psycopg
 from psycopg.conninfo import make_conninfo
@@ -61,7 +62,7 @@ class Database:
             conn = self._local.conn = self._connect()
         return conn
 
-    def _connect(self) -> psycopg.Connection:
+    def _connect(self) -> psycopg.Connection[Any]:
         if self.source is not None:
             self.url = self.source(False)
         try:
@@ -76,7 +77,7 @@ class Database:
             self.url = fresh
             return self._open()
 
-    def _open(self) -> psycopg.Connection:
+    def _open(self) -> psycopg.Connection[Any]:
         conn = psycopg.connect(self.url, autocommit=True, connect_timeout=10, row_factory=dict_row)
         if not settings().db_prepare:
             conn.prepare_threshold = None
