@@ -11,7 +11,6 @@ sweep, email and SMS — and the grants are checked against what was recorded.
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import fnmatch
 import functools
 import json
@@ -22,7 +21,6 @@ import urllib.request
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import boto3
@@ -43,13 +41,15 @@ from ripple.local.stack import (
     ROOT,
     load_handler,
 )
-from ripple.observability import current_function
 from ripple.store import Binding, DynamoDBStore, Member, table_key
+from tests.e2e.aws_calls import Recorder, worker_threads_keep_context
 from tests.e2e.wire import Wire
 
 pytestmark = pytest.mark.e2e
 
 TABLES = {CONNECTIONS_TABLE: "ConnectionsTable", BINDINGS_TABLE: "BindingsTable"}
+# The secrets this module's scenario stored, by ARN: which template parameter each stands for.
+SECRETS: dict[str, str] = {}
 SCHEMA = """
 create table if not exists public.iam_notes (
   id bigint generated always as identity primary key,
@@ -134,7 +134,7 @@ def needs(call: Call, secrets: dict[str, str]) -> set[tuple[str, str]]:
         method = {"PostToConnection": "POST", "DeleteConnection": "DELETE", "GetConnection": "GET"}
         return {("execute-api:ManageConnections", f"connections/{method[call.operation]}")}
     if call.service == "secretsmanager":
-        return {(f"secretsmanager:{call.operation}", f"secret/{secrets[params['SecretId']]}")}
+        return {(f"secretsmanager:{call.operation}", f"secret/{secrets.get(params['SecretId'], params['SecretId'])}")}
     if call.service == "ses":
         out = {(f"ses:{call.operation}", "ses/identity/*")}
         if params.get("ConfigurationSetName"):
@@ -148,38 +148,6 @@ def needs(call: Call, secrets: dict[str, str]) -> set[tuple[str, str]]:
 def granted(need: tuple[str, str], allowed: set[tuple[str, str]]) -> bool:
     return any(fnmatch.fnmatchcase(need[0], a) and (r == "*" or fnmatch.fnmatchcase(need[1], r))
                for a, r in allowed)
-
-
-# -- recording ------------------------------------------------------------------------------------
-class Recorder:
-    def __init__(self) -> None:
-        self.calls: list[tuple[str | None, Call]] = []
-
-    def __call__(self, call: Call) -> None:
-        self.calls.append((current_function(), call))
-
-    def by_function(self, secrets: dict[str, str]) -> dict[str, set[tuple[str, str]]]:
-        out: dict[str, set[tuple[str, str]]] = defaultdict(set)
-        for function, call in self.calls:
-            assert function is not None, f"{call.service}:{call.operation} made outside any handler"
-            out[function] |= needs(call, secrets)
-        return out
-
-
-@contextlib.contextmanager
-def worker_threads_keep_context() -> Iterator[None]:
-    """Posts run on the ConnectionsApi's worker threads: carry the invocation's context there, as
-    one Lambda container would have only its own invocation to attribute them to."""
-    submit = ThreadPoolExecutor.submit
-
-    def in_context(self, fn, /, *args, **kwargs):
-        return submit(self, contextvars.copy_context().run, fn, *args, **kwargs)
-
-    ThreadPoolExecutor.submit = in_context  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        ThreadPoolExecutor.submit = submit  # type: ignore[method-assign]
 
 
 def fresh_containers() -> None:
@@ -401,6 +369,15 @@ def _closed(wire: Wire) -> bool:
     return False
 
 
+def by_function(recorder: Recorder, secrets: dict[str, str]) -> dict[str, set[tuple[str, str]]]:
+    """What each function needed; every recorded call must come from inside a handler."""
+    out: dict[str, set[tuple[str, str]]] = defaultdict(set)
+    for function, call in recorder.calls:
+        assert function is not None, f"{call.service}:{call.operation} made outside any handler"
+        out[function] |= needs(call, secrets)
+    return out
+
+
 @pytest.fixture(scope="module")
 def recorded(stack, db):
     recorder = Recorder()
@@ -411,7 +388,8 @@ def recorded(stack, db):
             time.sleep(1.5)  # the bridge's next sweep, with secrets still read from Secrets Manager
     finally:
         undo()
-    return recorder.by_function(secrets)
+    SECRETS.update(secrets)
+    return by_function(recorder, secrets)
 
 
 @pytest.fixture(scope="module")
@@ -438,3 +416,14 @@ def test_every_grant_is_used(recorded):
               for action, resource in allowed
               if not any(granted(need, {(action, resource)}) for need in recorded.get(function, ()))}
     assert not unused, "grants no operation used:\n" + "\n".join(sorted(unused))
+
+
+def test_every_operation_the_whole_suite_made_is_granted(suite_calls, recorded):
+    """Every handler invocation of the end-to-end suite so far (this module runs last), not only
+    this module's scenario: each operation is granted to the function that made it. Calls the
+    tests make through the package themselves (inspecting rows) belong to no function."""
+    allowed = grants()
+    missing = {f"{function}: {action} on {resource}" for function, call in suite_calls.calls if function
+               for action, resource in needs(call, SECRETS) if not granted((action, resource), allowed[function])}
+    assert not missing, "operations template.yaml does not grant:\n" + "\n".join(sorted(missing))
+    assert {function for function, _ in suite_calls.calls if function} == set(allowed)
