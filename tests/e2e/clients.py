@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import queue
 import subprocess
 import threading
@@ -17,11 +18,12 @@ class JsListener:
     """supabase-js subscribed to postgres_changes; `events()` yields what its callbacks received."""
 
     def __init__(self, api_url: str, key: str, bindings: list[dict], *, vsn: str = "default",
-                 channel: str = "js-feed", user_jwt: str | None = None):
+                 channel: str = "js-feed", user_jwt: str | None = None, config: dict | None = None):
         self.proc = subprocess.Popen(
             ["node", "--experimental-websocket", "--no-warnings", str(JS_DIR / "listen.mjs"),
              api_url, key, vsn, channel, json.dumps(bindings), *([user_jwt] if user_jwt else [])],
-            cwd=JS_DIR, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            cwd=JS_DIR, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "RIPPLE_CHANNEL_CONFIG": json.dumps(config or {})})
         self.lines: queue.Queue[dict] = queue.Queue()
         self.skipped: list[dict] = []
         threading.Thread(target=self._read, daemon=True).start()

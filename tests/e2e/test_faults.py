@@ -2,9 +2,11 @@
 and a connection that stays unreachable is closed rather than silently skipped."""
 from __future__ import annotations
 
+import json
 import threading
 import time
 
+import psycopg
 import pytest
 from botocore.exceptions import ClientError
 from websockets.exceptions import ConnectionClosed
@@ -113,3 +115,88 @@ def test_a_connection_unreachable_past_the_deadline_is_closed(stack, faults_tabl
         drainer.api.client, drainer.owed_deadline_seconds = real, deadline
         subject.close()
         control.close()
+
+
+def test_a_row_too_large_for_one_message_arrives_cut_and_the_rest_of_its_batch_arrives(stack, db):
+    db.execute("create table if not exists public.wide (id bigint generated always as identity "
+               "primary key, n int not null, body text)")
+    db.execute("grant select on public.wide to anon")
+    db.execute("""do $$ begin if not exists (select 1 from pg_publication_tables where tablename = 'wide')
+                  then alter publication supabase_realtime add table public.wide; end if; end $$""")
+    wires = [Wire(stack.ws_url, stack.key("anon")) for _ in range(2)]
+    try:
+        for wire in wires:
+            wire.join("realtime:wide", [{"event": "INSERT", "schema": "public", "table": "wide"}])
+        with db.transaction():
+            db.execute("insert into wide (n, body) values (0, %s)", ("x" * 200_000,))
+            for n in range(1, 51):
+                db.execute("insert into wide (n, body) values (%s, 'small')", (n,))
+        for wire in wires:
+            frames = [wire.recv() for _ in range(51)]
+            data = [f["payload"]["data"] for f in frames]
+            assert [d["record"]["n"] for d in data] == list(range(51))
+            assert data[0]["errors"] == ["Error 413: Payload Too Large"] and "body" not in data[0]["record"]
+            assert all(d["errors"] is None and d["record"]["body"] == "small" for d in data[1:])
+    finally:
+        for wire in wires:
+            wire.close()
+
+
+@pytest.mark.parametrize("frame", [
+    '{"topic":"realtime:\\ud83d","event":"phx_join","payload":{"config":{}},"ref":"1"}',
+    '{"topic":"realtime:x","event":"phx_join","payload":' + "[" * 1000 + "]" * 1000 + ',"ref":"1"}',
+    '{"topic":"realtime:x","event":"phx_join","payload":{"config":{"postgres_changes":[{"event":["*"]}]}},"ref":"1"}',
+    '{"topic":"realtime:' + "x" * 1500 + '","event":"phx_join","payload":{"config":{}},"ref":"1"}',
+    '{"topic":"realtime:a\\u0000b","event":"phx_join","payload":{"config":{"private":true}},"ref":"1"}',
+    '{"topic":"realtime:x","event":"phx_join","payload":{"config":{"postgres_changes":'
+    '[{"event":"*","schema":"public","table":"a\\u0000b"}]}},"ref":"1"}',
+])
+def test_frames_that_used_to_raise_get_protocol_answers_over_the_wire(stack, frame):
+    wire = Wire(stack.ws_url, stack.key("anon"))
+    try:
+        wire.ws.send(frame)
+        answers = [wire.recv()]
+        if answers[0]["event"] == "phx_reply" and answers[0]["payload"]["status"] == "ok":
+            answers.append(wire.recv())  # a refused binding: its system error follows the reply
+        assert "Internal server error" not in json.dumps(answers)
+        last = answers[-1]
+        assert last["event"] == "phx_error" or last["payload"]["status"] == "error", answers
+        # The connection still works: a heartbeat is answered.
+        ref = wire.send("phoenix", "heartbeat", {})
+        assert wire.recv() == {"topic": "phoenix", "event": "phx_reply", "ref": ref,
+                               "payload": {"status": "ok", "response": {}}}
+    finally:
+        wire.close()
+
+
+def _drop_other_connections(db) -> int:
+    """What a failover does to every warm worker: its database connection is gone."""
+    return len(db.execute("select pg_terminate_backend(pid) from pg_stat_activity "
+                          "where datname = current_database() and pid <> pg_backend_pid() "
+                          "and backend_type = 'client backend'").fetchall())
+
+
+def test_lost_database_connections_are_replaced_without_an_error(stack, db, faults_table):
+    binding = [{"event": "INSERT", "schema": "public", "table": "faults"}]
+    wires = [Wire(stack.ws_url, stack.key("anon")) for _ in range(8)]
+    try:
+        for n, wire in enumerate(wires):  # every worker has a warm connection
+            wire.join(f"realtime:warm-{n}", binding)
+        faults_table.execute("insert into faults (n) values (1)")
+        for wire in wires:
+            assert _received(wire, 1) == [1]
+        with psycopg.connect(stack.db_url, autocommit=True) as admin:
+            assert _drop_other_connections(admin) >= 1
+        for n, wire in enumerate(wires):
+            reply, system = wire.join(f"realtime:after-{n}", binding)
+            assert reply["payload"]["status"] == "ok", reply
+            assert system["payload"]["message"] == "Subscribed to PostgreSQL", system
+        with psycopg.connect(stack.db_url, autocommit=True) as admin:
+            _drop_other_connections(admin)
+        with psycopg.connect(stack.db_url, autocommit=True) as writer:
+            writer.execute("insert into faults (n) values (2)")
+        for wire in wires:  # two channels each now: the change arrives on both
+            assert _received(wire, 2) == [2, 2]
+    finally:
+        for wire in wires:
+            wire.close()

@@ -83,7 +83,9 @@ def test_an_enrollment_emails_the_admins_and_reaches_them_in_app(stack, school):
         mail = mails[0]
         assert "List-Unsubscribe" in mail["headers"] and "One-Click" in mail["headers"]["List-Unsubscribe-Post"]
         assert mail["html"] and mail["text"]
-        status = deliveries(db, original)
+        # Each outcome is committed just after its send, so the mail can show before its row does.
+        status = wait_for(lambda: s if (s := deliveries(db, original)).get((other_admin, "email")) == "sent"
+                          and s.get((admin, "email")) == "sent" else None)
         assert status[(admin, "email")] == "sent" and status[(other_admin, "email")] == "sent"
         assert not any(channel == "sms" for _, channel in status)  # enrollment is in_app + email
         # A duplicate wake-up or a retry sends nothing twice.

@@ -3,7 +3,8 @@
 // With a user JWT the client connects with <key> (the anon key) and signs in the channel with
 // realtime.setAuth, as an app with a signed-in user does. Commands on stdin, one JSON per line:
 // {"op":"setAuth","token":..} hands the client a refreshed token. Exits when stdin closes, so
-// the test that spawned it controls its lifetime.
+// the test that spawned it controls its lifetime. RIPPLE_CHANNEL_CONFIG (JSON) is the channel's
+// `config` (e.g. {"broadcast": {"replication_ready": true}}).
 import { createClient } from '@supabase/supabase-js'
 import readline from 'node:readline'
 
@@ -17,7 +18,7 @@ const supabase = createClient(url, key, {
 
 if (userJwt) await supabase.realtime.setAuth(userJwt)
 
-let channel = supabase.channel(channelName)
+let channel = supabase.channel(channelName, { config: JSON.parse(process.env.RIPPLE_CHANNEL_CONFIG || '{}') })
 JSON.parse(spec).forEach((binding, index) => {
   channel = channel.on('postgres_changes', binding, (payload) => out({ kind: 'change', index, payload }))
 })

@@ -33,7 +33,10 @@ class RecordingClient:
     def post_to_connection(self, ConnectionId: str, Data: bytes) -> None:  # noqa: N803
         if ConnectionId in self.gone:
             raise _Gone(ConnectionId)
-        self.frames.setdefault(ConnectionId, []).append(json.loads(Data))
+        frame = json.loads(Data)
+        if isinstance(frame, list):  # V2: [join_ref, ref, topic, event, payload]
+            frame = dict(zip(("join_ref", "ref", "topic", "event", "payload"), frame))
+        self.frames.setdefault(ConnectionId, []).append(frame)
 
     def delete_connection(self, ConnectionId: str) -> None:  # noqa: N803
         self.closed.append(ConnectionId)

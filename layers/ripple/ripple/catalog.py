@@ -49,17 +49,13 @@ class PostgresCatalog(Catalog):
     def describe(self, tables: list[tuple[str, str]], role: str) -> dict[tuple[str, str], TableInfo]:
         if not tables:
             return {}
-        db = self.db()
         arg = codec.dumps([{"s": s, "t": t} for s, t in tables])
-        with db.transaction() as conn:
-            rows = db.execute(conn, "select * from realtime.describe(%s::jsonb, %s)", (arg, role))
+        rows = self.db().query("select * from realtime.describe(%s::jsonb, %s)", (arg, role))
         return {(r["schema_name"], r["table_name"]):
                 TableInfo(r["published"], r["readable"], {c["name"]: c["type"] for c in (r["columns"] or [])})
                 for r in rows}
 
     def channel_access(self, role: str, claims: dict[str, Any], channel: str) -> ChannelAccess:
-        db = self.db()
-        with db.transaction() as conn:
-            row = db.execute(conn, "select * from realtime.channel_access(%s, %s::jsonb, %s)",
-                             (role, codec.dumps(claims), channel))[0]
+        row = self.db().query("select * from realtime.channel_access(%s, %s::jsonb, %s)",
+                              (role, codec.dumps(claims), channel))[0]
         return ChannelAccess(**row)

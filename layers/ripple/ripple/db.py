@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg.conninfo import make_conninfo
@@ -17,6 +17,8 @@ from ripple import codec
 from ripple.config import settings
 from ripple.log import logger
 from ripple.observability import subsegment
+
+T = TypeVar("T")
 
 
 def conninfo(refresh: bool = False) -> str:
@@ -90,9 +92,29 @@ class Database:
         try:
             with conn.transaction():
                 yield conn
-        except psycopg.OperationalError:
+        except psycopg.OperationalError as exc:
+            # Told apart from a failing statement: this connection is gone, a new one may work.
+            exc.connection_lost = conn.closed or conn.broken  # type: ignore[attr-defined]
             conn.close()
             raise
+
+    def unit(self, work: Callable[[psycopg.Connection], T]) -> T:
+        """Run `work` in one transaction; if the connection turns out dead (a failover, a
+        restart, an idle timeout), run it once more on a fresh one. Only for work that is safe
+        to repeat: it rolled back, so nothing of the first try remains."""
+        try:
+            with self.transaction() as conn:
+                return work(conn)
+        except psycopg.OperationalError as exc:
+            if not _dead(exc):
+                raise
+            logger.warning("database connection lost; retrying on a new one", extra={"error": str(exc)[:200]})
+        with self.transaction() as conn:
+            return work(conn)
+
+    def query(self, sql: str, params: tuple | dict | None = None) -> list:
+        """One statement as its own unit of work (see `unit`)."""
+        return self.unit(lambda conn: self.execute(conn, sql, params))
 
     def execute(self, conn: psycopg.Connection, sql: str, params: tuple | dict | None = None) -> list:
         """Run one statement and return its rows, counting the round trip."""
@@ -100,6 +122,11 @@ class Database:
         with subsegment("postgres"):
             cur = conn.execute(sql, params)
             return cur.fetchall() if cur.description else []
+
+
+def _dead(exc: psycopg.OperationalError) -> bool:
+    """Whether the error means the connection is gone, not that the statement failed."""
+    return bool(getattr(exc, "connection_lost", False))
 
 
 @lru_cache(maxsize=1)
@@ -115,8 +142,11 @@ def await_commit(db: Database, xid: str, timeout: float = 5.0) -> None:
     the commit is visible; waiting on the writer's xid closes that window.
     """
     deadline = time.monotonic() + timeout
-    with db.transaction() as conn:
+
+    def wait(conn: psycopg.Connection) -> None:
         while time.monotonic() < deadline:
             if db.execute(conn, "select pg_xact_status(%s::xid8) as s", (xid,))[0]["s"] != "in progress":
                 return
             time.sleep(0.01)
+
+    db.unit(wait)

@@ -33,6 +33,9 @@ class Refused(Exception):
     """A post API Gateway will never accept (a 4xx other than 410 and 429)."""
 
 
+# API Gateway's message quota: PostToConnection refuses a larger frame (PayloadTooLargeException).
+MAX_FRAME_BYTES = 128 * 1024
+
 # Throttling and server errors: worth another try. Any other 4xx is final for that frame.
 RETRYABLE_CODES = frozenset({"LimitExceededException", "TooManyRequestsException", "ThrottlingException",
                              "InternalServerErrorException", "ServiceUnavailableException"})

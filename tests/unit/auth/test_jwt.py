@@ -138,3 +138,27 @@ def test_unreachable_jwks_is_a_clear_refusal(monkeypatch):
     with pytest.raises(AuthError) as refused:
         verify(jwt.encode(claims(), RSA_KEY, algorithm="RS256", headers={"kid": "rsa-1"}))
     assert "signing keys are unavailable" in str(refused.value)
+
+
+def _unsigned(header: dict, body: dict) -> str:
+    import base64
+
+    def b64(data: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+    return f"{b64(header)}.{b64(body)}.c2ln"
+
+
+@pytest.mark.parametrize("token,reason", [
+    # An ES256 header naming the JWKS's RSA key: PyJWT raises TypeError, not its own error.
+    (jwt.encode(claims(), EC_KEY, algorithm="ES256", headers={"kid": "rsa-1"}), "invalid JWT"),
+    (jwt.encode(claims(exp=10**40), SECRET, algorithm="HS256"), "exp out of range"),
+    (jwt.encode(claims(name="a\x00b"), SECRET, algorithm="HS256"), "NUL"),
+    (jwt.encode(claims(name="\ud83d"), SECRET, algorithm="HS256"), "surrogate"),
+    (_unsigned({"alg": ["HS256"]}, claims()), "malformed JWT"),
+    (_unsigned({"alg": "ES256", "kid": {"x": 1}}, claims()), "JWT"),
+])
+def test_crafted_tokens_are_refused_not_crashed_on(token, reason):
+    with pytest.raises(AuthError) as refused:
+        verify(token)
+    assert reason in str(refused.value)

@@ -114,3 +114,20 @@ def test_no_candidates_means_no_authorization_round_trip():
     policies = Policies({"anon"})
     assert plan([change(1)], MemoryStore(), policies).frames == [[]]
     assert policies.calls == 0
+
+
+def test_a_change_too_large_for_one_message_is_cut_the_supabase_way():
+    store = MemoryStore()
+    bind(store, "reader")
+    big = Change(id=1, schema="public", table="notes", type="UPDATE",
+                 record={"id": 1, "owner": "ann", "secret": "x" * 200_000},
+                 old_record={"id": 1, "owner": "ann", "secret": "y" * 64},
+                 columns=COLUMNS, commit_timestamp="2026-12-01T00:00:00.000Z")
+    planned = plan([big, change(2)], store, Policies({"anon"}))
+    (cut,) = planned.frames[0]
+    assert len(cut[1].encode()) < 128 * 1024
+    data = json.loads(cut[1])["payload"]["data"]
+    assert data["errors"] == ["Error 413: Payload Too Large"]
+    assert data["record"] == {"id": 1, "owner": "ann"}
+    assert data["old_record"] == {"id": 1, "owner": "ann"}  # "y"*64 is 66 bytes of JSON
+    assert frames_of(planned, 1)["reader"]["payload"]["data"]["errors"] is None

@@ -205,3 +205,38 @@ def test_a_vanished_member_departs_when_a_post_finds_it_gone(router, client, mem
     router.handle("a", frame("realtime:room", "broadcast", {"type": "broadcast", "event": "e"}))
     assert memory_store.get_connection("b") is None
     assert [m.connection_id for m in memory_store.members("realtime:room")] == ["a"]
+
+
+def test_bindings_refused_at_join_are_subscribed_when_a_token_that_may_read_arrives(router, client, memory_store,
+                                                                                   catalog):
+    class RoleCatalog(StaticCatalog):
+        def describe(self, tables, role):
+            info = TableInfo(published=True, readable=role == "authenticated", types=TODOS.types)
+            return {t: info for t in tables}
+
+    router.catalog = RoleCatalog()
+    changes = [{"event": "*", "schema": "public", "table": "todos"}]
+    join(router, "a", "realtime:inbox", {"postgres_changes": changes})
+    reply, refused = client.take("a")
+    assert reply["payload"]["status"] == "ok"
+    assert refused["payload"]["message"] == "Error 401: Unauthorized: role 'anon' cannot read public.todos"
+    assert memory_store.channel("a", "realtime:inbox")[1] == []
+    router.handle("a", frame("realtime:inbox", "access_token", {"access_token": token("anon")}))
+    (again,) = client.take("a")
+    assert again["payload"]["status"] == "error"  # still refused under anon
+    router.handle("a", frame("realtime:inbox", "access_token", {"access_token": token()}))
+    (subscribed,) = client.take("a")
+    assert subscribed["payload"] == {"channel": "inbox", "extension": "postgres_changes",
+                                     "message": "Subscribed to PostgreSQL", "status": "ok"}
+    member, bindings = memory_store.channel("a", "realtime:inbox")
+    assert member.refused is None and [b.role for b in bindings] == ["authenticated"]
+    router.handle("a", frame("realtime:inbox", "access_token", {"access_token": token()}))
+    assert client.take("a") == []  # nothing left to subscribe
+
+
+def test_replication_ready_follows_the_stored_bindings(router, client):
+    changes = [{"event": "*", "schema": "public", "table": "todos"}]
+    join(router, "a", "realtime:room", {"postgres_changes": changes, "broadcast": {"replication_ready": True}})
+    events = [(f["event"], f["payload"].get("extension"), f["payload"].get("message")) for f in client.take("a")]
+    assert events == [("phx_reply", None, None), ("system", "postgres_changes", "Subscribed to PostgreSQL"),
+                      ("system", "system", "Replication connection established")]

@@ -7,6 +7,7 @@ from typing import Any
 
 import jwt as pyjwt
 
+from ripple import codec
 from ripple.config import settings
 
 KNOWN_ROLES = frozenset({"anon", "authenticated", "service_role"})
@@ -95,9 +96,34 @@ def verify(token: str | None) -> Claims:
         raise AuthError("invalid JWT signature") from None
     except pyjwt.PyJWTError as exc:
         raise AuthError(f"invalid JWT: {exc}") from None
+    except (TypeError, ValueError, KeyError, AttributeError):
+        # A key of another family than the header's alg (an ES256 header naming an RSA kid).
+        raise AuthError("invalid JWT: the key does not fit the algorithm") from None
+    _check_claims(raw)
     role = raw.get("role")
     if not isinstance(role, str) or not role:
         raise AuthError("JWT has no role claim")
     if role not in KNOWN_ROLES:
         raise AuthError(f"unknown role {role!r}")
     return Claims(role=role, exp=int(raw["exp"]), raw=raw)
+
+
+# Claims are stored (DynamoDB numbers: 38 digits) and handed to Postgres (jsonb: no NUL).
+MAX_EXP = 2**53
+
+
+def _check_claims(raw: dict[str, Any]) -> None:
+    exp = raw.get("exp")
+    if isinstance(exp, bool) or not isinstance(exp, (int, float)) or not 0 < exp < MAX_EXP:
+        raise AuthError("invalid JWT: exp out of range")
+    try:
+        text = codec.dumps(raw)
+    except (TypeError, ValueError):
+        raise AuthError("invalid JWT: claims are not plain JSON") from None
+    # The codec writes NUL as the escape \u0000, which Postgres refuses in jsonb.
+    if "\\u0000" in text:
+        raise AuthError("invalid JWT: claims cannot hold NUL characters")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise AuthError("invalid JWT: claims hold a lone UTF-16 surrogate") from None

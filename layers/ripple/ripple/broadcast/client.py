@@ -27,7 +27,7 @@ def broadcast(ctx: Context, frame: Frame) -> None:
         if sender.broadcast_ack:
             raise errors.unauthorized_write(sender.channel)
         return
-    audience = [x for x in members if x.private == sender.private]
+    audience = [x for x in members if x.private == sender.private and x.sees_broadcast]
     deliver(ctx.store, ctx.api, audience, m.broadcast(msg.topic, payload["event"], payload.get("payload")),
             exclude=None if sender.broadcast_self else frame.connection_id)
     if sender.broadcast_ack:

@@ -7,14 +7,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ripple.channels.audience import deliver
-from ripple.gateway import ConnectionsApi
+from ripple.gateway import MAX_FRAME_BYTES, ConnectionsApi
 from ripple.log import logger
 from ripple.protocol.message import broadcast
 from ripple.protocol.serializer import VERSIONS, encode
 from ripple.store import Store
-
-# API Gateway's message quota: PostToConnection refuses a larger frame (PayloadTooLargeException).
-MAX_FRAME_BYTES = 128 * 1024
 
 
 class OutboundMessage(BaseModel):
@@ -96,7 +93,7 @@ def send(store: Store, api: ConnectionsApi, messages: list[OutboundMessage]) -> 
             sent.oversize += 1
             continue
         topic = f"realtime:{message.topic}"
-        members = [m for m in store.members(topic) if m.private == message.private]
+        members = [m for m in store.members(topic) if m.private == message.private and m.sees_broadcast]
         outcome = deliver(store, api, members, broadcast(topic, message.event, message.payload))
         sent.messages += 1
         sent.deliveries += outcome.delivered

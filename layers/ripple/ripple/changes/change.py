@@ -6,6 +6,13 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from ripple import codec
+
+# Supabase's rule for a change too large to deliver: values whose JSON is longer than this many
+# bytes are left out of record and old_record, and errors says "Error 413: Payload Too Large".
+MAX_KEPT_VALUE_BYTES = 64
+PAYLOAD_TOO_LARGE = "Error 413: Payload Too Large"
+
 
 def commit_timestamp(value: dt.datetime) -> str:
     """Supabase's timestamp format: UTC, milliseconds, trailing Z."""
@@ -44,14 +51,16 @@ class Change:
         return image or {}
 
     def data(self, select: tuple[str, ...] | None = None, hidden: frozenset[str] = frozenset(),
-             show_old: bool = True) -> dict[str, Any]:
+             show_old: bool = True, cut: bool = False) -> dict[str, Any]:
         """The payload's `data`: `record` absent on DELETE, `old_record` absent on INSERT.
 
         `select` keeps only those columns, `hidden` drops the ones the subscriber's role may not
         SELECT, and `show_old=False` empties an UPDATE's old image the subscriber could not read.
-        Built once per distinct view and reused for every subscriber sharing it.
+        `cut=True` is the payload of a change too large to deliver whole: values longer than
+        MAX_KEPT_VALUE_BYTES are left out and `errors` says so. Built once per distinct view and
+        reused for every subscriber sharing it.
         """
-        view = (select, hidden, show_old)
+        view = (select, hidden, show_old, cut)
         cached = self._data.get(view)
         if cached is not None:
             return cached
@@ -59,10 +68,10 @@ class Change:
         def visible(name: str) -> bool:
             return name not in hidden and (select is None or name in select)
 
-        def cut(image: dict[str, Any]) -> dict[str, Any]:
-            if select is None and not hidden:
+        def shown(image: dict[str, Any]) -> dict[str, Any]:
+            if select is None and not hidden and not cut:
                 return image
-            return {k: v for k, v in image.items() if visible(k)}
+            return {k: v for k, v in image.items() if visible(k) and not (cut and _too_long(v))}
 
         data: dict[str, Any] = {
             "schema": self.schema,
@@ -70,11 +79,15 @@ class Change:
             "commit_timestamp": self.commit_timestamp,
             "type": self.type,
             "columns": [c for c in self.columns if visible(c["name"])],
-            "errors": None,
+            "errors": [PAYLOAD_TOO_LARGE] if cut else None,
         }
         if self.type != "DELETE":
-            data["record"] = cut(self.record or {})
+            data["record"] = shown(self.record or {})
         if self.type != "INSERT":
-            data["old_record"] = cut(self.old_record or {}) if show_old else {}
+            data["old_record"] = shown(self.old_record or {}) if show_old else {}
         self._data[view] = data
         return data
+
+
+def _too_long(value: Any) -> bool:
+    return len(codec.dumps(value).encode()) > MAX_KEPT_VALUE_BYTES

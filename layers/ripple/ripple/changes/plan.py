@@ -15,6 +15,7 @@ from ripple import codec
 from ripple.changes.change import Change
 from ripple.changes.filters import FilterError, canonical, parse_filter
 from ripple.channels.closing import Expired
+from ripple.gateway import MAX_FRAME_BYTES
 from ripple.protocol.message import Message
 from ripple.protocol.serializer import encode
 from ripple.store import MAX_INDEXED_VALUE, Binding, Store, eq_key, table_key
@@ -61,11 +62,21 @@ def plan(changes: list[Change], store: Store, authorize: Authorizer) -> Plan:
         for (connection_id, topic, view, vsn), ids in matched.items():
             key = (change.id, topic, view, vsn, tuple(sorted(ids)))
             if key not in encoded:
-                payload = {"ids": list(key[4]), "data": change.data(*view)}
-                encoded[key] = encode(Message(topic=topic, event="postgres_changes", payload=payload), vsn)
+                encoded[key] = _frame(change, topic, view, vsn, list(key[4]))
             frames.append((connection_id, encoded[key]))
         out.append(frames)
     return Plan(out, expired, principals, checks)
+
+
+def _frame(change: Change, topic: str, view: tuple, vsn: str, ids: list[int]) -> str:
+    """The encoded push; a change too large for one API Gateway message is sent cut, as
+    Supabase does (see Change.data)."""
+    frame = encode(Message(topic=topic, event="postgres_changes",
+                           payload={"ids": ids, "data": change.data(*view)}), vsn)
+    if len(frame.encode()) <= MAX_FRAME_BYTES:
+        return frame
+    return encode(Message(topic=topic, event="postgres_changes",
+                          payload={"ids": ids, "data": change.data(*view, cut=True)}), vsn)
 
 
 def _candidates(changes: list[Change], store: Store

@@ -116,7 +116,7 @@ def _describe(params: dict[str, Any]) -> str:
 def _check_shape(p: dict[str, Any]) -> None:
     """Raises SubscriptionError for a binding whose fields have the wrong values or types."""
     event, schema, table = p.get("event"), p.get("schema", "public"), p.get("table") or "*"
-    if event not in EVENTS:
+    if not isinstance(event, str) or event not in EVENTS:
         raise SubscriptionError(f"invalid event {event!r} in {_describe(p)}: "
                                 f"expected one of *, INSERT, UPDATE, DELETE")
     if not isinstance(schema, str) or not schema or not isinstance(table, str):
@@ -129,6 +129,8 @@ def _check_shape(p: dict[str, Any]) -> None:
         raise SubscriptionError(f"`select` must be a list of column names in {_describe(p)}")
     if p.get("filter") is not None and not isinstance(p.get("filter"), str):
         raise SubscriptionError(f"`filter` must be a string in {_describe(p)}")
+    if any("\x00" in text for text in (schema, table, p.get("filter") or "", *(select or ()))):
+        raise SubscriptionError(f"names and filters cannot hold NUL characters: {_describe(p)}")
 
 
 def _tables(params: list[dict[str, Any]]) -> list[tuple[str, str]]:

@@ -4,7 +4,7 @@ every channel feature applies the same way (size and rate, token expiry, private
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ripple import codec
 from ripple.catalog import Catalog, PostgresCatalog
@@ -66,9 +66,15 @@ class Context:
         self.close(member, expired_reason(member.exp, now))
         return False
 
-    def may_read(self, member: Member) -> bool:
+    def with_reads(self, member: Member) -> Member:
+        """`member` with what it may receive on its private channel (per extension); raises
+        ChannelError when it may read neither broadcast nor presence."""
+        if not member.private:
+            return member
         access = self.catalog.channel_access(member.role, codec.loads(member.claims), member.channel)
-        return access.read_broadcast or access.read_presence
+        if not (access.read_broadcast or access.read_presence):
+            raise errors.unauthorized_read(member.channel)
+        return replace(member, sees_broadcast=access.read_broadcast, sees_presence=access.read_presence)
 
     def may_write(self, member: Member, extension: str) -> bool:
         """Whether `member` may send on its channel: always on public channels; on private ones

@@ -31,7 +31,7 @@ def depart_gone(store: Store, api: ConnectionsApi, outcome: Outcome) -> None:
 def announce(store: Store, api: ConnectionsApi, topic: str, private: bool, payload: dict) -> None:
     """Send a `presence_diff` to the members of `topic` (its private or its public side);
     members found gone depart in turn."""
-    members = [m for m in store.members(topic) if m.private == private]
+    members = [m for m in store.members(topic) if m.private == private and m.sees_presence]
     depart_gone(store, api, relay(api, members, presence_diff(topic, payload)))
 
 

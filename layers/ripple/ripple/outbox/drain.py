@@ -13,6 +13,7 @@ from functools import lru_cache
 from itertools import groupby
 from typing import Any
 
+import psycopg
 from pydantic import BaseModel
 
 from ripple import codec
@@ -96,28 +97,20 @@ class Fanout:
             stats.gone += sweep(self.store, self.api, budget_seconds=budget_seconds / 10)
         limit = self.batch_size
         retried: set[str] = set()
+        reconnected = False
         while time.monotonic() < deadline:
-            with self.db.transaction() as conn:
-                self.db.execute(conn, DRAIN_LOCK)
-                rows = self.db.execute(conn, PENDING, (limit,))
-                if not rows:
-                    break
-
-                def authorize(request: dict[str, Any], conn: Any = conn) -> list[dict[str, Any]]:
-                    started = time.monotonic()
-                    try:
-                        return self.db.execute(conn, AUTHORIZE, (codec.dumps(request),))
-                    finally:
-                        stats.authorize_seconds += time.monotonic() - started
-
-                # Posting inside the drain transaction: a crash before the ack commits redelivers
-                # the batch instead of losing it (at-least-once).
-                taken = self._deliver(rows, stats, authorize, retried)
-                owing = self.api.take_owing()
-                if owing:
-                    self.db.execute(conn, OWE, (codec.dumps(_owed_entries(rows, owing)),))
-                    stats.owed += sum(len(frames) for frames in owing.values())
-                self.db.execute(conn, ACK, ([r["id"] for r in rows[:taken]],))
+            try:
+                taken, rows = self._batch(limit, stats, retried)
+            except psycopg.OperationalError as exc:
+                # A lost connection rolled the batch back (nothing acked): take it again, once,
+                # on a new connection; posts already made are at-least-once duplicates.
+                self.api.take_owing()  # the batch is planned again from scratch
+                if reconnected or not getattr(exc, "connection_lost", False):
+                    raise
+                reconnected = True
+                continue
+            if rows is None:
+                break
             stats.batches += 1
             stats.changes += taken
             stats.sizes.append(taken)
@@ -132,6 +125,32 @@ class Fanout:
         stats.pg_round_trips = self.db.round_trips - trips0
         stats.posts = self.api.posts - posts0
         return stats
+
+    def _batch(self, limit: int, stats: Stats, retried: set[str]) -> tuple[int, list | None]:
+        """One drain transaction: lock, pending rows, deliver, owe, ack. Returns how many rows
+        were taken and the rows read (None when the outbox was empty)."""
+        with self.db.transaction() as conn:
+            self.db.execute(conn, DRAIN_LOCK)
+            rows = self.db.execute(conn, PENDING, (limit,))
+            if not rows:
+                return 0, None
+
+            def authorize(request: dict[str, Any], conn: Any = conn) -> list[dict[str, Any]]:
+                started = time.monotonic()
+                try:
+                    return self.db.execute(conn, AUTHORIZE, (codec.dumps(request),))
+                finally:
+                    stats.authorize_seconds += time.monotonic() - started
+
+            # Posting inside the drain transaction: a crash before the ack commits redelivers
+            # the batch instead of losing it (at-least-once).
+            taken = self._deliver(rows, stats, authorize, retried)
+            owing = self.api.take_owing()
+            if owing:
+                self.db.execute(conn, OWE, (codec.dumps(_owed_entries(rows, owing)),))
+                stats.owed += sum(len(frames) for frames in owing.values())
+            self.db.execute(conn, ACK, ([r["id"] for r in rows[:taken]],))
+        return taken, rows
 
     def _deliver(self, rows: list[dict[str, Any]], stats: Stats, authorize: Authorizer,
                  retried: set[str]) -> int:

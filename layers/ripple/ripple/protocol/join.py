@@ -28,6 +28,8 @@ class _Options(BaseModel):
 class BroadcastOptions(_Options):
     echo_self: bool = Field(False, alias="self")
     ack: bool = False
+    # realtime-js asks for a `system` message once changes will really flow.
+    replication_ready: bool = False
 
 
 class PresenceOptions(_Options):

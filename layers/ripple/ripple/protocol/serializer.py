@@ -13,6 +13,8 @@ from ripple.protocol.message import Message
 V1 = "1.0.0"
 V2 = "2.0.0"
 VERSIONS = (V1, V2)
+# Deeper JSON is refused before anything reads it: no payload a client library sends nests so far.
+MAX_DEPTH = 64
 
 
 class FrameError(ValueError):
@@ -33,6 +35,9 @@ def decode(text: str, vsn: str = V1) -> Message:
         raw = codec.loads(text)
     except ValueError as exc:
         raise FrameError(f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise FrameError(f"nested deeper than {MAX_DEPTH} levels") from None
+    _check(raw)
     if vsn == V2:
         if not isinstance(raw, list) or len(raw) != 5:
             raise FrameError("expected [join_ref, ref, topic, event, payload]")
@@ -48,6 +53,32 @@ def decode(text: str, vsn: str = V1) -> Message:
         raise FrameError("event must be a non-empty string")
     return Message(topic=topic, event=event, payload=payload if payload is not None else {},
                    ref=_ref(ref, "ref"), join_ref=_ref(join_ref, "join_ref"))
+
+
+def _check(value: Any) -> None:
+    """Refuse what cannot be echoed or stored: JSON nested deeper than MAX_DEPTH, and strings
+    holding a lone UTF-16 surrogate (valid JSON escapes, but not encodable as UTF-8)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            _utf8(item)
+        elif isinstance(item, (dict, list)):
+            if depth > MAX_DEPTH:
+                raise FrameError(f"nested deeper than {MAX_DEPTH} levels")
+            if isinstance(item, dict):
+                for key, child in item.items():
+                    _utf8(key)
+                    stack.append((child, depth + 1))
+            else:
+                stack.extend((child, depth + 1) for child in item)
+
+
+def _utf8(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise FrameError("a string holds a lone UTF-16 surrogate (text cut inside a character)") from None
 
 
 def encode(message: Message, vsn: str = V1) -> str:

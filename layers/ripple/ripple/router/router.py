@@ -32,7 +32,6 @@ from ripple.gateway import Gone, connections_api
 from ripple.log import logger
 from ripple.metrics import record_frame
 from ripple.presence.tracking import presence
-from ripple.protocol import errors
 from ripple.protocol import message as m
 from ripple.protocol.errors import ChannelError
 from ripple.protocol.join import JoinPayload
@@ -55,12 +54,20 @@ class Router(Context):
         frame = Frame(connection_id, vsn, msg, len(text.encode()))
         record_frame(msg.event)
         try:
+            _check_topic(msg.topic)
             action = ACTIONS.get(msg.event)
             if action is None:
                 raise ChannelError("UnknownEvent", f"unknown event {msg.event!r}")
             action(self, frame)
         except ChannelError as exc:
             self.reply(frame, exc.reply(msg))
+        except Gone:
+            raise
+        except Exception:
+            # A bug or an outage must still answer the client in the protocol, never with
+            # API Gateway's bare "Internal server error".
+            logger.exception("frame failed", extra={"connection_id": connection_id, "event": msg.event})
+            self.reply(frame, m.error(msg, "InternalError: the server could not handle this message"))
 
     def heartbeat(self, frame: Frame) -> None:
         self.store.touch(frame.connection_id, time.time())
@@ -78,7 +85,9 @@ class Router(Context):
         connection = self._enter(frame)
         try:
             member = self._member(frame, payload, connection)
-            sub, failure = self._subscribe(frame, payload, member)
+            sub, failure = self._subscribe(payload.config.postgres_changes, member)
+            if failure is not None:
+                member = replace(member, refused=codec.dumps(payload.config.postgres_changes))
             self.store.add_bindings(sub.bindings if sub else [], sub.indexed if sub else {},
                                     connection.expires_at)
             self.store.put_member(member, connection.expires_at)
@@ -86,16 +95,25 @@ class Router(Context):
             self.store.leave_channel(frame.connection_id, msg.topic)
             raise
         self.reply(frame, m.ok(msg, {"postgres_changes": sub.echo if sub else shown}))
-        if payload.config.presence.enabled:
+        if payload.config.presence.enabled and member.sees_presence:
             tracked = [(x.presence_key, x.presence) for x in self.store.members(msg.topic)
                        if x.presence is not None and x.private == member.private]
             self.reply(frame, m.Message(topic=msg.topic, event="presence_state", payload=state(tracked),
                                         join_ref=msg.join_ref))
-        if failure is not None:
-            self.reply(frame, m.system(msg.topic, "postgres_changes", "error", failure, msg.join_ref))
-        elif sub is not None and sub.bindings:
-            self.reply(frame, m.system(msg.topic, "postgres_changes", "ok", "Subscribed to PostgreSQL",
+        self._announce(frame, member, sub, failure)
+        if payload.config.broadcast.replication_ready:
+            # The bindings are stored with consistent writes: the next change will find them.
+            self.reply(frame, m.system(msg.topic, "system", "ok", "Replication connection established",
                                        msg.join_ref))
+
+    def _announce(self, frame: Frame, member: Member, sub: Subscription | None, failure: str | None) -> None:
+        """Tell the client how its postgres_changes bindings fared, as Supabase's `system` message."""
+        if failure is not None:
+            self.send(frame.connection_id, member.vsn,
+                      m.system(member.topic, "postgres_changes", "error", failure, member.join_ref))
+        elif sub is not None and sub.bindings:
+            self.send(frame.connection_id, member.vsn,
+                      m.system(member.topic, "postgres_changes", "ok", "Subscribed to PostgreSQL", member.join_ref))
 
     def _enter(self, frame: Frame) -> Connection:
         try:
@@ -121,18 +139,15 @@ class Router(Context):
             private=config.private, role=claims.role, claims=codec.dumps(claims.raw), exp=claims.exp,
             # Writing to a private channel is checked on the first send, as Supabase does.
             can_broadcast=None if config.private else True, can_track=None if config.private else True)
-        if member.private and not self.may_read(member):
-            raise errors.unauthorized_read(member.channel)
-        return member
+        return self.with_reads(member)
 
-    def _subscribe(self, frame: Frame, payload: JoinPayload, member: Member
-                   ) -> tuple[Subscription | None, str | None]:
+    def _subscribe(self, params: list[dict], member: Member) -> tuple[Subscription | None, str | None]:
         """The channel's postgres_changes bindings, or why they were refused."""
-        subscriber = Subscriber(connection_id=frame.connection_id, topic=member.topic, vsn=frame.vsn,
+        subscriber = Subscriber(connection_id=member.connection_id, topic=member.topic, vsn=member.vsn,
                                 role=member.role, claims=codec.loads(member.claims), exp=member.exp,
                                 join_ref=member.join_ref)
         try:
-            return subscribe(payload.config.postgres_changes, catalog=self.catalog, subscriber=subscriber,
+            return subscribe(params, catalog=self.catalog, subscriber=subscriber,
                              max_bindings=self.config.max_bindings_per_channel), None
         except SubscriptionError as exc:
             return None, str(exc)
@@ -162,14 +177,18 @@ class Router(Context):
             self.close(member, f"InvalidJWTToken: {exc}")
             return
         claims_text = codec.dumps(claims.raw)
-        if member.claims == claims_text and all(b.claims == claims_text for b in bindings):
+        if member.claims == claims_text and all(b.claims == claims_text for b in bindings) \
+                and member.refused is None:
             return
         problem = recheck(self.catalog, bindings, claims.role)
         renewed = replace(member, role=claims.role, claims=claims_text, exp=claims.exp,
                           can_broadcast=None if member.private else True,
                           can_track=None if member.private else True)
-        if problem is None and member.private and not self.may_read(renewed):
-            problem = errors.unauthorized_read(member.channel).reason
+        if problem is None:
+            try:
+                renewed = self.with_reads(renewed)
+            except ChannelError as exc:
+                problem = exc.reason
         if problem is not None:
             self.close(member, problem)
             return
@@ -178,7 +197,28 @@ class Router(Context):
         if bindings:
             self.store.put_bindings([replace(b, role=claims.role, claims=claims_text, exp=claims.exp)
                                      for b in bindings], expires_at)
+        if renewed.refused is None:
+            self.store.put_member(renewed, expires_at)
+            return
+        # Bindings refused at join get another chance under the new claims, as Supabase does.
+        sub, failure = self._subscribe(codec.loads(renewed.refused), renewed)
+        if sub is not None:
+            self.store.add_bindings(sub.bindings, sub.indexed, expires_at)
+            renewed = replace(renewed, refused=None)
         self.store.put_member(renewed, expires_at)
+        self._announce(frame, renewed, sub, failure)
+
+
+# Topics become DynamoDB keys (2 KB partition keys, 1 KB sort keys with the connection id) and
+# Postgres text (no NUL): longer topics or control characters are refused.
+MAX_TOPIC_BYTES = 512
+
+
+def _check_topic(topic: str) -> None:
+    if len(topic.encode()) > MAX_TOPIC_BYTES:
+        raise ChannelError("InvalidTopic", f"a topic is at most {MAX_TOPIC_BYTES} bytes")
+    if any(ord(c) < 32 or ord(c) == 127 for c in topic):
+        raise ChannelError("InvalidTopic", "a topic cannot hold control characters")
 
 
 def _claims(token: object, connection_claims: str) -> Claims:

@@ -236,7 +236,9 @@ class DynamoDBStore(Store):
             "broadcast_ack": member.broadcast_ack, "presence_key": member.presence_key,
             "presence": codec.dumps(member.presence) if member.presence is not None else None,
             "private": member.private, "can_broadcast": member.can_broadcast,
-            "can_track": member.can_track, "role": member.role, "claims": member.claims,
+            "can_track": member.can_track, "sees_broadcast": member.sees_broadcast,
+            "sees_presence": member.sees_presence, "refused": member.refused,
+            "role": member.role, "claims": member.claims,
             "exp": member.exp, "expires_at": expires_at}))
 
     def member(self, connection_id: str, topic: str) -> Member | None:
@@ -296,6 +298,8 @@ class DynamoDBStore(Store):
             broadcast_ack=bool(row.get("broadcast_ack")), presence_key=row.get("presence_key", ""),
             presence=codec.loads(presence) if presence else None, private=bool(row.get("private")),
             can_broadcast=_known(row.get("can_broadcast")), can_track=_known(row.get("can_track")),
+            sees_broadcast=bool(row.get("sees_broadcast", True)), sees_presence=bool(row.get("sees_presence", True)),
+            refused=row.get("refused"),
             role=row.get("role", "anon"), claims=row.get("claims", "{}"), exp=int(row.get("exp", 0)))
 
     # -- internals ------------------------------------------------------------------------------

@@ -32,6 +32,13 @@ class Member:
     # realtime.messages' policies say, None until its first send asks.
     can_broadcast: bool | None = True
     can_track: bool | None = True
+    # What this member may receive: everything on public channels; on private ones what
+    # realtime.messages' SELECT policies allow per extension, evaluated at join.
+    sees_broadcast: bool = True
+    sees_presence: bool = True
+    # postgres_changes bindings refused at join (JSON), subscribed again at the next valid
+    # access_token: a client often joins before its user's token has reached it.
+    refused: str | None = None
     role: str = "anon"
     claims: str = "{}"
     exp: int = 0
