@@ -2,6 +2,7 @@
 user's token arrived are subscribed when it does; replication_ready means the next write arrives."""
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
@@ -64,3 +65,27 @@ def test_a_write_on_replication_ready_always_arrives(stack, members_only):
             assert change["payload"]["new"]["body"] == f"now-{attempt}"
         finally:
             listener.close()
+
+
+def test_realtime_py_set_auth_after_subscribe_receives_the_changes(stack, members_only):
+    import asyncio
+
+    from tests.e2e.clients import PyListener
+
+    me = str(uuid.uuid4())
+    listener = PyListener(stack.api_url, stack.key("anon"), [BINDING], channel=f"py-late-{me[:8]}")
+    try:
+        # realtime-py treats the refusal as a channel error and rejoins with its stored payload;
+        # set_auth puts the user's token there (and sends access_token once joined).
+        asyncio.run_coroutine_threadsafe(listener.client.set_auth(user_token(1, sub=me)),
+                                         listener.loop).result(timeout=10)
+        deadline = time.monotonic() + 30
+        body = "first"
+        while time.monotonic() < deadline:
+            members_only.execute("insert into members_only (owner, body) values (%s, %s)", (me, body))
+            got = listener.quiet(1.0)
+            if got:
+                break
+        assert got and got[0][1]["data"]["record"]["owner"] == me
+    finally:
+        listener.close()

@@ -1,7 +1,9 @@
 """The courier (ripple.notify.delivery) against real Postgres and templates, with SESv2 and SNS
-stubbed: what it asks the providers for, and what it records when they refuse."""
+stubbed or a local provider that loses its answers: what it asks the providers for, what it
+records when they refuse, and that a send which may have arrived is made once."""
 from __future__ import annotations
 
+import datetime as dt
 import email
 import email.policy
 import urllib.parse
@@ -14,15 +16,18 @@ import pytest
 from botocore.stub import ANY, Stubber
 from psycopg.conninfo import make_conninfo
 
+from ripple.aws import _SEND_CONFIG
 from ripple.config import Settings
 from ripple.db import Database
 from ripple.local.postgres import migrate
 from ripple.local.stack import ROOT
 from ripple.notify.delivery import Courier, Report
-from ripple.notify.providers import Mailer, Texter
+from ripple.notify.feedback import FeedbackRecorder, parse
+from ripple.notify.providers import DELIVERY_TAG, Mailer, Texter
 from ripple.notify.sms import segments
 from ripple.notify.templates import Templates
 from ripple.notify.unsubscribe import read_token
+from tests.lossy_provider import LossyProvider, nothing_listening
 
 SENDER = "Ripple <notifications@ripple.test>"
 SECRET = "courier-test-secret"
@@ -127,7 +132,7 @@ def test_an_email_names_the_configuration_set_and_offers_one_click_unsubscribe(d
     sent = requests(ses.client, "SendEmail")
     ses.add_response("send_email", {"MessageId": "ses-1"},
                      {"FromEmailAddress": SENDER, "Destination": {"ToAddresses": [address]},
-                      "Content": ANY, "ConfigurationSetName": "ripple-events"})
+                      "Content": ANY, "ConfigurationSetName": "ripple-events", "EmailTags": ANY})
     notification = notify(db, user)
     courier(database, ses, sns, ses_configuration_set="ripple-events").deliver(notification, Report())
 
@@ -140,6 +145,8 @@ def test_an_email_names_the_configuration_set_and_offers_one_click_unsubscribe(d
     assert message.get_body(("plain",)) and message.get_body(("html",))
     row = delivery(db, notification)
     assert (row["status"], row["provider_message_id"], row["attempts"]) == ("sent", "ses-1", 1)
+    # SES repeats the tag in the email's events, so feedback can find a send whose answer was lost.
+    assert sent[0]["EmailTags"] == [{"Name": DELIVERY_TAG, "Value": str(row["id"])}]
 
 
 @pytest.mark.parametrize("priority, sms_type", [("low", "Promotional"), ("normal", "Promotional"),
@@ -246,17 +253,25 @@ def statuses(db, notification_id: str) -> dict[str, tuple[str, str | None, str |
     return {user: (status, reason, message_id) for user, status, reason, message_id in rows}
 
 
+class Unexpected(Exception):
+    """Nothing the courier knows about."""
+
+
 def test_an_unexpected_error_fails_only_that_delivery(database, db, ses, sns):
     org, (broken, fine, unicode) = team(db, "{user}@courier.test", "{user}@courier.test", "zoë.{user}@courier.test")
-    # Sends go in user id order; an answer without a MessageId is nothing the courier expects.
-    first, second = sorted((broken, fine))
-    ses.add_response("send_email", {} if first == broken else {"MessageId": "ses-4"})
-    ses.add_response("send_email", {} if second == broken else {"MessageId": "ses-4"})
+    address = db.execute("select email from profiles where id = %s", (broken,)).fetchone()[0]
+
+    def break_one(params, **_):
+        if params["Destination"]["ToAddresses"] == [address]:
+            raise Unexpected
+
+    ses.client.meta.events.register("provide-client-params.sesv2.SendEmail", break_one)
+    ses.add_response("send_email", {"MessageId": "ses-4"})
     notification = notify_team(db, org)
     report = Report()
     courier(database, ses, sns).deliver(notification, report)
 
-    assert statuses(db, notification) == {broken: ("failed", "error: KeyError", None),
+    assert statuses(db, notification) == {broken: ("failed", "error: Unexpected", None),
                                           fine: ("sent", None, "ses-4"),
                                           unicode: ("failed", "invalid_email", None)}
     assert report.statuses == {"failed": 2, "sent": 1}
@@ -316,3 +331,136 @@ def test_a_deferred_delivery_is_checked_again_before_it_is_sent(database, db, se
     row = delivery(db, notification)
     assert (row["status"], row["reason"]) == (status, reason)
     assert report.statuses == {status: 1}
+
+
+# -- a send whose answer is lost is made once ----------------------------------------------------
+
+def courier_to(database: str, *, ses=None, sns=None) -> Courier:
+    """A courier whose providers are real boto3 clients of a local endpoint."""
+    config = Settings(public_url=PUBLIC_URL)
+    return Courier(db=Database(database),
+                   mailer=Mailer(ses or _client("sesv2"), SENDER, sleep=lambda _: None),
+                   texter=Texter(sns or _client("sns"), sleep=lambda _: None),
+                   templates=Templates(), config=config, secret=SECRET)
+
+
+@pytest.mark.parametrize("mode, code", [("hang", "ReadTimeoutError"), ("hang_up", "ConnectionClosedError")])
+def test_an_email_whose_answer_is_lost_is_unconfirmed_and_never_sent_again(database, db, mode, code):
+    user = person(db)
+    notification = notify(db, user)
+    with LossyProvider("sesv2", mode) as provider:
+        c = courier_to(database, ses=provider.client(read_timeout=0.5))
+        report = Report()
+        c.deliver(notification, report)
+        row = delivery(db, notification)
+        # A duplicate wake-up and the sweep find the claim, and the sweep takes only deferred rows.
+        c.deliver(notification, Report())
+        make_due(db, notification)
+        c.send_due(Report())
+
+    assert (row["status"], row["attempts"], row["provider_message_id"], row["sent_at"]) == (
+        "unconfirmed", 1, None, None)
+    assert row["reason"].startswith(f"{code}: ")
+    assert report.statuses == {"unconfirmed": 1}
+    assert len(provider.sends) == 1
+    assert provider.email_tags() == {DELIVERY_TAG: str(row["id"])}
+    assert delivery(db, notification)["status"] == "unconfirmed"
+
+
+def test_an_sms_whose_answer_is_lost_is_unconfirmed_and_never_sent_again(database, db):
+    user = person(db, phone="+14155550142")
+    notification = notify(db, user, channels=("sms",), priority="high")
+    with LossyProvider("sns", "hang_up") as provider:
+        c = courier_to(database, sns=provider.client())
+        report = Report()
+        c.deliver(notification, report)
+        c.deliver(notification, Report())
+
+    row = delivery(db, notification, "sms")
+    assert (row["status"], row["attempts"], row["provider_message_id"]) == ("unconfirmed", 1, None)
+    assert row["reason"].startswith("ConnectionClosedError: ")
+    assert report.statuses == {"unconfirmed": 1}
+    assert len(provider.sends) == 1
+
+
+def ses_event(kind: str, message_id: str, delivery_id: str | None, **fields) -> dict:
+    """An SES configuration-set event as the feedback topic carries it."""
+    mail = {"timestamp": "2026-03-01T10:00:00.123Z", "messageId": message_id, "source": SENDER,
+            "tags": {"ses:configuration-set": ["ripple"]}}
+    if delivery_id:
+        mail["tags"][DELIVERY_TAG] = [delivery_id]
+    return {"eventType": kind, "mail": mail, **fields}
+
+
+def test_ses_feedback_settles_an_unconfirmed_email_by_the_delivery_it_is_tagged_with(database, db):
+    address = f"{uuid.uuid4().hex[:10]}@courier.test"
+    user = person(db, email=address)
+    notification = notify(db, user)
+    with LossyProvider("sesv2", "hang_up") as provider:
+        courier_to(database, ses=provider.client()).deliver(notification, Report())
+    tag = provider.email_tags()[DELIVERY_TAG]
+    feedback = FeedbackRecorder(Database(database))
+
+    # Another delivery's tag, a malformed one, or none at all settles nothing.
+    for other in (str(uuid.uuid4()), "not-a-uuid", None):
+        assert feedback.record(parse(ses_event("Delivery", "ses-other", other))) == {
+            "deliveries": 0, "suppressions": 0}
+    assert delivery(db, notification)["status"] == "unconfirmed"
+
+    assert feedback.record(parse(ses_event("Delivery", "ses-late", tag))) == {"deliveries": 1, "suppressions": 0}
+    row = delivery(db, notification)
+    assert (row["status"], row["provider_message_id"]) == ("delivered", "ses-late")
+    assert row["sent_at"] == dt.datetime(2026, 3, 1, 10, 0, 0, 123000, tzinfo=dt.UTC)
+
+    # From now on SES's message id finds it, as it finds any email that was sent.
+    bounce = ses_event("Bounce", "ses-late", None, bounce={
+        "bounceType": "Permanent", "bounceSubType": "General", "bouncedRecipients": [{"emailAddress": address}]})
+    assert feedback.record(parse(bounce)) == {"deliveries": 1, "suppressions": 1}
+    assert delivery(db, notification)["status"] == "bounced"
+
+
+def test_a_provider_nobody_listens_on_is_retried_and_the_sweep_sends_when_it_is_back(database, db):
+    user = person(db)
+    notification = notify(db, user)
+    unreachable = boto3.client("sesv2", endpoint_url=nothing_listening(), region_name="us-east-1",
+                               aws_access_key_id="test", aws_secret_access_key="test", config=_SEND_CONFIG)
+    report = Report()
+    courier_to(database, ses=unreachable).deliver(notification, report)
+    row = delivery(db, notification)
+    assert (row["status"], row["reason"], row["attempts"]) == ("deferred", "retry: EndpointConnectionError", 4)
+    assert report.statuses == {"deferred": 1}
+
+    make_due(db, notification)
+    with LossyProvider("sesv2", "accept") as provider:
+        courier_to(database, ses=provider.client()).send_due(Report())
+    row = delivery(db, notification)
+    assert (row["status"], row["provider_message_id"], row["attempts"]) == ("sent", "ses-1", 5)
+    assert len(provider.sends) == 1
+
+
+STATUS_CHECK = ("select pg_get_constraintdef(oid) from pg_constraint "
+                "where conname = 'notification_deliveries_status_check'")
+
+
+def test_the_unconfirmed_status_migration_runs_again_and_keeps_statuses_others_allowed(database):
+    migrate(database, ROOT / "sql")  # a second run, as every deploy makes
+    with psycopg.connect(database) as conn:
+        [before] = conn.execute(STATUS_CHECK).fetchone()
+        with conn.transaction(force_rollback=True):
+            # A status some other migration allowed, in a check written before 'unconfirmed'.
+            conn.execute("alter table notification_deliveries drop constraint notification_deliveries_status_check")
+            conn.execute("alter table notification_deliveries add constraint notification_deliveries_status_check "
+                         "check (status in ('queued', 'sent', 'held'))")
+            conn.execute((ROOT / "sql" / "011_unconfirmed_deliveries.sql").read_text())
+            [rebuilt] = conn.execute(STATUS_CHECK).fetchone()
+    assert "'held'::text" in rebuilt and "'unconfirmed'::text" in rebuilt and "'failed'" not in rebuilt
+    assert before.count("'unconfirmed'::text") == 1 and "'deferred'::text" in before
+
+
+def test_a_delivery_status_outside_the_list_is_still_refused(database, db):
+    user = person(db)
+    notification = notify(db, user)
+    db.execute("insert into notification_deliveries (notification_id, user_id, channel, status) "
+               "values (%s, %s, 'email', 'unconfirmed')", (notification, user))
+    with pytest.raises(psycopg.errors.CheckViolation):
+        db.execute("update notification_deliveries set status = 'lost' where notification_id = %s", (notification,))

@@ -16,10 +16,14 @@ from botocore.config import Config
 
 # Standard retry mode backs off on throttling; connection pool sized for concurrent posts.
 _CONFIG = Config(retries={"mode": "standard", "max_attempts": 4}, max_pool_connections=64)
-# Email and SMS sends retry in ripple.notify.providers, which knows which errors are final;
-# posts to @connections in ripple.gateway, which keeps what cannot get through.
-_SEND_CONFIG = Config(retries={"mode": "standard", "max_attempts": 1})
-_POST_CONFIG = Config(retries={"mode": "standard", "max_attempts": 1}, max_pool_connections=64)
+# Email and SMS sends retry in ripple.notify.providers, which knows which errors are final
+# and which sends may have arrived: botocore makes exactly one request (its `max_attempts`
+# counts retries, `total_max_attempts` requests), and gives up on a silent answer well within
+# the delivery function's timeout.
+_SEND_CONFIG = Config(retries={"mode": "standard", "total_max_attempts": 1},
+                      connect_timeout=5, read_timeout=10)
+# Posts to @connections retry in ripple.gateway, which keeps what cannot get through.
+_POST_CONFIG = Config(retries={"mode": "standard", "total_max_attempts": 1}, max_pool_connections=64)
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     max_bindings_per_channel: int = 100
     # Client messages per connection per second (broadcast and presence), as Supabase's default.
     max_events_per_second: int = 100
+    # Joins per connection per second (a reconnecting client rejoins all its channels at once).
+    max_joins_per_second: int = 100
     # A client broadcast frame, below API Gateway's 32 KB frame quota: clients send each message
     # as one frame and a larger one closes the socket (1009), so this is what lets an oversize
     # broadcast get payload_size_exceeded instead.

@@ -1,6 +1,7 @@
 """PostgreSQL access: one connection per Lambda container, reopened when it breaks."""
 from __future__ import annotations
 
+import select
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -60,6 +61,8 @@ class Database:
 
     def connection(self) -> psycopg.Connection:
         conn = getattr(self._local, "conn", None)
+        if conn is not None and not conn.closed and _dropped(conn):
+            conn.close()
         if conn is None or conn.closed or conn.broken:
             conn = self._local.conn = self._connect()
         return conn
@@ -122,6 +125,18 @@ class Database:
         with subsegment("postgres"):
             cur = conn.execute(sql, params)
             return cur.fetchall() if cur.description else []
+
+
+def _dropped(conn: psycopg.Connection) -> bool:
+    """Whether the server ended this idle connection (a restart, a failover, an admin's
+    pg_terminate_backend). An idle connection that LISTENs to nothing is never sent anything
+    but that goodbye, so a socket with data waiting is one to replace: one poll, no round trip.
+    """
+    try:
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
 
 
 def _dead(exc: psycopg.OperationalError) -> bool:

@@ -1,5 +1,6 @@
-"""The SESv2 and SNS adapters on real boto3 clients with stubbed answers: the requests they
-make, and how refusals come out."""
+"""The SESv2 and SNS adapters on real boto3 clients, with stubbed answers or a local provider
+that loses its answers: the requests they make, how refusals come out, and that a send which
+may have arrived is made once."""
 from __future__ import annotations
 
 import email
@@ -7,11 +8,20 @@ import email.policy
 
 import boto3
 import pytest
-from botocore.exceptions import EndpointConnectionError, ParamValidationError
+from botocore.exceptions import (
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ParamValidationError,
+    ReadTimeoutError,
+)
+from botocore.parsers import ResponseParserError
 from botocore.stub import ANY, Stubber
 
+from ripple.aws import _SEND_CONFIG, Clients
 from ripple.notify.models import RenderedEmail
-from ripple.notify.providers import Mailer, SendError, Texter, attempt
+from ripple.notify.providers import DELIVERY_TAG, Mailer, SendError, Texter, attempt
+from tests.lossy_provider import LossyProvider, nothing_listening
 
 MAIL = RenderedEmail(subject="Paid", html="<p>Invoice 42 is paid</p>", text="Invoice 42 is paid")
 UNSUBSCRIBE = {"List-Unsubscribe": "<https://ripple.example/api/unsubscribe?token=t>",
@@ -119,3 +129,125 @@ def test_a_malformed_request_is_not_retried():
     with pytest.raises(ParamValidationError):
         attempt("sesv2", malformed, sleep=lambda _: None)
     assert calls == [1]
+
+
+# -- sends whose answer is lost: at most once ----------------------------------------------------
+
+@pytest.mark.parametrize("lost", [
+    ReadTimeoutError(endpoint_url="https://email.us-east-1.amazonaws.com"),
+    ConnectionClosedError(endpoint_url="https://email.us-east-1.amazonaws.com"),
+    ResponseParserError("Unable to parse response"),
+], ids=lambda e: type(e).__name__)
+def test_a_send_that_may_have_arrived_is_not_retried(lost):
+    calls = []
+
+    def send():
+        calls.append(1)
+        raise lost
+
+    with pytest.raises(SendError) as unconfirmed:
+        attempt("sesv2", send, sleep=lambda _: None)
+    assert (unconfirmed.value.outcome, unconfirmed.value.code, unconfirmed.value.attempts) == (
+        "unconfirmed", type(lost).__name__, 1)
+    assert calls == [1]
+
+
+def test_a_lookup_whose_answer_is_lost_is_asked_again():
+    answers = iter([ReadTimeoutError(endpoint_url="https://sns.us-east-1.amazonaws.com"), {"isOptedOut": True}])
+
+    def lookup():
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    assert attempt("sns", lookup, sleep=lambda _: None, idempotent=True) == ({"isOptedOut": True}, 2)
+
+
+def test_a_connect_timeout_is_retried():
+    calls = []
+
+    def send():
+        calls.append(1)
+        raise ConnectTimeoutError(endpoint_url="https://email.us-east-1.amazonaws.com")
+
+    with pytest.raises(SendError) as refused:
+        attempt("sesv2", send, tries=3, sleep=lambda _: None)
+    assert (refused.value.outcome, refused.value.attempts, len(calls)) == ("retry", 3, 3)
+
+
+@pytest.mark.parametrize("service", ["sesv2", "sns"])
+def test_the_delivery_function_s_client_makes_one_request_per_send(service, monkeypatch):
+    """As the delivery function builds it (ripple.aws), against a provider that hangs up after
+    reading each request: one request, not botocore's retry on top of ours."""
+    with LossyProvider(service, "hang_up") as provider:
+        monkeypatch.setenv(f"AWS_ENDPOINT_URL_{service.upper()}", provider.url)
+        for name, value in {"AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "test",
+                            "AWS_SECRET_ACCESS_KEY": "test"}.items():
+            monkeypatch.setenv(name, value)
+        made = getattr(Clients(), service)
+        with pytest.raises(SendError) as unconfirmed:
+            if service == "sesv2":
+                Mailer(made, "n@ripple.test", sleep=lambda _: None).send("a@b.test", None, MAIL, {},
+                                                                          delivery="d-1")
+            else:
+                Texter(made, sleep=lambda _: None).send("+14155550100", "Hi", True)
+    assert (unconfirmed.value.outcome, unconfirmed.value.code) == ("unconfirmed", "ConnectionClosedError")
+    assert len(provider.sends) == 1
+    if service == "sesv2":
+        assert provider.email_tags() == {DELIVERY_TAG: "d-1"}
+
+
+@pytest.mark.parametrize("service", ["sesv2", "sns"])
+@pytest.mark.parametrize("mode, code", [("hang", "ReadTimeoutError"), ("hang_up", "ConnectionClosedError")])
+def test_a_provider_that_read_the_send_and_did_not_answer_gets_it_once(service, mode, code):
+    with LossyProvider(service, mode) as provider:
+        with pytest.raises(SendError) as unconfirmed:
+            _send(service, provider.client(read_timeout=0.5))
+    assert (unconfirmed.value.outcome, unconfirmed.value.code, unconfirmed.value.attempts) == (
+        "unconfirmed", code, 1)
+    assert len(provider.sends) == 1
+
+
+@pytest.mark.parametrize("service, code", [("sesv2", "NoMessageId"), ("sns", "ResponseParserError")])
+def test_an_answer_that_cannot_be_read_is_unconfirmed(service, code):
+    with LossyProvider(service, "garbled") as provider:
+        with pytest.raises(SendError) as unconfirmed:
+            _send(service, provider.client())
+    assert (unconfirmed.value.outcome, unconfirmed.value.code) == ("unconfirmed", code)
+    assert len(provider.sends) == 1
+
+
+@pytest.mark.parametrize("service", ["sesv2", "sns"])
+def test_throttling_from_the_same_provider_is_retried(service):
+    """The control: a refusal is an answer, and the stand-in counts every send it gets."""
+    with LossyProvider(service, "throttle") as provider:
+        with pytest.raises(SendError) as refused:
+            _send(service, provider.client(), tries=3)
+    assert (refused.value.outcome, refused.value.attempts) == ("retry", 3)
+    assert len(provider.sends) == 3
+
+
+@pytest.mark.parametrize("service", ["sesv2", "sns"])
+def test_an_accepting_provider_gets_one_send_and_returns_its_message_id(service):
+    with LossyProvider(service, "accept") as provider:
+        message_id, attempts = _send(service, provider.client())
+    assert (attempts, len(provider.sends)) == (1, 1)
+    assert message_id == ("ses-1" if service == "sesv2" else "sns-1")
+
+
+@pytest.mark.parametrize("service", ["sesv2", "sns"])
+def test_nothing_listening_is_retried_then_a_retry(service):
+    made = boto3.client(service, endpoint_url=nothing_listening(), region_name="us-east-1",
+                        aws_access_key_id="test", aws_secret_access_key="test", config=_SEND_CONFIG)
+    with pytest.raises(SendError) as refused:
+        _send(service, made, tries=3)
+    assert (refused.value.outcome, refused.value.code, refused.value.attempts) == (
+        "retry", "EndpointConnectionError", 3)
+
+
+def _send(service: str, made, tries: int = 4) -> tuple[str, int]:
+    if service == "sesv2":
+        return Mailer(made, "n@ripple.test", sleep=lambda _: None).send("a@b.test", None, MAIL, {},
+                                                                         tries=tries)
+    return Texter(made, sleep=lambda _: None).send("+14155550100", "Hi", True, tries=tries)

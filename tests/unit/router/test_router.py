@@ -240,3 +240,11 @@ def test_replication_ready_follows_the_stored_bindings(router, client):
     events = [(f["event"], f["payload"].get("extension"), f["payload"].get("message")) for f in client.take("a")]
     assert events == [("phx_reply", None, None), ("system", "postgres_changes", "Subscribed to PostgreSQL"),
                       ("system", "system", "Replication connection established")]
+
+
+def test_joins_per_second_are_limited_with_supabases_code(router, client, monkeypatch):
+    router.config = router.config.model_copy(update={"max_joins_per_second": 2, "max_channels_per_connection": 10})
+    monkeypatch.setattr(time, "time", lambda: 2_000_000.5)
+    for n in range(3):
+        join(router, "a", f"realtime:{n}")
+    assert reasons(client.take("a")) == ["ClientJoinRateLimitReached: Too many joins per second"]

@@ -12,6 +12,11 @@ A delivery the provider kept throttling (or could not be reached for) is stored 
 with reason `retry: <code>` and sent again by a later sweep, until `notify_max_attempts`
 sends in all have failed. Deferred deliveries — quiet hours or retries — are planned again
 when due, so an opt-out, a suppression or a deleted recipient since then is respected.
+
+A send the provider may have received without its answer reaching us (a read timeout, a
+connection closed after sending) is stored `unconfirmed` with the error as reason and never
+sent again; an SES event for that email (matched by the delivery id it carries as a message
+tag) settles it later.
 """
 from __future__ import annotations
 
@@ -228,14 +233,19 @@ class Courier:
         try:
             if recipient is None:
                 return Outcome("failed", "recipient_gone")
-            send = self._email if row["channel"] == "email" else self._sms
-            message_id, attempts = send(notification, recipient, row["address"], tries)
+            if row["channel"] == "email":
+                message_id, attempts = self._email(notification, recipient, row["address"], tries,
+                                                   str(row["id"]))
+            else:
+                message_id, attempts = self._sms(notification, recipient, row["address"], tries)
             return Outcome("sent", provider_message_id=message_id, attempts=attempts)
         except _Skip as skip:
             return Outcome(skip.status, skip.reason, suppress=skip.status == "suppressed")
         except TemplateError as exc:
             return Outcome("failed", f"template: {exc}"[:500])
         except SendError as exc:
+            if exc.outcome == "unconfirmed":
+                return Outcome("unconfirmed", str(exc)[:500], attempts=exc.attempts)
             if exc.outcome == "retry":
                 total = done + exc.attempts
                 if total < self.config.notify_max_attempts:
@@ -262,7 +272,7 @@ class Courier:
                                 {"address": row["address"], "channel": row["channel"]})
 
     def _email(self, notification: Notification, recipient: Recipient, address: str,
-               tries: int) -> tuple[str, int]:
+               tries: int, delivery: str) -> tuple[str, int]:
         if not self.mailer.sender:
             raise _Skip("failed", "email_not_configured")
         link = unsubscribe_url(f"{self.config.public_url}/api/unsubscribe",
@@ -270,7 +280,7 @@ class Courier:
                                           dt.datetime.now(dt.UTC)))
         rendered = self.templates.email(notification, recipient, link)
         return self.mailer.send(address, recipient.full_name, rendered,
-                                list_unsubscribe_headers(link), tries=tries)
+                                list_unsubscribe_headers(link), tries=tries, delivery=delivery)
 
     def _sms(self, notification: Notification, recipient: Recipient, phone: str,
              tries: int) -> tuple[str, int]:

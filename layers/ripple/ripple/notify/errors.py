@@ -9,6 +9,11 @@ and answers:
 - ``permanent``: this message cannot be sent as it is; record the delivery as failed;
 - ``suppress``: the address asked not to receive messages; record it and stop sending to it.
 
+``unanswered`` takes a failure that came without a response (boto3's transport errors) and
+answers ``retry`` only when the request is known not to have left — no connection was made —
+and ``unconfirmed`` otherwise: a read timeout or a connection closed after the request was
+written may hide a message the provider accepted, and sending it again could deliver it twice.
+
 The code is the wire code: SESv2 is a REST-JSON API whose codes are the exception names
 (``TooManyRequestsException``); SNS is a Query API whose codes drop the suffix
 (``ThrottledException`` travels as ``Throttled``). Both spellings are accepted. Sources: the
@@ -27,8 +32,14 @@ import random as _random
 from collections.abc import Callable, Mapping
 from typing import Literal, TypeAlias
 
+from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError, ProxyConnectionError
+
 Service: TypeAlias = Literal["sesv2", "sns"]
-Outcome: TypeAlias = Literal["retry", "permanent", "suppress"]
+Outcome: TypeAlias = Literal["retry", "permanent", "suppress", "unconfirmed"]
+
+# Raised while connecting (refused, DNS, connect timeout, the proxy unreachable), before a byte
+# of the request is written. Every other transport error may come after the provider read it.
+_BEFORE_SENDING = (EndpointConnectionError, ConnectTimeoutError, ProxyConnectionError)
 
 # Errors any AWS API may return (AWS "Common Errors"): throttling and server-side failures.
 _COMMON: Mapping[str, Outcome] = {
@@ -135,6 +146,19 @@ def classify(service: Service, error_code: str, status_code: int | None = None) 
     if status_code is not None and (status_code == 429 or status_code >= 500):
         return "retry"
     return "permanent"
+
+
+def unanswered(error: BaseException) -> Outcome:
+    """What to do about a call that failed without a response: ``retry`` when it never left,
+    ``unconfirmed`` when the provider may have received it.
+
+    >>> from botocore.exceptions import ReadTimeoutError
+    >>> unanswered(EndpointConnectionError(endpoint_url="https://email.eu-west-1.amazonaws.com"))
+    'retry'
+    >>> unanswered(ReadTimeoutError(endpoint_url="https://email.eu-west-1.amazonaws.com"))
+    'unconfirmed'
+    """
+    return "retry" if isinstance(error, _BEFORE_SENDING) else "unconfirmed"
 
 
 def backoff(attempt: int, base: float = 0.5, cap: float = 20.0,

@@ -84,6 +84,8 @@ class Router(Context):
         shown = echo(payload.config.postgres_changes)
         connection = self._enter(frame)
         try:
+            if not self.store.spend(frame.connection_id, self.config.max_joins_per_second, time.time(), "join"):
+                raise ChannelError("ClientJoinRateLimitReached", "Too many joins per second")
             member = self._member(frame, payload, connection)
             sub, failure = self._subscribe(payload.config.postgres_changes, member)
             if failure is not None:

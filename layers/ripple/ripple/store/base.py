@@ -47,8 +47,9 @@ class Store(ABC):
         """Give the topic back from the connection's channel count."""
 
     @abstractmethod
-    def spend(self, connection_id: str, limit: int, now: float) -> bool:
-        """Count one message in the connection's current one-second window; False past `limit`."""
+    def spend(self, connection_id: str, limit: int, now: float, counter: str = "rate") -> bool:
+        """Count one event in the connection's current one-second window of `counter` (messages,
+        joins); False past `limit`."""
 
     @abstractmethod
     def delete_connection(self, connection_id: str) -> list[Member]:

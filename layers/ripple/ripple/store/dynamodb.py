@@ -142,15 +142,16 @@ class DynamoDBStore(Store):
         except self.client.exceptions.ConditionalCheckFailedException:
             pass
 
-    def spend(self, connection_id: str, limit: int, now: float) -> bool:
-        """Count one message in the connection's current one-second window; False past `limit`."""
+    def spend(self, connection_id: str, limit: int, now: float, counter: str = "rate") -> bool:
+        """Count one event in the connection's current one-second window of `counter`; False past `limit`."""
         window = {"N": str(int(now))}
         key = _item({"connection_id": connection_id})
+        names = {"#w": f"{counter}_window", "#c": f"{counter}_count"}
         try:
             self.calls += 1
             self.client.update_item(
-                TableName=self.connections_table, Key=key, UpdateExpression="ADD rate_count :one",
-                ConditionExpression="rate_window = :w AND rate_count < :limit",
+                TableName=self.connections_table, Key=key, UpdateExpression="ADD #c :one",
+                ConditionExpression="#w = :w AND #c < :limit", ExpressionAttributeNames=names,
                 ExpressionAttributeValues={":one": {"N": "1"}, ":w": window, ":limit": {"N": str(limit)}})
             return True
         except self.client.exceptions.ConditionalCheckFailedException:
@@ -158,10 +159,9 @@ class DynamoDBStore(Store):
         try:
             self.calls += 1
             self.client.update_item(
-                TableName=self.connections_table, Key=key, UpdateExpression="SET rate_window = :w, rate_count = :one",
-                ConditionExpression="attribute_exists(connection_id) AND "
-                                    "(attribute_not_exists(rate_window) OR rate_window <> :w)",
-                ExpressionAttributeValues={":one": {"N": "1"}, ":w": window})
+                TableName=self.connections_table, Key=key, UpdateExpression="SET #w = :w, #c = :one",
+                ConditionExpression="attribute_exists(connection_id) AND (attribute_not_exists(#w) OR #w <> :w)",
+                ExpressionAttributeNames=names, ExpressionAttributeValues={":one": {"N": "1"}, ":w": window})
             return True
         except self.client.exceptions.ConditionalCheckFailedException:
             return False

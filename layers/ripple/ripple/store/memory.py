@@ -21,8 +21,8 @@ from ripple.store.members import Member
 class _ConnectionRow:
     connection: Connection
     channels: set[str] = field(default_factory=set)
-    rate_window: int | None = None
-    rate_count: int = 0
+    # counter -> (one-second window, events counted in it)
+    windows: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -80,18 +80,18 @@ class MemoryStore(Store):
         if row is not None:
             row.channels.discard(topic)
 
-    def spend(self, connection_id: str, limit: int, now: float) -> bool:
+    def spend(self, connection_id: str, limit: int, now: float, counter: str = "rate") -> bool:
         self.calls += 1
         row = self._connections.get(connection_id)
         if row is None:
             return False
-        window = int(now)
-        if row.rate_window != window:
-            row.rate_window, row.rate_count = window, 1
+        window, count = row.windows.get(counter, (None, 0))
+        if window != int(now):
+            row.windows[counter] = (int(now), 1)
             return True
-        if row.rate_count >= limit:
+        if count >= limit:
             return False
-        row.rate_count += 1
+        row.windows[counter] = (int(now), count + 1)
         return True
 
     def delete_connection(self, connection_id: str) -> list[Member]:
