@@ -13,17 +13,14 @@ from websockets.exceptions import ConnectionClosed
 
 from ripple.outbox.drain import fanout
 from ripple.store import store
+from tests.e2e.tables import published
 from tests.e2e.test_delivery import wait_until
 from tests.e2e.wire import Wire
 
 
 @pytest.fixture
 def faults_table(db):
-    db.execute("create table if not exists public.faults (id bigint generated always as identity "
-               "primary key, n int not null)")
-    db.execute("grant select on public.faults to anon")
-    db.execute("""do $$ begin if not exists (select 1 from pg_publication_tables where tablename = 'faults')
-                  then alter publication supabase_realtime add table public.faults; end if; end $$""")
+    published(db, "faults", "n int not null")
     return db
 
 
@@ -118,11 +115,7 @@ def test_a_connection_unreachable_past_the_deadline_is_closed(stack, faults_tabl
 
 
 def test_a_row_too_large_for_one_message_arrives_cut_and_the_rest_of_its_batch_arrives(stack, db):
-    db.execute("create table if not exists public.wide (id bigint generated always as identity "
-               "primary key, n int not null, body text)")
-    db.execute("grant select on public.wide to anon")
-    db.execute("""do $$ begin if not exists (select 1 from pg_publication_tables where tablename = 'wide')
-                  then alter publication supabase_realtime add table public.wide; end if; end $$""")
+    published(db, "wide", "n int not null, body text")
     wires = [Wire(stack.ws_url, stack.key("anon")) for _ in range(2)]
     try:
         for wire in wires:

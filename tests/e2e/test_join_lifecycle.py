@@ -8,21 +8,18 @@ import uuid
 import pytest
 
 from tests.e2e.clients import JsListener
+from tests.e2e.tables import published
 from tests.e2e.test_authorization import user_token
 
 
 @pytest.fixture
 def members_only(db):
-    db.execute("create table if not exists public.members_only (id bigint generated always as identity "
-               "primary key, owner uuid not null, body text)")
+    published(db, "members_only", "owner uuid not null, body text", grant="authenticated")
     db.execute("revoke all on public.members_only from anon")
-    db.execute("grant select on public.members_only to authenticated")
     db.execute("alter table public.members_only enable row level security")
     db.execute("drop policy if exists own_rows on public.members_only")
     db.execute("create policy own_rows on public.members_only for select to authenticated "
                "using (owner = auth.uid())")
-    db.execute("""do $$ begin if not exists (select 1 from pg_publication_tables where tablename = 'members_only')
-                  then alter publication supabase_realtime add table public.members_only; end if; end $$""")
     return db
 
 

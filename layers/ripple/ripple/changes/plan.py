@@ -68,15 +68,19 @@ def plan(changes: list[Change], store: Store, authorize: Authorizer) -> Plan:
     return Plan(out, expired, principals, checks)
 
 
-def _frame(change: Change, topic: str, view: tuple, vsn: str, ids: list[int]) -> str:
+View = tuple[tuple[str, ...] | None, frozenset[str], bool]
+
+
+def _frame(change: Change, topic: str, view: View, vsn: str, ids: list[int]) -> str:
     """The encoded push; a change too large for one API Gateway message is sent cut, as
     Supabase does (see Change.data)."""
+    select, hidden, show_old = view
     frame = encode(Message(topic=topic, event="postgres_changes",
-                           payload={"ids": ids, "data": change.data(*view)}), vsn)
+                           payload={"ids": ids, "data": change.data(select, hidden, show_old)}), vsn)
     if len(frame.encode()) <= MAX_FRAME_BYTES:
         return frame
     return encode(Message(topic=topic, event="postgres_changes",
-                          payload={"ids": ids, "data": change.data(*view, cut=True)}), vsn)
+                          payload={"ids": ids, "data": change.data(select, hidden, show_old, cut=True)}), vsn)
 
 
 def _candidates(changes: list[Change], store: Store
