@@ -21,6 +21,7 @@ tag) settles it later.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -78,6 +79,7 @@ insert into public.notification_suppressions (address, channel, reason)
 values (%(address)s, %(channel)s, 'opt_out')
 on conflict (address) do nothing
 """
+REDEFER = "update public.notification_deliveries set status = 'deferred' where id = any(%s) and status = 'queued'"
 PENDING = "select * from realtime.pending_notifications(%s)"
 ACK = "select realtime.ack(%s)"
 
@@ -119,17 +121,25 @@ class Courier:
     secret: str
 
     # -- entry points -------------------------------------------------------------------------
-    def drain(self, report: Report, max_rows: int = 100) -> None:
-        """Deliver every notification whose wake-up is pending, then acknowledge them."""
+    def drain(self, report: Report, max_rows: int = 100, deadline: float | None = None) -> None:
+        """Deliver every notification whose wake-up is pending, then acknowledge them; past
+        `deadline` (time.monotonic()) no further notification starts and the rest stay pending."""
         while True:
             with self.db.transaction() as conn:
                 rows = self.db.execute(conn, PENDING, (max_rows,))
             if not rows:
                 return
+            done = []
             for row in rows:
+                if deadline is not None and time.monotonic() > deadline:
+                    break
                 self.deliver(row["notification_id"], report)
+                done.append(row["id"])
             with self.db.transaction() as conn:
-                self.db.execute(conn, ACK, ([r["id"] for r in rows],))
+                self.db.execute(conn, ACK, (done,))
+            if len(done) < len(rows):
+                logger.info("notify out of time", extra={"pending": len(rows) - len(done)})
+                return
             if len(rows) < max_rows:
                 return
 
@@ -155,11 +165,12 @@ class Courier:
                 report.count(row["status"])
         self._send(notification, recipients, [r for r in claimed if r["status"] == "queued"], report)
 
-    def send_due(self, report: Report, limit: int = 100) -> None:
+    def send_due(self, report: Report, limit: int = 100, deadline: float | None = None) -> None:
         """Send deferred deliveries that are due: quiet hours over, or a retry's wait over.
 
         Each is planned again first: a recipient who has gone fails (`recipient_gone`), an
         opt-out since skips it, a suppressed address suppresses it, a changed address is used.
+        Past `deadline` the rest go back to `deferred`, due at once, for the next sweep.
         """
         with self.db.transaction() as conn:
             due = self.db.execute(conn, DUE, (limit,))
@@ -167,6 +178,10 @@ class Courier:
         for row in due:
             by_notification.setdefault(row["notification_id"], []).append(row)
         for notification_id, rows in by_notification.items():
+            if deadline is not None and time.monotonic() > deadline:
+                with self.db.transaction() as conn:
+                    self.db.execute(conn, REDEFER, ([r["id"] for r in rows],))
+                continue
             loaded = self._load(notification_id)
             if loaded is None:
                 continue  # deleted since: its deliveries went with it

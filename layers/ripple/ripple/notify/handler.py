@@ -1,6 +1,7 @@
 """The delivery function's entry: a wake-up from the outbox, a sweep, or a direct invoke."""
 from __future__ import annotations
 
+import time
 from dataclasses import asdict
 from typing import Any, Literal
 from uuid import UUID
@@ -8,8 +9,10 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ripple import codec
+from ripple.budget import budget
 from ripple.db import await_commit
 from ripple.log import logger
+from ripple.metrics import record_notify
 from ripple.notify.delivery import Report, courier
 
 INSERT = """
@@ -19,6 +22,10 @@ values (%(organization_id)s, %(user_id)s, %(role_target)s, %(type)s, %(title)s, 
         %(priority)s, %(delivery_method)s, %(action_url)s, %(data)s::jsonb)
 returning id
 """
+
+
+# Kept back from the invocation's remaining time: the notification in hand sends and records in it.
+BUDGET_MARGIN_SECONDS = 10.0
 
 
 class NewNotification(BaseModel):
@@ -55,10 +62,12 @@ class NotifyEvent(BaseModel):
     notification: NewNotification | None = None
 
 
-def on_event(event: NotifyEvent) -> dict:
-    """Deliver what the event names (or everything pending) and report delivery statuses."""
+def on_event(event: NotifyEvent, context: Any = None) -> dict:
+    """Deliver what the event names (or everything pending, within the invocation's remaining
+    time) and report delivery statuses."""
     c = courier()
     report = Report()
+    deadline = time.monotonic() + budget(context, margin=BUDGET_MARGIN_SECONDS, default=50.0)
     if event.notification is not None:
         fields = event.notification.model_dump()
         fields.update(organization_id=_text(fields["organization_id"]), user_id=_text(fields["user_id"]),
@@ -71,8 +80,9 @@ def on_event(event: NotifyEvent) -> dict:
     else:
         if event.xid:
             await_commit(c.db, event.xid)
-        c.drain(report)
-        c.send_due(report)
+        c.drain(report, deadline=deadline)
+        c.send_due(report, deadline=deadline)
+    record_notify(report)
     result = asdict(report)
     (logger.info if report.notifications or report.statuses else logger.debug)("notify", extra=result)
     return result
