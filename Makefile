@@ -9,7 +9,7 @@ JS_DIR := tests/js
 JS_STAMP := $(JS_DIR)/node_modules/.installed
 export PYTHONPATH := $(CURDIR)/layers/ripple
 
-.PHONY: dev test lint sam-check bench clean
+.PHONY: dev test lint sam-check bench smoke keys clean
 
 $(PY_STAMP): requirements-dev.txt layers/ripple/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,16 @@ bench: $(PY_STAMP)
 	$(PY) bench/fanout.py
 	$(PY) bench/rls.py
 	$(PY) bench/broadcast.py
+
+# `make smoke` explains itself; `make smoke ARGS="--local"` checks `make dev`; docs/deploy.md
+# shows the call against a deployed stack.
+smoke: $(PY_STAMP)
+	$(PY) bench/smoke.py $(if $(ARGS),$(ARGS),--help)
+
+# Production anon and service_role keys for the JWT secret: make keys SECRET='...' [YEARS=10]
+keys: $(PY_STAMP)
+	@test -n "$(SECRET)" || { echo 'usage: make keys SECRET=<the JwtSecretArn secret string> [YEARS=10]'; exit 2; }
+	@$(PY) -c 'import sys, time, jwt; now = int(time.time()); exp = now + int(sys.argv[2]) * 365 * 86400; [print(f"{r:<13} " + jwt.encode({"iss": "ripple", "role": r, "iat": now, "exp": exp}, sys.argv[1], algorithm="HS256")) for r in ("anon", "service_role")]' "$(SECRET)" "$(or $(YEARS),10)"
 
 clean:
 	rm -rf $(VENV) $(JS_DIR)/node_modules .aws-sam

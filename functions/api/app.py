@@ -1,8 +1,8 @@
 """The notifications REST API under /api/: the inbox, creating, unsubscribe links, OpenAPI."""
-from ripple.log import logger
 from ripple.notify.api import on_request
+from ripple.observability import lambda_handler
 
 
-@logger.inject_lambda_context
+@lambda_handler("api")
 def handler(event, context):
     return on_request(event, context)

@@ -9,7 +9,7 @@ import pytest
 
 from ripple.local.stack import DEV_JWT_SECRET
 from tests.e2e.clients import PyListener
-from tests.e2e.wire import Wire
+from tests.e2e.wire import Wire, before_marker, heartbeat
 
 SCHEMA = """
 create table if not exists public.docs (
@@ -69,6 +69,18 @@ def drain(wire: Wire, seconds: float = 1.5) -> list[dict]:
 DOCS = {"event": "*", "schema": "public", "table": "docs"}
 
 
+def title(frame: dict) -> str:
+    """The title of the docs row a postgres_changes push carries."""
+    return frame["payload"]["data"]["record"]["title"]
+
+
+def docs_reader(stack, org: int, topic: str = "realtime:docs-control") -> Wire:
+    """A control: subscribed to every change of `docs` with a token of organization `org`."""
+    wire = Wire(stack.ws_url, user_token(org))
+    wire.join(topic, [DOCS])
+    return wire
+
+
 def test_tenants_never_see_each_others_rows(stack, tenants):
     a, b = Wire(stack.ws_url, user_token(1)), Wire(stack.ws_url, user_token(2))
     nosy = Wire(stack.ws_url, user_token(1))
@@ -85,11 +97,11 @@ def test_tenants_never_see_each_others_rows(stack, tenants):
         tenants.execute("update docs set organization_id = 2, title = 'moved' where id = %s", (row,))
         tenants.execute("delete from docs where id = %s", (row,))
 
+        seen_b = drain(b)  # the control: B receives what A must not, before A is read
         seen_a = [(m["payload"]["data"]["type"], m["payload"]["data"].get("record", {}).get("title"))
                   for m in drain(a)]
         assert seen_a == [("INSERT", "plan")]  # not B's insert, not the move out, not the delete
 
-        seen_b = drain(b)
         assert [(m["payload"]["data"]["type"]) for m in seen_b] == ["INSERT", "UPDATE", "DELETE"]
         insert, moved, deleted = (m["payload"]["data"] for m in seen_b)
         assert insert["record"]["title"] == "theirs"
@@ -110,33 +122,44 @@ def test_tenants_never_see_each_others_rows(stack, tenants):
 def test_a_delete_is_checked_against_the_row_as_it_was(stack, tenants):
     me, other = str(uuid.uuid4()), str(uuid.uuid4())
     mine = Wire(stack.ws_url, user_token(1, sub=me))
+    theirs = Wire(stack.ws_url, user_token(1, sub=other))  # the control: the other owner
     try:
         mine.join("realtime:diary", [{"event": "*", "schema": "public", "table": "diary"}])
+        theirs.join("realtime:diary", [{"event": "*", "schema": "public", "table": "diary"}])
         tenants.execute("insert into diary (owner, body) values (%s, 'dear diary'), (%s, 'not yours')", (me, other))
         tenants.execute("delete from diary where owner in (%s, %s)", (me, other))
+        assert [(m["payload"]["data"]["type"], (m["payload"]["data"].get("record") or
+                                                m["payload"]["data"]["old_record"])["body"])
+                for m in (theirs.recv(), theirs.recv())] == [("INSERT", "not yours"), ("DELETE", "not yours")]
         got = [(m["payload"]["data"]["type"], (m["payload"]["data"].get("record") or
                                                m["payload"]["data"]["old_record"])["body"]) for m in drain(mine)]
         assert got == [("INSERT", "dear diary"), ("DELETE", "dear diary")]
     finally:
         mine.close()
+        theirs.close()
 
 
 def test_a_role_without_select_gets_unauthorized(stack, tenants):
     anon = Wire(stack.ws_url, stack.key("anon"))
+    control = docs_reader(stack, 1)
     try:
         reply, system = anon.join("realtime:docs", [DOCS])
         assert reply["payload"]["status"] == "ok"
         assert system["payload"]["status"] == "error"
         assert system["payload"]["message"].startswith("Error 401: Unauthorized")
         tenants.execute("insert into docs (organization_id, owner, title) values (1, gen_random_uuid(), 'x')")
+        assert title(control.recv()) == "x"
+        assert before_marker(anon, tenants) == []
         assert drain(anon, 0.8) == []
     finally:
         anon.close()
+        control.close()
 
 
 def test_channel_access_token_sets_the_claims(stack, tenants):
     # Connected with the anon key, like supabase-js; the user's JWT arrives in phx_join.
     wire = Wire(stack.ws_url, stack.key("anon"))
+    control = docs_reader(stack, 8)
     try:
         ref = wire.send("realtime:docs", "phx_join", {"config": {"postgres_changes": [DOCS]},
                                                       "access_token": user_token(7)}, join_ref="1")
@@ -144,6 +167,7 @@ def test_channel_access_token_sets_the_claims(stack, tenants):
         assert wire.recv()["payload"]["status"] == "ok"
         tenants.execute("insert into docs (organization_id, owner, title) values (7, gen_random_uuid(), 'seven')")
         tenants.execute("insert into docs (organization_id, owner, title) values (8, gen_random_uuid(), 'eight')")
+        assert title(control.recv()) == "eight"
         assert [m["payload"]["data"]["record"]["title"] for m in drain(wire)] == ["seven"]
         forged = user_token(7)[:-3] + "abc"
         ref = wire.send("realtime:other", "phx_join", {"config": {"postgres_changes": [DOCS]},
@@ -153,19 +177,23 @@ def test_channel_access_token_sets_the_claims(stack, tenants):
         assert reply["payload"]["response"]["reason"].startswith("InvalidJWTToken:")
     finally:
         wire.close()
+        control.close()
 
 
 def test_realtime_py_with_a_user_token_sees_only_its_tenant(stack, tenants):
     py = PyListener(stack.api_url, user_token(3), [DOCS], channel="docs-py")
+    control = docs_reader(stack, 4)
     try:
         tenants.execute("insert into docs (organization_id, owner, title) values (4, gen_random_uuid(), 'other')")
         tenants.execute("insert into docs (organization_id, owner, title, secret) "
                         "values (3, gen_random_uuid(), 'ours', 'hidden')")
         (_, payload), = py.changes(1)
         assert payload["data"]["record"]["title"] == "ours" and "secret" not in payload["data"]["record"]
+        assert title(control.recv()) == "other"
         assert py.quiet(0.8) == []
     finally:
         py.close()
+        control.close()
 
 
 def join_with(wire: Wire, topic: str, token: str) -> None:
@@ -192,7 +220,11 @@ def test_an_expired_token_is_told_and_receives_nothing_more(stack, tenants):
         time.sleep(2.5)
         tenants.execute("insert into docs (organization_id, owner, title) values (11, gen_random_uuid(), 'too late')")
         assert_closed(wire, "realtime:short", "Token has expired")
+        control = docs_reader(stack, 11)
         tenants.execute("insert into docs (organization_id, owner, title) values (11, gen_random_uuid(), 'later')")
+        assert title(control.recv()) == "later"
+        control.close()
+        assert before_marker(wire, tenants) == []
         assert drain(wire) == []
     finally:
         wire.close()
@@ -200,26 +232,34 @@ def test_an_expired_token_is_told_and_receives_nothing_more(stack, tenants):
 
 def test_an_expired_token_closes_broadcast_and_presence_too(stack, tenants):
     short, other = Wire(stack.ws_url, stack.key("anon")), Wire(stack.ws_url, stack.key("anon"))
+    witness = Wire(stack.ws_url, stack.key("anon"))  # the control: a member whose token is good
     try:
         ref = short.send("realtime:lobby", "phx_join", {"config": {"broadcast": {"self": True}},
                                                         "access_token": user_token(12, exp=int(time.time()) + 2)},
                          join_ref="s")
         assert short.recv()["ref"] == ref
         other.join("realtime:lobby", [])
+        witness.join("realtime:lobby", [])
         time.sleep(2.5)
         # Someone else's broadcast would reach it: instead it is told its token expired.
         other.send("realtime:lobby", "broadcast", {"type": "broadcast", "event": "hi", "payload": {}}, join_ref="j")
         assert_closed(short, "realtime:lobby", "Token has expired")
         # Its own sends after expiry go nowhere.
         other.send("realtime:lobby", "broadcast", {"type": "broadcast", "event": "again", "payload": {}}, join_ref="j")
+        assert [witness.recv()["payload"]["event"] for _ in range(2)] == ["hi", "again"]
         ref = short.send("realtime:lobby", "broadcast", {"type": "broadcast", "event": "late", "payload": {}},
                          join_ref="s")
         assert drain(short, 0.8) == [{"topic": "realtime:lobby", "event": "phx_reply", "ref": ref,
                                       "payload": {"status": "error", "response": {"reason": "unmatched topic"}}}]
+        # A member's broadcast sent after `late` was answered reaches `other`, and nothing before it.
+        witness.send("realtime:lobby", "broadcast", {"type": "broadcast", "event": "after", "payload": {}},
+                     join_ref="jrealtime:lobby")
+        assert other.recv()["payload"]["event"] == "after"
         assert drain(other, 0.5) == []
     finally:
         short.close()
         other.close()
+        witness.close()
 
 
 def test_a_refreshed_token_keeps_every_part_of_the_channel(stack, tenants):
@@ -249,6 +289,7 @@ def test_a_refreshed_token_keeps_every_part_of_the_channel(stack, tenants):
 def test_a_filter_or_select_on_a_hidden_column_is_refused(stack, tenants):
     # `secret` is not granted to authenticated: filtering on it would reveal it one event at a time.
     wire = Wire(stack.ws_url, user_token(1))
+    control = docs_reader(stack, 1)  # the same table, the same token, no hidden column
     try:
         for binding in ({**DOCS, "filter": "secret=eq.s3cret"}, {**DOCS, "select": ["id", "secret"]}):
             reply, system = wire.join("realtime:oracle", [binding])
@@ -256,9 +297,12 @@ def test_a_filter_or_select_on_a_hidden_column_is_refused(stack, tenants):
             assert system["payload"]["status"] == "error", system
         tenants.execute("insert into docs (organization_id, owner, title, secret) "
                         "values (1, gen_random_uuid(), 'a', 's3cret')")
+        assert title(control.recv()) == "a"
+        assert before_marker(wire, tenants) == []
         assert drain(wire, 0.8) == []
     finally:
         wire.close()
+        control.close()
 
 
 def test_a_failed_rejoin_leaves_nothing_subscribed(stack, tenants):
@@ -269,7 +313,11 @@ def test_a_failed_rejoin_leaves_nothing_subscribed(stack, tenants):
                                                        "access_token": "forged.token.value"}, join_ref="again-2")
         reply = wire.recv()
         assert reply["ref"] == ref and reply["payload"]["status"] == "error"
+        control = docs_reader(stack, 14)
         tenants.execute("insert into docs (organization_id, owner, title) values (14, gen_random_uuid(), 'x')")
+        assert title(control.recv()) == "x"
+        control.close()
+        assert before_marker(wire, tenants) == []
         assert drain(wire) == []
     finally:
         wire.close()
@@ -277,12 +325,14 @@ def test_a_failed_rejoin_leaves_nothing_subscribed(stack, tenants):
 
 def test_access_token_messages_reauthorize_or_close_the_channel(stack, tenants):
     wire = Wire(stack.ws_url, stack.key("anon"))
+    old_org, new_org = docs_reader(stack, 21), docs_reader(stack, 22)  # the controls
     try:
         join_with(wire, "realtime:switch", user_token(21))
         wire.send("realtime:switch", "access_token", {"access_token": user_token(22)}, join_ref="realtime:switch")
         time.sleep(0.3)
         tenants.execute("insert into docs (organization_id, owner, title) values (21, gen_random_uuid(), 'old org')")
         tenants.execute("insert into docs (organization_id, owner, title) values (22, gen_random_uuid(), 'new org')")
+        assert title(old_org.recv()) == "old org" and title(new_org.recv()) == "new org"
         assert [m["payload"]["data"]["record"]["title"] for m in drain(wire)] == ["new org"]
 
         wire.send("realtime:switch", "access_token", {"access_token": user_token(22, exp=int(time.time()) - 1)},
@@ -292,9 +342,13 @@ def test_access_token_messages_reauthorize_or_close_the_channel(stack, tenants):
         assert error["payload"]["message"] == "InvalidJWTToken: Token has expired"
         assert close["event"] == "phx_close" and close["topic"] == "realtime:switch"
         tenants.execute("insert into docs (organization_id, owner, title) values (22, gen_random_uuid(), 'closed')")
+        assert title(new_org.recv()) == "closed"
+        assert before_marker(wire, tenants) == []
         assert drain(wire) == []
     finally:
         wire.close()
+        old_org.close()
+        new_org.close()
 
 
 @pytest.mark.parametrize("bad", [
@@ -311,7 +365,11 @@ def test_forged_access_tokens_close_the_channel(stack, tenants, bad):
         error, close = wire.recv(), wire.recv()
         assert error["payload"]["status"] == "error" and error["payload"]["message"].startswith("InvalidJWTToken:")
         assert close["event"] == "phx_close"
+        control = docs_reader(stack, 41)
         tenants.execute("insert into docs (organization_id, owner, title) values (41, gen_random_uuid(), 'x')")
+        assert title(control.recv()) == "x"
+        control.close()
+        assert before_marker(wire, tenants) == []
         assert drain(wire, 1.0) == []
     finally:
         wire.close()
@@ -351,9 +409,11 @@ def test_private_channels_follow_realtime_messages_policies(stack, tenants):
     reader = Wire(stack.ws_url, user_token(5))
     outsider = Wire(stack.ws_url, user_token(6))
     public = Wire(stack.ws_url, user_token(5))
+    poster = Wire(stack.ws_url, user_token(5, can_post=True))  # the control: a member who may write
     try:
         writer.wait_for("status", status="SUBSCRIBED")
         reply, _ = reader.join("realtime:team-5", [], private=True, broadcast={"ack": True})
+        poster.join("realtime:team-5", [], private=True)
         assert reply["payload"]["status"] == "ok"
         reply, _ = outsider.join("realtime:team-5", [], private=True)
         assert reply["payload"] == {"status": "error", "response": {
@@ -369,13 +429,17 @@ def test_private_channels_follow_realtime_messages_policies(stack, tenants):
         denied = reader.recv()
         assert denied["ref"] == ref and denied["payload"]["status"] == "error"
         assert denied["payload"]["response"]["reason"].startswith("Unauthorized: You do not have permissions to write")
+        # Sent after the refusal was answered, a permitted memo is the first broadcast to reach the writer.
+        poster.send("realtime:team-5", "broadcast", {"type": "broadcast", "event": "memo", "payload": {"n": 2}},
+                    join_ref="jrealtime:team-5")
+        assert writer.wait_for("broadcast")["message"]["payload"] == {"n": 2}
         with pytest.raises(TimeoutError):
             writer.wait_for("broadcast", timeout=1.0)
         assert drain(public, 0.5) == [] and drain(outsider, 0.2) == []
         assert tenants.execute("select count(*) from realtime.messages").fetchone()[0] == 0
     finally:
         writer.close()
-        for w in (reader, outsider, public):
+        for w in (reader, outsider, public, poster):
             w.close()
 
 
@@ -417,10 +481,12 @@ def test_private_writes_are_checked_on_the_first_send_and_reads_again_on_a_new_t
     tenants.execute(PRIVATE_POLICIES)
     tenants.execute("drop policy if exists team_write on realtime.messages")  # nobody may write yet
     writer, reader = Wire(stack.ws_url, user_token(9, can_post=True)), Wire(stack.ws_url, user_token(9))
+    poster = Wire(stack.ws_url, user_token(9, can_post=True))  # the control: another member who may write
     try:
         reply, _ = writer.join("realtime:team-9", [], private=True)
         assert reply["payload"]["status"] == "ok"
         reader.join("realtime:team-9", [], private=True)
+        poster.join("realtime:team-9", [], private=True)
         # The write policy appears after the join: the first send is what is checked.
         tenants.execute(PRIVATE_POLICIES)
         writer.send("realtime:team-9", "broadcast", {"type": "broadcast", "event": "memo", "payload": {"n": 1}},
@@ -429,6 +495,12 @@ def test_private_writes_are_checked_on_the_first_send_and_reads_again_on_a_new_t
         # The reader may not write: without ack its message is dropped without a word.
         reader.send("realtime:team-9", "broadcast", {"type": "broadcast", "event": "memo", "payload": {"n": 2}},
                     join_ref="jrealtime:team-9")
+        assert heartbeat(reader) == []  # the router is done with the dropped message
+        assert poster.recv()["payload"]["payload"] == {"n": 1}
+        # A permitted memo sent after it reaches both, with nothing before it.
+        poster.send("realtime:team-9", "broadcast", {"type": "broadcast", "event": "memo", "payload": {"n": 2.5}},
+                    join_ref="jrealtime:team-9")
+        assert writer.recv()["payload"]["payload"] == {"n": 2.5} and reader.recv()["payload"]["payload"] == {"n": 2.5}
         assert drain(writer, 0.8) == [] and drain(reader, 0.2) == []
 
         # A new token for another team no longer reads team-9: the channel is closed.
@@ -438,10 +510,13 @@ def test_private_writes_are_checked_on_the_first_send_and_reads_again_on_a_new_t
                       "Unauthorized: You do not have permissions to read from this Channel topic: team-9")
         writer.send("realtime:team-9", "broadcast", {"type": "broadcast", "event": "memo", "payload": {"n": 3}},
                     join_ref="jrealtime:team-9")
+        assert poster.recv()["payload"]["payload"] == {"n": 3}
+        assert heartbeat(writer) == []  # the router is done relaying {"n": 3}
         assert drain(reader, 0.8) == []
     finally:
         writer.close()
         reader.close()
+        poster.close()
 
 
 def test_supabase_js_signed_in_user_sees_only_its_tenant_through_every_change(stack, tenants):
@@ -449,6 +524,7 @@ def test_supabase_js_signed_in_user_sees_only_its_tenant_through_every_change(st
 
     js = JsListener(stack.api_url, stack.key("anon"), [DOCS], vsn="1.0.0", channel="docs-js",
                     user_jwt=user_token(15))
+    control = docs_reader(stack, 16)  # the other tenant sees every change that js must not
     try:
         js.wait_for("status", status="SUBSCRIBED")
         js.wait_for("system")
@@ -462,24 +538,33 @@ def test_supabase_js_signed_in_user_sees_only_its_tenant_through_every_change(st
         insert, = js.changes(1)
         assert insert["payload"]["eventType"] == "INSERT" and insert["payload"]["new"]["title"] == "ours"
         assert "secret" not in insert["payload"]["new"]
+        seen = [control.recv()["payload"]["data"] for _ in range(5)]
+        assert [(d["type"], d.get("record", {}).get("title")) for d in seen] == [
+            ("INSERT", "theirs"), ("UPDATE", "renamed"), ("UPDATE", "moved away"), ("DELETE", None), ("DELETE", None)]
         assert [line for line in js.quiet(1.5) if line["kind"] == "change"] == []
 
         # The app signs in as a user of the other tenant: the channel now follows the new claims.
         js.set_auth(user_token(16))
         time.sleep(0.3)
+        old_tenant = docs_reader(stack, 15)
         tenants.execute("insert into docs (organization_id, owner, title) values (15, gen_random_uuid(), 'old')")
         tenants.execute("insert into docs (organization_id, owner, title) values (16, gen_random_uuid(), 'new')")
         change, = js.changes(1)
         assert change["payload"]["new"]["title"] == "new"
+        assert title(old_tenant.recv()) == "old"
+        old_tenant.close()
         assert [line for line in js.quiet(1.0) if line["kind"] == "change"] == []
     finally:
         js.close()
+        control.close()
 
 
 def test_realtime_py_owner_policy_covers_updates_and_deletes(stack, tenants):
     me, other = str(uuid.uuid4()), str(uuid.uuid4())
     py = PyListener(stack.api_url, user_token(1, sub=me), [{"event": "*", "schema": "public", "table": "diary"}],
                     channel="diary-py")
+    control = Wire(stack.ws_url, user_token(1, sub=other))  # the other owner
+    control.join("realtime:diary", [{"event": "*", "schema": "public", "table": "diary"}])
     try:
         row = tenants.execute("insert into diary (owner, body) values (%s, 'mine') returning id", (me,)).fetchone()[0]
         tenants.execute("insert into diary (owner, body) values (%s, 'not mine')", (other,))
@@ -488,9 +573,11 @@ def test_realtime_py_owner_policy_covers_updates_and_deletes(stack, tenants):
         (_, insert), = py.changes(1)
         assert insert["data"]["type"] == "INSERT" and insert["data"]["record"]["body"] == "mine"
         # The row left my view with the update and was deleted out of it: neither reaches me.
+        assert [control.recv()["payload"]["data"]["type"] for _ in range(4)] == ["INSERT", "UPDATE", "DELETE", "DELETE"]
         assert py.quiet(1.5) == []
     finally:
         py.close()
+        control.close()
 
 
 def test_a_server_broadcast_tells_an_expired_member_too(stack, tenants):

@@ -11,7 +11,7 @@ from websockets.exceptions import ConnectionClosed
 
 from ripple.store import store
 from tests.e2e.clients import JsRoom
-from tests.e2e.wire import Wire
+from tests.e2e.wire import Wire, heartbeat
 
 
 async def py_room(stack, name: str, config: dict, events: list):
@@ -377,12 +377,6 @@ def _track(wire: Wire, topic: str, meta: dict) -> None:
     assert frame["payload"]["status"] == "ok", frame
 
 
-def _heartbeat(wire: Wire) -> None:
-    ref = wire.send("phoenix", "heartbeat", {})
-    while wire.recv()["ref"] != ref:
-        pass
-
-
 def _next(wire: Wire, event: str, timeout: float = 10.0) -> dict:
     deadline = time.monotonic() + timeout
     while (frame := wire.recv(timeout=max(0.1, deadline - time.monotonic())))["event"] != event:
@@ -408,7 +402,7 @@ def test_a_silent_presence_holder_is_departed_and_closed_while_a_heartbeating_on
             assert _next(watcher, "presence_diff")["payload"]["joins"][key]["metas"][0]["name"] == key
         started = time.monotonic()
         while time.monotonic() - started < 4.5:  # `silent` says nothing; `beating` keeps its heartbeat
-            _heartbeat(beating)
+            heartbeat(beating)
             time.sleep(0.5)
         assert sweep(store(), connections_api(), silence_seconds=3) >= 1
 
@@ -422,7 +416,7 @@ def test_a_silent_presence_holder_is_departed_and_closed_while_a_heartbeating_on
         assert closed.value.rcvd.code == 1000
         members = {m.presence_key: m for m in store().members(topic)}
         assert set(members) == {"watcher", "beating"} and members["beating"].presence["name"] == "beating"
-        _heartbeat(beating)  # still connected
+        heartbeat(beating)  # still connected
         with pytest.raises(TimeoutError):  # and nothing else left
             _next(watcher, "presence_diff", timeout=1.5)
     finally:

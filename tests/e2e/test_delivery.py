@@ -12,7 +12,7 @@ import pytest
 from ripple.local.stack import BINDINGS_TABLE
 from ripple.store import Binding, store, table_key
 from tests.e2e.test_protocol import todos  # noqa: F401  (fixture)
-from tests.e2e.wire import Wire
+from tests.e2e.wire import Wire, before_marker
 
 
 def wait_until(predicate, timeout=10.0):
@@ -64,19 +64,26 @@ def test_writes_to_one_row_arrive_in_commit_order(stack, todos):
 
 
 def test_rolled_back_writes_send_nothing(stack, todos):
-    me = str(uuid.uuid4())
+    me, twin = str(uuid.uuid4()), str(uuid.uuid4())
     wire = Wire(stack.ws_url, stack.key("anon"))
+    control = Wire(stack.ws_url, stack.key("anon"))  # the same binding for a write that commits
     try:
         wire.join("realtime:rb", [{"event": "*", "schema": "public", "table": "todos",
                                    "filter": f"user_id=eq.{me}"}])
+        control.join("realtime:rb", [{"event": "*", "schema": "public", "table": "todos",
+                                      "filter": f"user_id=eq.{twin}"}])
         with psycopg.connect(stack.db_url) as conn:
             conn.execute("insert into todos (user_id, title) values (%s, 'never')", (me,))
             conn.rollback()
+        todos.execute("insert into todos (user_id, title) values (%s, 'committed')", (twin,))
+        assert control.recv()["payload"]["data"]["record"]["title"] == "committed"
+        assert before_marker(wire, todos) == []
         with pytest.raises(TimeoutError):
             wire.recv(timeout=1.5)
         assert todos.execute("select count(*) from realtime.outbox").fetchone()[0] == 0
     finally:
         wire.close()
+        control.close()
 
 
 def test_capture_follows_the_publication(db):

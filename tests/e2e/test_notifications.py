@@ -61,6 +61,18 @@ def user_token(sub: str) -> str:
                       DEV_JWT_SECRET, algorithm="HS256")
 
 
+def _opted_out_text(db) -> tuple[str, str]:
+    """A text to a number that opted out (the AWS stand-in reports every number ending in 99 so):
+    it is sent to no one and its delivery row ends `suppressed`. Returns (notification, user)."""
+    user = str(uuid.uuid4())
+    db.execute("insert into profiles (id, role, full_name, email, phone) values (%s, 'member', 'O', %s, %s)",
+               (user, f"{user}@optout.test", f"+1415{uuid.uuid4().int % 100_000:05d}99"))
+    notification = db.execute("insert into notifications (user_id, type, title, message, priority, delivery_method) "
+                              "values (%s, 'alarm', 'Now', 'wake up', 'high', '{sms}') returning id",
+                              (user,)).fetchone()[0]
+    return notification, user
+
+
 def test_an_enrollment_emails_the_admins_and_reaches_them_in_app(stack, school):
     db, org, (admin, other_admin) = school["db"], school["org"], school["admins"]
     inbox = Wire(stack.ws_url, user_token(admin))
@@ -95,6 +107,10 @@ def test_an_enrollment_emails_the_admins_and_reaches_them_in_app(stack, school):
         on_event(NotifyEvent(notification_id=original))
         db.execute("insert into realtime.outbox (kind, payload) values ('notification', %s)",
                    (json.dumps({"notification_id": str(original)}),))
+        # The control: a notification woken after the duplicate, which ends without a send (the
+        # number opted out), so the delivery function has been past the duplicate when it is done.
+        control, user = _opted_out_text(db)
+        wait_for(lambda: deliveries(db, control).get((user, "sms")) == "suppressed")
         time.sleep(2.5)
         assert len(mailbox(stack)) == before
     finally:
@@ -239,6 +255,8 @@ def test_a_direct_invoke_creates_the_notification_and_delivers_it(stack, db):
                        {"invoice": 42}, None)
     # The insert also woke the delivery function through the outbox; the claim keeps it to one send.
     wait_for(lambda: deliveries(db, row[0]).get((user, "email")) == "sent")
+    control, texted = _opted_out_text(db)  # woken after it: when it is done, so is the wake-up
+    wait_for(lambda: deliveries(db, control).get((texted, "sms")) == "suppressed")
     time.sleep(1.5)
     mails = mailbox(stack, to=address)
     assert [m["subject"] for m in mails] == ["Invoice paid"]

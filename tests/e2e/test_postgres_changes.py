@@ -6,6 +6,7 @@ import uuid
 import pytest
 
 from tests.e2e.clients import JsListener, PyListener
+from tests.e2e.wire import Wire
 
 SCHEMA = """
 create table if not exists public.todos (
@@ -45,12 +46,26 @@ def write_lifecycle(db, me: str, other: str) -> int:
     return row_id
 
 
+def watching(stack, condition: str, topic: str = "realtime:todos-control") -> Wire:
+    """A control: a raw socket subscribed to every change of `todos` matching `condition`."""
+    wire = Wire(stack.ws_url, stack.key("anon"))
+    wire.join(topic, [{"event": "*", "schema": "public", "table": "todos", "filter": condition}])
+    return wire
+
+
+def kinds(wire: Wire, count: int) -> list[tuple[str, str]]:
+    """(type, title) of the next `count` changes `wire` receives."""
+    data = [wire.recv()["payload"]["data"] for _ in range(count)]
+    return [(d["type"], (d.get("record") or d["old_record"])["title"]) for d in data]
+
+
 @pytest.mark.parametrize("vsn", ["1.0.0", "default"])
 def test_supabase_js_sees_exactly_its_rows_in_order(stack, todos, vsn):
     me, other = str(uuid.uuid4()), str(uuid.uuid4())
     js = JsListener(stack.api_url, stack.key("anon"),
                     [{"event": "*", "schema": "public", "table": "todos", "filter": f"user_id=eq.{me}"}],
                     vsn=vsn)
+    control = watching(stack, f"user_id=eq.{other}")  # the rows js must not see
     try:
         js.wait_for("status", status="SUBSCRIBED")
         row_id = write_lifecycle(todos, me, other)
@@ -64,9 +79,11 @@ def test_supabase_js_sees_exactly_its_rows_in_order(stack, todos, vsn):
         assert update["new"]["title"] == "mine, done" and update["old"]["title"] == "mine"
         assert delete["old"]["id"] == row_id and delete["old"]["user_id"] == me
         assert delete["new"] == {}
+        assert kinds(control, 3) == [("INSERT", "not mine"), ("UPDATE", "not mine"), ("DELETE", "not mine")]
         assert not [line for line in js.quiet(1.0) if line["kind"] == "change"]
     finally:
         js.close()
+        control.close()
 
 
 def test_realtime_py_sees_exactly_its_rows_in_order(stack, todos):
@@ -75,6 +92,7 @@ def test_realtime_py_sees_exactly_its_rows_in_order(stack, todos):
         {"event": "INSERT", "schema": "public", "table": "todos", "filter": f"user_id=eq.{me}"},
         {"event": "DELETE", "schema": "public", "table": "todos", "filter": f"user_id=eq.{me}"},
     ])
+    control = watching(stack, f"user_id=in.({me},{other})")  # every event, both users
     try:
         row_id = write_lifecycle(todos, me, other)
         (i1, insert), (i2, delete) = py.changes(2)
@@ -85,9 +103,12 @@ def test_realtime_py_sees_exactly_its_rows_in_order(stack, todos):
         assert {"name": "user_id", "type": "uuid"} in data["columns"]
         assert delete["data"]["type"] == "DELETE" and "record" not in delete["data"]
         assert delete["data"]["old_record"]["title"] == "mine, done"
+        assert kinds(control, 6) == [("INSERT", "not mine"), ("INSERT", "mine"), ("UPDATE", "not mine"),
+                                     ("UPDATE", "mine, done"), ("DELETE", "not mine"), ("DELETE", "mine, done")]
         assert py.quiet(1.0) == []
     finally:
         py.close()
+        control.close()
 
 
 def test_typed_and_combined_filters_with_both_clients(stack, todos):
@@ -96,6 +117,7 @@ def test_typed_and_combined_filters_with_both_clients(stack, todos):
     binding = {"event": "*", "schema": "public", "table": "todos", "filter": flt}
     js = JsListener(stack.api_url, stack.key("anon"), [binding], vsn="1.0.0", channel="combined-js")
     py = PyListener(stack.api_url, stack.key("anon"), [binding], channel="combined-py")
+    control = watching(stack, f"user_id=eq.{me}")  # the same rows without the typed conditions
     try:
         js.wait_for("status", status="SUBSCRIBED")
         rows = [("low", 1), ("skip", 5), ("a,b", 5), ("ten", 10), ("two", 2)]
@@ -104,7 +126,9 @@ def test_typed_and_combined_filters_with_both_clients(stack, todos):
         # priority is an int column: 10 >= 2 numerically even though "10" < "2" as text
         assert [line["payload"]["new"]["title"] for line in js.changes(2)] == ["ten", "two"]
         assert [p["data"]["record"]["title"] for _, p in py.changes(2)] == ["ten", "two"]
+        assert [title for _, title in kinds(control, 5)] == [title for title, _ in rows]
         assert not [line for line in js.quiet(0.5) if line["kind"] == "change"] and py.quiet(0.1) == []
     finally:
         js.close()
         py.close()
+        control.close()

@@ -10,7 +10,7 @@ from websockets.exceptions import InvalidStatus
 
 from ripple.local.stack import DEV_JWT_SECRET
 from tests.e2e.test_postgres_changes import SCHEMA
-from tests.e2e.wire import Wire
+from tests.e2e.wire import Wire, before_marker
 
 
 @pytest.fixture
@@ -84,18 +84,25 @@ def test_heartbeat_and_errors_keep_the_socket_usable(stack, vsn):
     ({"event": "TRUNCATE", "schema": "public", "table": "todos"}, "invalid event"),
 ])
 def test_bad_bindings_get_a_system_error_and_no_subscription(stack, todos, binding, message):
+    user = str(uuid.uuid4())
     wire = Wire(stack.ws_url, stack.key("anon"))
+    control = Wire(stack.ws_url, stack.key("anon"))  # a valid binding that the same insert matches
     try:
+        control.join("realtime:good", [{"event": "*", "schema": "public", "table": "todos",
+                                        "filter": f"user_id=eq.{user}"}])
         reply, system = wire.join("realtime:bad", [binding])
         assert reply["payload"]["status"] == "ok"
         assert system["event"] == "system" and system["payload"]["status"] == "error"
         assert system["payload"]["extension"] == "postgres_changes"
         assert message in system["payload"]["message"], system
-        todos.execute("insert into todos (user_id, title) values (%s, 'x')", (str(uuid.uuid4()),))
+        todos.execute("insert into todos (user_id, title) values (%s, 'x')", (user,))
+        assert control.recv()["payload"]["data"]["record"]["user_id"] == user
+        assert before_marker(wire, todos) == []
         with pytest.raises(TimeoutError):
             wire.recv(timeout=1.5)
     finally:
         wire.close()
+        control.close()
 
 
 def test_join_echoes_bindings_in_order_and_routes_by_ids(stack, todos):

@@ -1,10 +1,17 @@
-"""AWS clients, created once per Lambda container and shared across invocations."""
+"""AWS clients, created once per Lambda container and shared across invocations.
+
+Every client Ripple creates reports each operation it is about to call to the observers added
+with `observe_calls`: the IAM test records them and checks each against template.yaml.
+"""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
+from typing import Any
 
 import boto3
+from aws_lambda_powertools.utilities.parameters import SecretsProvider
 from botocore.config import Config
 
 # Standard retry mode backs off on throttling; connection pool sized for concurrent posts.
@@ -19,30 +26,81 @@ _SEND_CONFIG = Config(retries={"mode": "standard", "total_max_attempts": 1},
 _POST_CONFIG = Config(retries={"mode": "standard", "total_max_attempts": 1}, max_pool_connections=64)
 
 
+@dataclass(frozen=True)
+class Call:
+    """One AWS operation as a client is about to send it: `service` is the endpoint prefix
+    (`dynamodb`, `execute-api`, ...), `operation` the API name, `params` its arguments."""
+
+    service: str
+    operation: str
+    params: dict[str, Any]
+    endpoint: str | None = None
+
+
+CallObserver = Callable[[Call], None]
+_observers: list[CallObserver] = []
+
+
+def observe_calls(observer: CallObserver) -> Callable[[], None]:
+    """Have `observer` see every operation of every Ripple client; returns the undo."""
+    _observers.append(observer)
+    return lambda: _observers.remove(observer)
+
+
+def _report(client: Any) -> Any:
+    signing = client.meta.service_model.signing_name
+    endpoint = client.meta.endpoint_url
+
+    def before_parameter_build(params, model, **_: Any) -> None:
+        if _observers:
+            call = Call(signing, model.name, dict(params), endpoint)
+            for observer in list(_observers):
+                observer(call)
+
+    # Fired once per API call with the caller's parameters (botocore's retries do not repeat it).
+    client.meta.events.register("before-parameter-build", before_parameter_build)
+    return client
+
+
 @dataclass
 class Clients:
     """Lazily created boto3 clients; endpoints follow AWS_ENDPOINT_URL_* (moto locally)."""
 
     @cached_property
     def dynamodb(self):
-        return boto3.client("dynamodb", config=_CONFIG)
+        return _report(boto3.client("dynamodb", config=_CONFIG))
 
     @cached_property
     def secretsmanager(self):
-        return boto3.client("secretsmanager", config=_CONFIG)
+        return _report(boto3.client("secretsmanager", config=_CONFIG))
+
+    @cached_property
+    def secrets(self) -> SecretsProvider:
+        """Powertools Parameters over this container's Secrets Manager client (values cached
+        for the `max_age` each read asks for)."""
+        return SecretsProvider(boto3_client=self.secretsmanager)
 
     @cached_property
     def sesv2(self):
-        return boto3.client("sesv2", config=_SEND_CONFIG)
+        return _report(boto3.client("sesv2", config=_SEND_CONFIG))
 
     @cached_property
     def sns(self):
-        return boto3.client("sns", config=_SEND_CONFIG)
+        return _report(boto3.client("sns", config=_SEND_CONFIG))
 
     def connections_api(self, endpoint: str):
-        return boto3.client("apigatewaymanagementapi", endpoint_url=endpoint, config=_POST_CONFIG)
+        return _report(boto3.client("apigatewaymanagementapi", endpoint_url=endpoint, config=_POST_CONFIG))
 
 
 @lru_cache(maxsize=1)
 def clients() -> Clients:
     return Clients()
+
+
+def secret(arn: str, *, max_age: int, refresh: bool = False) -> str:
+    """The SecretString of `arn`, read again once it is `max_age` seconds old (or now, with
+    `refresh`), so a rotated secret reaches warm containers."""
+    value = clients().secrets.get(arn, max_age=max_age, force_fetch=refresh)
+    if not isinstance(value, str):
+        raise RuntimeError(f"secret {arn} has no SecretString")
+    return value

@@ -20,6 +20,15 @@ class Settings(BaseSettings):
     jwks_cache_seconds: int = 600
     db_url: str | None = None
     db_secret_arn: str | None = None
+    # Secrets Manager values are read again once this old, so a rotation reaches warm containers.
+    secret_max_age_seconds: int = 300
+    # TLS to the database named by the secret (RDS and RDS Proxy accept TLS; "verify-full" pins the CA).
+    db_sslmode: str = "require"
+    # An RDS Proxy endpoint to connect to instead of the secret's host (same user and password).
+    db_host: str | None = None
+    # Server-side prepared statements (psycopg prepares a statement run 5 times); off behind RDS
+    # Proxy, where a prepared statement pins the client to one database connection.
+    db_prepare: bool = True
     connections_table: str = "ripple-connections"
     bindings_table: str = "ripple-bindings"
     connections_endpoint: str | None = None
@@ -64,7 +73,7 @@ class Settings(BaseSettings):
     public_url: str = "http://127.0.0.1:54321"
     templates_dir: str | None = None
 
-    @field_validator("ses_configuration_set", "sms_sender_id", "templates_dir",
+    @field_validator("ses_configuration_set", "sms_sender_id", "templates_dir", "db_host",
                      "phone_default_region", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg.conninfo import make_conninfo
@@ -17,23 +17,25 @@ from psycopg.rows import dict_row
 from ripple import codec
 from ripple.config import settings
 from ripple.log import logger
+from ripple.observability import subsegment
 
 T = TypeVar("T")
 
 
-def conninfo() -> str:
-    """The connection string: RIPPLE_DB_URL, or the RDS-shaped secret at RIPPLE_DB_SECRET_ARN."""
+def conninfo(refresh: bool = False) -> str:
+    """The connection string: RIPPLE_DB_URL, or the RDS-shaped secret at RIPPLE_DB_SECRET_ARN
+    (cached for `secret_max_age_seconds`; `refresh` reads it again now)."""
     config = settings()
     if config.db_url:
         return config.db_url
     if config.db_secret_arn:
-        from ripple.aws import clients
+        from ripple.aws import secret as read_secret
 
-        secret = codec.loads(clients().secretsmanager.get_secret_value(
-            SecretId=config.db_secret_arn)["SecretString"])
-        return make_conninfo(host=secret["host"], port=str(secret.get("port", 5432)),
+        secret = codec.loads(read_secret(config.db_secret_arn, max_age=config.secret_max_age_seconds,
+                                         refresh=refresh))
+        return make_conninfo(host=config.db_host or secret["host"], port=str(secret.get("port", 5432)),
                              user=secret["username"], password=secret["password"],
-                             dbname=secret.get("dbname", "postgres"), sslmode="require",
+                             dbname=secret.get("dbname", "postgres"), sslmode=config.db_sslmode,
                              application_name="ripple")
     raise RuntimeError("no database configured: set RIPPLE_DB_URL or RIPPLE_DB_SECRET_ARN")
 
@@ -43,23 +45,47 @@ class Database:
     """A lazily opened autocommit connection; `round_trips` counts statements, for the benchmark.
 
     One connection per thread: a Lambda container has one, the local gateway runs handlers on many.
+    Each new connection takes the connection string from `source` (the secret, re-read once it
+    is `secret_max_age_seconds` old); a login that fails reads the secret again once, so a
+    rotated password reaches a warm container on its next connection.
     """
 
     url: str
     round_trips: int = 0
+    source: Callable[[bool], str] | None = None
     _local: threading.local = field(default_factory=threading.local, repr=False)
 
     @classmethod
     def from_settings(cls) -> Database:
-        return cls(conninfo())
+        return cls(conninfo(), source=conninfo)
 
     def connection(self) -> psycopg.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is not None and not conn.closed and _dropped(conn):
             conn.close()
         if conn is None or conn.closed or conn.broken:
-            conn = self._local.conn = psycopg.connect(self.url, autocommit=True, connect_timeout=10,
-                                                      row_factory=dict_row)
+            conn = self._local.conn = self._connect()
+        return conn
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        if self.source is not None:
+            self.url = self.source(False)
+        try:
+            return self._open()
+        except psycopg.OperationalError:
+            if self.source is None:
+                raise
+            fresh = self.source(True)
+            if fresh == self.url:
+                raise
+            logger.info("database login failed; connecting with the secret read again")
+            self.url = fresh
+            return self._open()
+
+    def _open(self) -> psycopg.Connection[Any]:
+        conn = psycopg.connect(self.url, autocommit=True, connect_timeout=10, row_factory=dict_row)
+        if not settings().db_prepare:
+            conn.prepare_threshold = None
         return conn
 
     @contextmanager
@@ -96,8 +122,9 @@ class Database:
     def execute(self, conn: psycopg.Connection, sql: str, params: tuple | dict | None = None) -> list:
         """Run one statement and return its rows, counting the round trip."""
         self.round_trips += 1
-        cur = conn.execute(sql, params)
-        return cur.fetchall() if cur.description else []
+        with subsegment("postgres"):
+            cur = conn.execute(sql, params)
+            return cur.fetchall() if cur.description else []
 
 
 def _dropped(conn: psycopg.Connection) -> bool:

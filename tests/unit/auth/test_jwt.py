@@ -51,7 +51,6 @@ def jwks_url():
 
 def _clear():
     settings.cache_clear()
-    ripple_jwt._secret.cache_clear()
     ripple_jwt._jwks.cache_clear()
 
 

@@ -32,15 +32,16 @@ class Claims:
         return sub if isinstance(sub, str) else None
 
 
-@lru_cache(maxsize=1)
 def _secret() -> str:
+    """The HS256 secret: RIPPLE_JWT_SECRET, or the secret at RIPPLE_JWT_SECRET_ARN (re-read once
+    it is `secret_max_age_seconds` old, so a rotation reaches warm containers)."""
     config = settings()
     if config.jwt_secret:
         return config.jwt_secret
     if config.jwt_secret_arn:
-        from ripple.aws import clients
+        from ripple.aws import secret
 
-        return clients().secretsmanager.get_secret_value(SecretId=config.jwt_secret_arn)["SecretString"]
+        return secret(config.jwt_secret_arn, max_age=config.secret_max_age_seconds)
     raise RuntimeError("no JWT secret configured: set RIPPLE_JWT_SECRET or RIPPLE_JWT_SECRET_ARN")
 
 

@@ -11,6 +11,7 @@ from ripple.catalog import Catalog, PostgresCatalog
 from ripple.channels.closing import close_channel, expired_reason
 from ripple.config import Settings
 from ripple.gateway import ConnectionsApi
+from ripple.metrics import record_reply
 from ripple.protocol import errors
 from ripple.protocol import message as m
 from ripple.protocol.errors import ChannelError
@@ -39,6 +40,7 @@ class Context:
         self.api.send(connection_id, encode(msg, vsn))
 
     def reply(self, frame: Frame, msg: m.Message) -> None:
+        record_reply(frame.msg, msg)
         self.send(frame.connection_id, frame.vsn, msg)
 
     def admit(self, frame: Frame, max_bytes: int) -> None:

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+
+from ripple.local.gateway import LambdaContext, new_id
 
 log = logging.getLogger("ripple.local.bridge")
 Handler = Callable[[dict, Any], dict]
@@ -78,7 +81,9 @@ class Bridge:
                 event = {"sweep": True}  # the scheduled invoke's payload on AWS
             consumer.wanted.clear()
             try:
-                result = await asyncio.to_thread(consumer.handler, event, None)
+                # A context as Lambda passes one, with the 60 s timeout template.yaml gives both functions.
+                context = LambdaContext(f"ripple-local-{consumer.channel}", new_id(), time.monotonic() + 60)
+                result = await asyncio.to_thread(consumer.handler, event, context)
                 if result and (result.get("changes") or result.get("notifications")):
                     consumer.results.append(result)
             except Exception:

@@ -21,6 +21,7 @@ tag) settles it later.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -109,6 +110,7 @@ insert into public.notification_suppressions (address, channel, reason)
 values (%(address)s, %(channel)s, 'opt_out')
 on conflict (address) do nothing
 """
+REDEFER = "update public.notification_deliveries set status = 'deferred' where id = any(%s) and status = 'queued'"
 PENDING = "select * from realtime.pending_notifications(%s)"
 ACK = "select realtime.ack(%s)"
 
@@ -153,17 +155,25 @@ class Courier:
     secret: str
 
     # -- entry points -------------------------------------------------------------------------
-    def drain(self, report: Report, max_rows: int = 100) -> None:
-        """Deliver every notification whose wake-up is pending, then acknowledge them."""
+    def drain(self, report: Report, max_rows: int = 100, deadline: float | None = None) -> None:
+        """Deliver every notification whose wake-up is pending, then acknowledge them; past
+        `deadline` (time.monotonic()) no further notification starts and the rest stay pending."""
         while True:
             with self.db.transaction() as conn:
                 rows = self.db.execute(conn, PENDING, (max_rows,))
             if not rows:
                 return
+            done = []
             for row in rows:
+                if deadline is not None and time.monotonic() > deadline:
+                    break
                 self.deliver(row["notification_id"], report)
+                done.append(row["id"])
             with self.db.transaction() as conn:
-                self.db.execute(conn, ACK, ([r["id"] for r in rows],))
+                self.db.execute(conn, ACK, (done,))
+            if len(done) < len(rows):
+                logger.info("notify out of time", extra={"pending": len(rows) - len(done)})
+                return
             if len(rows) < max_rows:
                 return
 
@@ -193,13 +203,14 @@ class Courier:
         self._send(loaded.notification, loaded.recipients,
                    [r for r in claimed if r["status"] == "queued"], report)
 
-    def send_due(self, report: Report, limit: int = 100) -> None:
-        """Send deferred deliveries that are due: quiet hours over, a retry's wait over, or an
-        escalation's delay over.
+    def send_due(self, report: Report, limit: int = 100, deadline: float | None = None) -> None:
+        """Send deferred deliveries that are due: quiet hours over, a retry's wait over, an
+        escalation's delay over, or a digest's window closed.
 
         Each is planned again first: a recipient who has gone fails (`recipient_gone`), an
         opt-out since skips it, a suppressed address suppresses it, a changed address is used,
         a cancellation or a read in-app copy skips it, a throttle reached since skips it.
+        Past `deadline` the rest go back to `deferred`, due at once, for the next sweep.
         """
         with self.db.transaction() as conn:
             due = self.db.execute(conn, DUE, (limit,))
@@ -207,42 +218,50 @@ class Courier:
         for row in due:
             by_notification.setdefault(row["notification_id"], []).append(row)
         for notification_id, rows in by_notification.items():
-            with self.db.transaction() as conn:
-                loaded = self.load(conn, notification_id)
-                if loaded is None:
-                    continue  # deleted since: its deliveries went with it
-                # Quiet hours were honoured when a delivery was deferred for them or for a
-                # retry; one that waited for its escalation meets them for the first time.
-                waited = {r["user_id"] for r in rows if r.get("reason") == "escalation"}
-                quiet = {u: q for u, q in _quiet(loaded.rows).items() if u in waited}
-                decisions = {(d.user_id, d.channel): d
-                             for d in self.plan(conn, loaded, quiet=quiet)}
-                sendable = []
-                for row in rows:
-                    decision = decisions.get((row["user_id"], row["channel"]))
-                    if row.get("reason") == "digest":
-                        events, ended = self._digest(conn, loaded, row, decision)
-                        if ended is None and decision is not None:
-                            sendable.append({**row, "address": decision.address,
-                                             "events": events})
-                            continue
-                        if ended is not None:
-                            self._record({**row, "address": None}, ended, conn)
-                            report.count(ended.status)
-                            continue
-                    if decision is not None and decision.action == "send":
-                        sendable.append({**row, "address": decision.address})
+            if deadline is not None and time.monotonic() > deadline:
+                with self.db.transaction() as conn:
+                    self.db.execute(conn, REDEFER, ([r["id"] for r in rows],))
+                continue
+            self._due(notification_id, rows, report)
+
+    def _due(self, notification_id: UUID, rows: list[dict], report: Report) -> None:
+        """Plan again and send (or settle) the due deliveries of one notification."""
+        with self.db.transaction() as conn:
+            loaded = self.load(conn, notification_id)
+            if loaded is None:
+                return  # deleted since: its deliveries went with it
+            # Quiet hours were honoured when a delivery was deferred for them or for a
+            # retry; one that waited for its escalation meets them for the first time.
+            waited = {r["user_id"] for r in rows if r.get("reason") == "escalation"}
+            quiet = {u: q for u, q in _quiet(loaded.rows).items() if u in waited}
+            decisions = {(d.user_id, d.channel): d
+                         for d in self.plan(conn, loaded, quiet=quiet)}
+            sendable = []
+            for row in rows:
+                decision = decisions.get((row["user_id"], row["channel"]))
+                if row.get("reason") == "digest":
+                    events, ended = self._digest(conn, loaded, row, decision)
+                    if ended is None and decision is not None:
+                        sendable.append({**row, "address": decision.address,
+                                         "events": events})
                         continue
-                    outcome = (Outcome("failed", "recipient_gone") if decision is None
-                               else Outcome(STATUS[decision.action], decision.reason,
-                                            retry_in=_seconds_until(decision.not_before)))
-                    self._record({**row, "address": decision.address if decision else None},
-                                 outcome, conn)
-                    report.count(outcome.status)
-                # Marked in flight with the throttle's count, then sent outside the lock.
-                for row in sendable:
-                    self.db.execute(conn, IN_FLIGHT, (str(row["id"]),))
-            self._send(loaded.notification, loaded.recipients, sendable, report)
+                    if ended is not None:
+                        self._record({**row, "address": None}, ended, conn)
+                        report.count(ended.status)
+                        continue
+                if decision is not None and decision.action == "send":
+                    sendable.append({**row, "address": decision.address})
+                    continue
+                outcome = (Outcome("failed", "recipient_gone") if decision is None
+                           else Outcome(STATUS[decision.action], decision.reason,
+                                        retry_in=_seconds_until(decision.not_before)))
+                self._record({**row, "address": decision.address if decision else None},
+                             outcome, conn)
+                report.count(outcome.status)
+            # Marked in flight with the throttle's count, then sent outside the lock.
+            for row in sendable:
+                self.db.execute(conn, IN_FLIGHT, (str(row["id"]),))
+        self._send(loaded.notification, loaded.recipients, sendable, report)
 
     # -- planning -----------------------------------------------------------------------------
     def load(self, conn: Any, notification_id: UUID | str) -> Loaded | None:

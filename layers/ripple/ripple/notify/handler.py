@@ -1,6 +1,7 @@
 """The delivery function's entry: a wake-up from the outbox, a sweep, or a direct invoke."""
 from __future__ import annotations
 
+import time
 from dataclasses import asdict
 from typing import Any, Literal
 from uuid import UUID
@@ -8,8 +9,10 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ripple import codec
+from ripple.budget import budget
 from ripple.db import await_commit
 from ripple.log import logger
+from ripple.metrics import record_notify
 from ripple.notify import webhooks
 from ripple.notify.delivery import Report, courier
 from ripple.notify.models import Channel
@@ -21,6 +24,10 @@ values (%(organization_id)s, %(user_id)s, %(role_target)s, %(type)s, %(title)s, 
         %(priority)s, %(delivery_method)s, %(action_url)s, %(data)s::jsonb, %(cancel_key)s)
 returning id
 """
+
+
+# Kept back from the invocation's remaining time: the notification in hand sends and records in it.
+BUDGET_MARGIN_SECONDS = 10.0
 
 
 class NewNotification(BaseModel):
@@ -60,10 +67,12 @@ class NotifyEvent(BaseModel):
     notification: NewNotification | None = None
 
 
-def on_event(event: NotifyEvent) -> dict:
-    """Deliver what the event names (or everything pending) and report delivery statuses."""
+def on_event(event: NotifyEvent, context: Any = None) -> dict:
+    """Deliver what the event names (or everything pending, within the invocation's remaining
+    time) and report delivery statuses."""
     c = courier()
     report = Report()
+    deadline = time.monotonic() + budget(context, margin=BUDGET_MARGIN_SECONDS, default=50.0)
     if event.notification is not None:
         fields = event.notification.model_dump()
         fields.update(organization_id=_text(fields["organization_id"]), user_id=_text(fields["user_id"]),
@@ -76,12 +85,15 @@ def on_event(event: NotifyEvent) -> dict:
     else:
         if event.xid:
             await_commit(c.db, event.xid)
-        c.drain(report)
-        c.send_due(report)
+        c.drain(report, deadline=deadline)
+        c.send_due(report, deadline=deadline)
+    record_notify(report)
     result = asdict(report)
     try:
         # After the sends, so a slow or failing endpoint never holds one back.
-        result["webhooks"] = webhooks.send_due(c.db, max_attempts=c.config.webhook_max_attempts)
+        left = max(0.0, min(webhooks.BUDGET_SECONDS, deadline - time.monotonic()))
+        result["webhooks"] = webhooks.send_due(c.db, max_attempts=c.config.webhook_max_attempts,
+                                               budget_seconds=left)
     except Exception:
         logger.exception("webhook calls failed")
     busy = report.notifications or report.statuses or any(result.get("webhooks", {}).values())

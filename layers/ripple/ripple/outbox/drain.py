@@ -8,7 +8,7 @@ one kind goes to its feature: changes to `changes.plan` + `changes.delivery`, br
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from itertools import groupby
 from typing import Any
@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from ripple import codec
 from ripple.broadcast.outbound import relay_outbox
+from ripple.budget import budget
 from ripple.changes import delivery
 from ripple.changes.change import Change
 from ripple.changes.plan import Authorizer, plan
@@ -27,6 +28,7 @@ from ripple.config import settings
 from ripple.db import Database, await_commit
 from ripple.gateway import ConnectionsApi
 from ripple.log import logger
+from ripple.metrics import record_fanout
 from ripple.store import DynamoDBStore, Store
 
 DRAIN_LOCK = "select pg_advisory_xact_lock(hashtext('realtime.drain'))"
@@ -34,6 +36,8 @@ PENDING = "select * from realtime.pending(%s)"
 ACK = "select realtime.ack(%s)"
 OWE = "select realtime.owe(%s::jsonb)"
 AUTHORIZE = "select * from realtime.authorize(%s::jsonb)"
+# Kept back from the invocation's remaining time: the batch in hand posts, acks and returns in it.
+BUDGET_MARGIN_SECONDS = 10.0
 
 
 class WakeEvent(BaseModel):
@@ -62,6 +66,11 @@ class Stats:
     retries: int = 0
     owed: int = 0
     closed: int = 0
+    # Seconds spent in the batched authorization; per batch, rows taken and the commit → post lag
+    # of its oldest row, in seconds.
+    authorize_seconds: float = 0.0
+    sizes: list[int] = field(default_factory=list)
+    lags: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -104,6 +113,8 @@ class Fanout:
                 break
             stats.batches += 1
             stats.changes += taken
+            stats.sizes.append(taken)
+            stats.lags.append(max(0.0, time.time() - min(r["captured_at"] for r in rows[:taken]).timestamp()))
             if taken < len(rows):
                 # A wide fan-out: read only about what one transaction can post, so the rows
                 # left over are not matched and authorized again and again.
@@ -125,7 +136,11 @@ class Fanout:
                 return 0, None
 
             def authorize(request: dict[str, Any], conn: Any = conn) -> list[dict[str, Any]]:
-                return self.db.execute(conn, AUTHORIZE, (codec.dumps(request),))
+                started = time.monotonic()
+                try:
+                    return self.db.execute(conn, AUTHORIZE, (codec.dumps(request),))
+                finally:
+                    stats.authorize_seconds += time.monotonic() - started
 
             # Posting inside the drain transaction: a crash before the ack commits redelivers
             # the batch instead of losing it (at-least-once).
@@ -251,9 +266,11 @@ def fanout() -> Fanout:
                   owed_deadline_seconds=config.owed_deadline_seconds)
 
 
-def on_wake(wake: WakeEvent) -> dict:
-    """Lambda entry: drain and deliver; returns the counters of what was done."""
-    stats = fanout().run(wake)
+def on_wake(wake: WakeEvent, context: Any = None) -> dict:
+    """Lambda entry: drain and deliver within the invocation's remaining time; returns the
+    counters of what was done."""
+    stats = fanout().run(wake, budget(context, margin=BUDGET_MARGIN_SECONDS, default=50.0))
+    record_fanout(stats)
     # An idle wake (a sweep that found nothing) is routine; only work done is worth an INFO line.
     (logger.info if stats.batches else logger.debug)("fanout", extra=asdict(stats))
     return asdict(stats)

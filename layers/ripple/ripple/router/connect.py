@@ -10,6 +10,7 @@ from ripple.config import settings
 from ripple.events import ConnectEvent, DisconnectEvent, response
 from ripple.gateway import connections_api
 from ripple.log import logger
+from ripple.metrics import record_connection, record_disconnect
 from ripple.protocol.serializer import FrameError, negotiate
 from ripple.store import Connection, store
 
@@ -26,12 +27,14 @@ def on_connect(event: ConnectEvent) -> dict:
         claims = verify(token)
     except AuthError as exc:
         logger.info("connection refused", extra={"reason": str(exc)})
+        record_connection(401)
         return response(401, codec.dumps({"message": f"Unauthorized: {exc}"}))
     now = int(time.time())
     store().put_connection(Connection(
         connection_id=event.connection_id, role=claims.role, claims=codec.dumps(claims.raw),
         connected_at=event.connected_at_ms,
         expires_at=now + settings().connection_ttl_seconds, last_seen=now))
+    record_connection(200)
     return response(200)
 
 
@@ -41,4 +44,5 @@ def on_disconnect(event: DisconnectEvent) -> dict:
     API Gateway only promises best effort here; TTLs and 410s on later posts back it up.
     """
     depart(store(), connections_api(), event.connection_id)
+    record_disconnect()
     return response(200)

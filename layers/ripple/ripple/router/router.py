@@ -30,6 +30,7 @@ from ripple.config import settings
 from ripple.events import MessageEvent, response
 from ripple.gateway import Gone, connections_api
 from ripple.log import logger
+from ripple.metrics import record_frame
 from ripple.presence.tracking import presence
 from ripple.protocol import message as m
 from ripple.protocol.errors import ChannelError
@@ -51,6 +52,7 @@ class Router(Context):
                                                     payload={"reason": f"MalformedMessage: {exc}"}))
             return
         frame = Frame(connection_id, vsn, msg, len(text.encode()))
+        record_frame(msg.event)
         try:
             _check_topic(msg.topic)
             action = ACTIONS.get(msg.event)
