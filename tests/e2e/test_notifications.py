@@ -61,12 +61,18 @@ def user_token(sub: str) -> str:
                       DEV_JWT_SECRET, algorithm="HS256")
 
 
+def opted_out_number() -> str:
+    """A valid number the AWS stand-in reports opted out (it ends in 99), one of 80,000."""
+    n = uuid.uuid4().int
+    return f"+1415{200 + n % 800}{n // 800 % 100:02d}99"
+
+
 def _opted_out_text(db) -> tuple[str, str]:
     """A text to a number that opted out (the AWS stand-in reports every number ending in 99 so):
     it is sent to no one and its delivery row ends `suppressed`. Returns (notification, user)."""
     user = str(uuid.uuid4())
     db.execute("insert into profiles (id, role, full_name, email, phone) values (%s, 'member', 'O', %s, %s)",
-               (user, f"{user}@optout.test", f"+1415{uuid.uuid4().int % 100_000:05d}99"))
+               (user, f"{user}@optout.test", opted_out_number()))
     notification = db.execute("insert into notifications (user_id, type, title, message, priority, delivery_method) "
                               "values (%s, 'alarm', 'Now', 'wake up', 'high', '{sms}') returning id",
                               (user,)).fetchone()[0]
@@ -221,7 +227,7 @@ def test_a_bounce_marks_the_delivery_and_suppresses_the_next_send(stack, db):
 
 def test_a_number_that_opted_out_of_sms_is_suppressed_and_remembered(stack, db):
     # The AWS stand-in reports every number ending in 99 as opted out (STOP).
-    phone = f"+1415555{uuid.uuid4().int % 100:02d}99"
+    phone = opted_out_number()
     user = str(uuid.uuid4())
     db.execute("insert into profiles (id, role, full_name, email, phone) values (%s, 'member', 'O', %s, %s)",
                (user, f"{user}@optout.test", phone))
