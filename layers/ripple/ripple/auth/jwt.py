@@ -75,7 +75,9 @@ def verify(token: str | None) -> Claims:
     """The claims of a valid token carrying `role` and `exp`.
 
     HS256 tokens are checked against the configured secret, RS256/ES256 tokens against the JWKS
-    at RIPPLE_JWKS_URL; `alg: none` and every other algorithm are refused.
+    at RIPPLE_JWKS_URL; `alg: none` and every other algorithm are refused. With
+    RIPPLE_JWT_AUDIENCE / RIPPLE_JWT_ISSUER set, `aud` must name one of the accepted audiences
+    and `iss` must be one of the accepted issuers.
     """
     if not token or not isinstance(token, str):
         raise AuthError("missing JWT")
@@ -87,13 +89,21 @@ def verify(token: str | None) -> Claims:
     if not isinstance(alg, str):
         raise AuthError("malformed JWT")
     key = _key(token, alg)
+    config = settings()
+    audiences, issuers = config.jwt_audiences, config.jwt_issuers
     try:
-        raw = pyjwt.decode(token, key, algorithms=[alg],
-                           options={"require": ["exp"], "verify_aud": False})
+        raw = pyjwt.decode(token, key, algorithms=[alg], audience=audiences, issuer=issuers,
+                           options={"require": ["exp"], "verify_aud": audiences is not None})
     except pyjwt.ExpiredSignatureError:
         raise AuthError("Token has expired") from None
     except pyjwt.InvalidSignatureError:
         raise AuthError("invalid JWT signature") from None
+    except pyjwt.InvalidAudienceError:
+        raise AuthError("JWT audience is not accepted") from None
+    except pyjwt.InvalidIssuerError:
+        raise AuthError("JWT issuer is not accepted") from None
+    except pyjwt.MissingRequiredClaimError as exc:
+        raise AuthError(f"JWT has no {exc.claim} claim") from None
     except pyjwt.PyJWTError as exc:
         raise AuthError(f"invalid JWT: {exc}") from None
     except (TypeError, ValueError, KeyError, AttributeError):
