@@ -55,21 +55,25 @@ begin
 end
 $$;
 
--- What one role may read of one table: whether it may SELECT at all, its policies' predicate,
--- and the columns it may not see. The same for every principal of that role, so computed once
--- per batch.
+-- What one role may read of one table: `verdict` is 'allow' or 'deny' when no row needs
+-- checking (no RLS for the role, no SELECT at all, no policy that permits), 'check' when each
+-- row image goes through `predicate`; `hidden` lists the columns it may not see. The same for
+-- every principal of that role, so computed once per batch.
 create or replace function realtime.table_facts(role_name text, rel_schema text, rel_name text)
 returns jsonb language plpgsql stable set search_path = '' as $$
 declare
   rel regclass := pg_catalog.to_regclass(pg_catalog.quote_ident(rel_schema) || '.' ||
                                          pg_catalog.quote_ident(rel_name));
+  predicate text;
 begin
-  if rel is null or not pg_catalog.has_any_column_privilege(role_name, rel, 'SELECT') then
-    return jsonb_build_object('readable', false);
+  if role_name is null or rel is null
+     or not pg_catalog.has_any_column_privilege(role_name, rel, 'SELECT') then
+    return jsonb_build_object('verdict', 'deny');
   end if;
+  predicate := realtime.select_predicate(rel, role_name);
   return jsonb_build_object(
-    'readable', true, 'rel', rel::oid::text, 'alias', rel_name,
-    'predicate', realtime.select_predicate(rel, role_name),
+    'verdict', case predicate when 'true' then 'allow' when 'false' then 'deny' else 'check' end,
+    'rel', rel::oid::text, 'alias', rel_name, 'predicate', predicate,
     'hidden', (select jsonb_agg(a.attname::text order by a.attnum)
                from pg_catalog.pg_attribute a
                where a.attrelid = rel and a.attnum > 0 and not a.attisdropped
@@ -77,21 +81,15 @@ begin
 end
 $$;
 
--- Whether a row image passes the policies described by `facts`, evaluated as `role_name` with
--- the principal's request.jwt.claims already set. Raises whatever the policy raises.
+-- Whether a row image passes the policy predicate of `facts` (verdict 'check'), evaluated as
+-- `role_name` with the principal's request.jwt.claims already set. Raises whatever the policy
+-- raises. No SET clause: it runs once per check, and the predicate is schema-qualified.
 create or replace function realtime.row_visible(role_name text, facts jsonb, row_image jsonb)
-returns boolean language plpgsql set search_path = '' as $$
+returns boolean language plpgsql as $$
 declare
   me text := current_user;
   ok boolean;
 begin
-  if not coalesce((facts ->> 'readable')::boolean, false) then
-    return false;
-  elsif facts ->> 'predicate' = 'true' then
-    return true;
-  elsif facts ->> 'predicate' = 'false' then
-    return false;
-  end if;
   perform pg_catalog.set_config('role', role_name, true);
   execute format('select exists (select 1 from pg_catalog.jsonb_populate_record(null::%s, $1) as %I where %s)',
                  (facts ->> 'rel')::oid::regclass, facts ->> 'alias', facts ->> 'predicate')
@@ -130,7 +128,14 @@ declare
   run record;
   role_name text;
   img jsonb;
+  key text;
+  -- role-and-table facts, by "role/schema.table"; `facts` and `verdict` are those of `facts_key`
   cache jsonb := '{}';
+  facts_key text;
+  facts jsonb;
+  verdict text;
+  shown_key text;
+  shown text[];
   n integer;
   k integer;
   keys text[];
@@ -156,22 +161,38 @@ begin
     begin
       for k in 1 .. n loop
         img := images[run.imgs[k] + 1];
-        keys[k] := role_name || '/' || (img ->> 'schema') || '.' || (img ->> 'table');
-        if not cache ? keys[k] then
-          cache := cache || jsonb_build_object(keys[k], realtime.table_facts(role_name, img ->> 'schema', img ->> 'table'));
+        key := role_name || '/' || (img ->> 'schema') || '.' || (img ->> 'table');
+        if key is distinct from facts_key then
+          facts_key := null;
+          facts := coalesce(cache -> key, realtime.table_facts(role_name, img ->> 'schema', img ->> 'table'));
+          cache := cache || jsonb_build_object(key, facts);
+          verdict := facts ->> 'verdict';
+          facts_key := key;
         end if;
-        oks[k] := realtime.row_visible(role_name, cache -> keys[k], img -> 'row');
+        keys[k] := key;
+        oks[k] := case verdict when 'allow' then true
+                               when 'check' then realtime.row_visible(role_name, facts, img -> 'row')
+                               else false end;
       end loop;
     exception when others then
+      -- Only this principal's subtransaction is undone: each of its checks is run again alone,
+      -- so the ones that raise are marked and the others keep their answer.
       for k in 1 .. n loop
         begin
           oks[k] := false;
           img := images[run.imgs[k] + 1];
-          keys[k] := role_name || '/' || (img ->> 'schema') || '.' || (img ->> 'table');
-          if not cache ? keys[k] then
-            cache := cache || jsonb_build_object(keys[k], realtime.table_facts(role_name, img ->> 'schema', img ->> 'table'));
+          key := role_name || '/' || (img ->> 'schema') || '.' || (img ->> 'table');
+          if key is distinct from facts_key then
+            facts_key := null;
+            facts := coalesce(cache -> key, realtime.table_facts(role_name, img ->> 'schema', img ->> 'table'));
+            cache := cache || jsonb_build_object(key, facts);
+            verdict := facts ->> 'verdict';
+            facts_key := key;
           end if;
-          oks[k] := realtime.row_visible(role_name, cache -> keys[k], img -> 'row');
+          keys[k] := key;
+          oks[k] := case verdict when 'allow' then true
+                                 when 'check' then realtime.row_visible(role_name, facts, img -> 'row')
+                                 else false end;
         exception when others then
           oks[k] := false;
           codes[k] := sqlstate;
@@ -185,8 +206,12 @@ begin
       allowed := coalesce(oks[k], false);
       error := codes[k];
       reason := messages[k];
-      hidden := case when allowed and jsonb_typeof(cache -> keys[k] -> 'hidden') = 'array'
-                     then array(select jsonb_array_elements_text(cache -> keys[k] -> 'hidden')) end;
+      if allowed and keys[k] is distinct from shown_key then
+        shown := case when jsonb_typeof(cache -> keys[k] -> 'hidden') = 'array'
+                      then array(select jsonb_array_elements_text(cache -> keys[k] -> 'hidden')) end;
+        shown_key := keys[k];
+      end if;
+      hidden := case when allowed then shown end;
       return next;
     end loop;
   end loop;

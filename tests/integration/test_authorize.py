@@ -122,3 +122,16 @@ def test_migrating_again_keeps_the_new_result_shape(stack, conn):
     migrate(stack.db_url, ROOT / "sql")
     got = authorize(conn, [{"organization_id": "x"}], ROWS[:1])
     assert got[(0, 0)]["error"] == "22P02"
+
+
+def test_a_principal_without_a_role_is_denied_even_where_rls_does_not_apply(conn):
+    conn.execute("create table if not exists public.ledger_open (id bigint primary key)")
+    conn.execute("grant select on public.ledger_open to authenticated")
+    request = {"principals": [{"claims": {}}, {"role": "authenticated", "claims": {}}],
+               "images": [{"schema": "public", "table": "ledger_open", "row": {"id": 1}}],
+               "checks": [[0, 0], [1, 0]]}
+    with conn.transaction():
+        got = conn.execute("select principal, allowed, error from realtime.authorize(%s::jsonb) order by 1",
+                           (json.dumps(request),)).fetchall()
+    assert got == [{"principal": 0, "allowed": False, "error": None},
+                   {"principal": 1, "allowed": True, "error": None}]
