@@ -55,88 +55,165 @@ begin
 end
 $$;
 
+-- What one role may read of one table: `verdict` is 'allow' or 'deny' when no row needs
+-- checking (no RLS for the role, no SELECT at all, no policy that permits), 'check' when each
+-- row image goes through `predicate`; `hidden` lists the columns it may not see. The same for
+-- every principal of that role, so computed once per batch.
+create or replace function realtime.table_facts(role_name text, rel_schema text, rel_name text)
+returns jsonb language plpgsql stable set search_path = '' as $$
+declare
+  rel regclass := pg_catalog.to_regclass(pg_catalog.quote_ident(rel_schema) || '.' ||
+                                         pg_catalog.quote_ident(rel_name));
+  predicate text;
+begin
+  if role_name is null or rel is null
+     or not pg_catalog.has_any_column_privilege(role_name, rel, 'SELECT') then
+    return jsonb_build_object('verdict', 'deny');
+  end if;
+  predicate := realtime.select_predicate(rel, role_name);
+  return jsonb_build_object(
+    'verdict', case predicate when 'true' then 'allow' when 'false' then 'deny' else 'check' end,
+    'rel', rel::oid::text, 'alias', rel_name, 'predicate', predicate,
+    'hidden', (select jsonb_agg(a.attname::text order by a.attnum)
+               from pg_catalog.pg_attribute a
+               where a.attrelid = rel and a.attnum > 0 and not a.attisdropped
+                 and not pg_catalog.has_column_privilege(role_name, rel, a.attnum, 'SELECT')));
+end
+$$;
+
+-- Whether a row image passes the policy predicate of `facts` (verdict 'check'), evaluated as
+-- `role_name` with the principal's request.jwt.claims already set. Raises whatever the policy
+-- raises. No SET clause: it runs once per check, and the predicate is schema-qualified.
+create or replace function realtime.row_visible(role_name text, facts jsonb, row_image jsonb)
+returns boolean language plpgsql as $$
+declare
+  me text := current_user;
+  ok boolean;
+begin
+  perform pg_catalog.set_config('role', role_name, true);
+  execute format('select exists (select 1 from pg_catalog.jsonb_populate_record(null::%s, $1) as %I where %s)',
+                 (facts ->> 'rel')::oid::regclass, facts ->> 'alias', facts ->> 'predicate')
+    into ok using row_image;
+  perform pg_catalog.set_config('role', me, true);
+  return coalesce(ok, false);
+end
+$$;
+
+-- The result gained `error` and `reason`: an older definition is replaced, not overloaded.
+do $$
+begin
+  if exists (select 1 from pg_catalog.pg_proc p join pg_catalog.pg_namespace n on n.oid = p.pronamespace
+             where n.nspname = 'realtime' and p.proname = 'authorize'
+               and not ('reason' = any (coalesce(p.proargnames, '{}')))) then
+    drop function realtime.authorize(jsonb);
+  end if;
+end
+$$;
+
 -- request: {"principals": [{"role": text, "claims": {...}}, ...],
 --           "images": [{"schema": text, "table": text, "row": {...}}, ...],
 --           "checks": [[principal index, image index], ...]}
 -- One result row per check. A check that cannot be evaluated is denied (fail closed).
--- One pass over the checks, grouped by principal: a principal's claims are set once, and the
--- role-and-table facts (privilege, predicate, hidden columns) are computed once per batch.
+-- Checks are grouped by principal: its claims are set once, the role-and-table facts are
+-- computed once per batch, and each principal's checks run in one subtransaction. A policy that
+-- raises (a bad cast of a claim, a division by zero, a missing function) fails that principal
+-- only: its checks are then run one by one, and those that raise are denied with `error` (the
+-- SQLSTATE) and `reason` (the message) set; every other principal's answers stand.
 create or replace function realtime.authorize(request jsonb)
-returns table (principal integer, image integer, allowed boolean, hidden text[])
+returns table (principal integer, image integer, allowed boolean, hidden text[], error text, reason text)
 language plpgsql set search_path = '' as $$
 declare
-  me text := current_user;
   principals jsonb[] := array(select e from jsonb_array_elements(request -> 'principals') e);
   images jsonb[] := array(select e from jsonb_array_elements(request -> 'images') e);
-  chk record;
-  current_principal integer := -1;
+  run record;
   role_name text;
   img jsonb;
-  rel regclass;
   key text;
-  facts jsonb;
+  -- role-and-table facts, by "role/schema.table"; `facts` and `verdict` are those of `facts_key`
   cache jsonb := '{}';
-  ok boolean;
+  facts_key text;
+  facts jsonb;
+  verdict text;
+  shown_key text;
+  shown text[];
+  n integer;
+  k integer;
+  keys text[];
+  oks boolean[];
+  codes text[];
+  messages text[];
 begin
-  for chk in
-    select (c.value ->> 0)::int as p, (c.value ->> 1)::int as i
+  for run in
+    select (c.value ->> 0)::int as p, array_agg((c.value ->> 1)::int order by (c.value ->> 1)::int) as imgs
     from jsonb_array_elements(request -> 'checks') c
-    order by 1, 2
+    group by 1
+    order by 1
   loop
-    principal := chk.p;
-    image := chk.i;
-    allowed := false;
-    hidden := null;
-    if chk.p <> current_principal then
-      current_principal := chk.p;
-      role_name := principals[chk.p + 1] ->> 'role';
-      perform pg_catalog.set_config('request.jwt.claims', coalesce(principals[chk.p + 1] -> 'claims', '{}')::text, true);
-      perform pg_catalog.set_config('request.jwt.claim.sub', coalesce(principals[chk.p + 1] -> 'claims' ->> 'sub', ''), true);
-      perform pg_catalog.set_config('request.jwt.claim.role', role_name, true);
-    end if;
-    img := images[chk.i + 1];
+    role_name := principals[run.p + 1] ->> 'role';
+    perform pg_catalog.set_config('request.jwt.claims', coalesce(principals[run.p + 1] -> 'claims', '{}')::text, true);
+    perform pg_catalog.set_config('request.jwt.claim.sub', coalesce(principals[run.p + 1] -> 'claims' ->> 'sub', ''), true);
+    perform pg_catalog.set_config('request.jwt.claim.role', coalesce(role_name, ''), true);
+    n := cardinality(run.imgs);
+    keys := array_fill(null::text, array[n]);
+    oks := array_fill(false, array[n]);
+    codes := array_fill(null::text, array[n]);
+    messages := array_fill(null::text, array[n]);
     begin
-      key := role_name || '/' || (img ->> 'schema') || '.' || (img ->> 'table');
-      facts := cache -> key;
-      if facts is null then
-        rel := pg_catalog.to_regclass(pg_catalog.quote_ident(img ->> 'schema') || '.' ||
-                                      pg_catalog.quote_ident(img ->> 'table'));
-        if rel is null or not pg_catalog.has_any_column_privilege(role_name, rel, 'SELECT') then
-          facts := jsonb_build_object('readable', false);
-        else
-          facts := jsonb_build_object(
-            'readable', true, 'rel', rel::oid::text,
-            'predicate', realtime.select_predicate(rel, role_name),
-            'hidden', (select jsonb_agg(a.attname::text order by a.attnum)
-                       from pg_catalog.pg_attribute a
-                       where a.attrelid = rel and a.attnum > 0 and not a.attisdropped
-                         and not pg_catalog.has_column_privilege(role_name, rel, a.attnum, 'SELECT')));
+      for k in 1 .. n loop
+        img := images[run.imgs[k] + 1];
+        key := role_name || '/' || (img ->> 'schema') || '.' || (img ->> 'table');
+        if key is distinct from facts_key then
+          facts_key := null;
+          facts := coalesce(cache -> key, realtime.table_facts(role_name, img ->> 'schema', img ->> 'table'));
+          cache := cache || jsonb_build_object(key, facts);
+          verdict := facts ->> 'verdict';
+          facts_key := key;
         end if;
-        cache := cache || jsonb_build_object(key, facts);
-      end if;
-      if (facts ->> 'readable')::boolean then
-        if facts ->> 'predicate' = 'true' then
-          ok := true;
-        elsif facts ->> 'predicate' = 'false' then
-          ok := false;
-        else
-          perform pg_catalog.set_config('role', role_name, true);
-          execute format('select exists (select 1 from pg_catalog.jsonb_populate_record(null::%s, $1) as %I where %s)',
-                         (facts ->> 'rel')::oid::regclass, img ->> 'table', facts ->> 'predicate')
-            into ok using img -> 'row';
-          perform pg_catalog.set_config('role', me, true);
-        end if;
-        allowed := coalesce(ok, false);
-        if allowed and jsonb_typeof(facts -> 'hidden') = 'array' then
-          hidden := array(select jsonb_array_elements_text(facts -> 'hidden'));
-        end if;
-      end if;
+        keys[k] := key;
+        oks[k] := case verdict when 'allow' then true
+                               when 'check' then realtime.row_visible(role_name, facts, img -> 'row')
+                               else false end;
+      end loop;
     exception when others then
-      perform pg_catalog.set_config('role', me, true);
-      allowed := false;
-      hidden := null;
+      -- Only this principal's subtransaction is undone: each of its checks is run again alone,
+      -- so the ones that raise are marked and the others keep their answer.
+      for k in 1 .. n loop
+        begin
+          oks[k] := false;
+          img := images[run.imgs[k] + 1];
+          key := role_name || '/' || (img ->> 'schema') || '.' || (img ->> 'table');
+          if key is distinct from facts_key then
+            facts_key := null;
+            facts := coalesce(cache -> key, realtime.table_facts(role_name, img ->> 'schema', img ->> 'table'));
+            cache := cache || jsonb_build_object(key, facts);
+            verdict := facts ->> 'verdict';
+            facts_key := key;
+          end if;
+          keys[k] := key;
+          oks[k] := case verdict when 'allow' then true
+                                 when 'check' then realtime.row_visible(role_name, facts, img -> 'row')
+                                 else false end;
+        exception when others then
+          oks[k] := false;
+          codes[k] := sqlstate;
+          messages[k] := sqlerrm;
+        end;
+      end loop;
     end;
-    return next;
+    for k in 1 .. n loop
+      principal := run.p;
+      image := run.imgs[k];
+      allowed := coalesce(oks[k], false);
+      error := codes[k];
+      reason := messages[k];
+      if allowed and keys[k] is distinct from shown_key then
+        shown := case when jsonb_typeof(cache -> keys[k] -> 'hidden') = 'array'
+                      then array(select jsonb_array_elements_text(cache -> keys[k] -> 'hidden')) end;
+        shown_key := keys[k];
+      end if;
+      hidden := case when allowed then shown end;
+      return next;
+    end loop;
   end loop;
   perform pg_catalog.set_config('request.jwt.claims', '', true);
 end

@@ -30,6 +30,13 @@ def stack() -> Stack:
     shutil.rmtree(state, ignore_errors=True)
 
 
+@pytest.fixture(params=["current", "oldest"])
+def supabase_js(request) -> str:
+    """Runs the test with each supabase-js release under test: the current one and the oldest
+    the README supports (tests/js/package.json)."""
+    return request.param
+
+
 @pytest.fixture
 def db(stack) -> psycopg.Connection:
     """An autocommit connection to the stack's database, as an app would write."""

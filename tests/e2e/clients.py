@@ -12,21 +12,35 @@ from pathlib import Path
 from typing import Any
 
 JS_DIR = Path(__file__).resolve().parents[1] / "js"
+# The supabase-js releases under test (tests/js/package.json): the current one and the oldest the
+# README supports. The `supabase_js` fixture runs a test once with each.
+SUPABASE_JS = {"current": "@supabase/supabase-js", "oldest": "supabase-js-oldest"}
+
+
+def _node(script: str, args: list[str], client: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    return subprocess.Popen(
+        ["node", "--experimental-websocket", "--no-warnings", str(JS_DIR / script), *args],
+        cwd=JS_DIR, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, **(env or {}), "SUPABASE_JS": SUPABASE_JS[client]})
 
 
 class JsListener:
     """supabase-js subscribed to postgres_changes; `events()` yields what its callbacks received."""
 
     def __init__(self, api_url: str, key: str, bindings: list[dict], *, vsn: str = "default",
-                 channel: str = "js-feed", user_jwt: str | None = None, config: dict | None = None):
-        self.proc = subprocess.Popen(
-            ["node", "--experimental-websocket", "--no-warnings", str(JS_DIR / "listen.mjs"),
-             api_url, key, vsn, channel, json.dumps(bindings), *([user_jwt] if user_jwt else [])],
-            cwd=JS_DIR, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, "RIPPLE_CHANNEL_CONFIG": json.dumps(config or {})})
+                 channel: str = "js-feed", user_jwt: str | None = None, config: dict | None = None,
+                 client: str = "current"):
+        self._start(_node("listen.mjs", [api_url, key, vsn, channel, json.dumps(bindings),
+                                         *([user_jwt] if user_jwt else [])], client,
+                          {"RIPPLE_CHANNEL_CONFIG": json.dumps(config or {})}))
+
+    def _start(self, proc: subprocess.Popen) -> None:
+        self.proc = proc
         self.lines: queue.Queue[dict] = queue.Queue()
         self.skipped: list[dict] = []
         threading.Thread(target=self._read, daemon=True).start()
+        # The script's first line names the supabase-js release it loaded.
+        self.version: str = self.wait_for("client")["version"]
 
     def _read(self) -> None:
         for line in self.proc.stdout:
@@ -83,18 +97,21 @@ class JsListener:
 class JsRoom(JsListener):
     """supabase-js in a broadcast/presence room; `do()` sends it a command."""
 
-    def __init__(self, api_url: str, key: str, room: str, config: dict, *, vsn: str = "1.0.0"):
-        self.proc = subprocess.Popen(
-            ["node", "--experimental-websocket", "--no-warnings", str(JS_DIR / "room.mjs"),
-             api_url, key, vsn, room, json.dumps(config)],
-            cwd=JS_DIR, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.lines = queue.Queue()
-        self.skipped = []
-        threading.Thread(target=self._read, daemon=True).start()
+    def __init__(self, api_url: str, key: str, room: str, config: dict, *, vsn: str = "1.0.0",
+                 client: str = "current"):
+        self._start(_node("room.mjs", [api_url, key, vsn, room, json.dumps(config)], client))
 
     def do(self, **command: Any) -> None:
         self.proc.stdin.write(json.dumps(command) + "\n")
         self.proc.stdin.flush()
+
+
+class JsTopic(JsListener):
+    """supabase-js signed in as a user on a private channel, listening for the broadcasts
+    `realtime.broadcast_changes` sends (INSERT, UPDATE, DELETE), as Supabase's guide has it."""
+
+    def __init__(self, api_url: str, anon_key: str, topic: str, user_jwt: str, *, client: str = "current"):
+        self._start(_node("topic.mjs", [api_url, anon_key, topic, user_jwt], client))
 
 
 class PyListener:

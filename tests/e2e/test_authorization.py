@@ -400,12 +400,12 @@ create policy team_write on realtime.messages for insert to authenticated
 """
 
 
-def test_private_channels_follow_realtime_messages_policies(stack, tenants):
+def test_private_channels_follow_realtime_messages_policies(stack, tenants, supabase_js):
     from tests.e2e.clients import JsRoom
 
     tenants.execute(PRIVATE_POLICIES)
     writer = JsRoom(stack.api_url, user_token(5, can_post=True), "team-5",
-                    {"private": True, "broadcast": {"ack": True}})
+                    {"private": True, "broadcast": {"ack": True}}, client=supabase_js)
     reader = Wire(stack.ws_url, user_token(5))
     outsider = Wire(stack.ws_url, user_token(6))
     public = Wire(stack.ws_url, user_token(5))
@@ -519,11 +519,11 @@ def test_private_writes_are_checked_on_the_first_send_and_reads_again_on_a_new_t
         poster.close()
 
 
-def test_supabase_js_signed_in_user_sees_only_its_tenant_through_every_change(stack, tenants):
+def test_supabase_js_signed_in_user_sees_only_its_tenant_through_every_change(stack, tenants, supabase_js):
     from tests.e2e.clients import JsListener
 
     js = JsListener(stack.api_url, stack.key("anon"), [DOCS], vsn="1.0.0", channel="docs-js",
-                    user_jwt=user_token(15))
+                    user_jwt=user_token(15), client=supabase_js)
     control = docs_reader(stack, 16)  # the other tenant sees every change that js must not
     try:
         js.wait_for("status", status="SUBSCRIBED")

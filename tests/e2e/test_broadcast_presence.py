@@ -60,8 +60,8 @@ def test_two_python_clients_broadcast_to_each_other_but_not_to_themselves(stack)
     asyncio.run(scenario())
 
 
-def test_supabase_js_and_python_share_a_room(stack):
-    js = JsRoom(stack.api_url, stack.key("anon"), "mixed", {"broadcast": {"ack": True}, "presence": {"key": "js-user"}})
+def test_supabase_js_and_python_share_a_room(stack, supabase_js):
+    js = JsRoom(stack.api_url, stack.key("anon"), "mixed", {"broadcast": {"ack": True}, "presence": {"key": "js-user"}}, client=supabase_js)
     try:
         js.wait_for("status", status="SUBSCRIBED")
 
@@ -97,11 +97,11 @@ def test_supabase_js_and_python_share_a_room(stack):
         js.close()
 
 
-def test_supabase_js_default_serializer_cannot_send_broadcasts_through_api_gateway(stack):
+def test_supabase_js_default_serializer_cannot_send_broadcasts_through_api_gateway(stack, supabase_js):
     # realtime-js 2.x sends client broadcasts as binary frames under vsn 2.0.0; API Gateway
     # (and the local gateway) close the socket with 1003. Receiving still works.
-    sender = JsRoom(stack.api_url, stack.key("anon"), "binary", {"broadcast": {"ack": True}}, vsn="default")
-    listener = JsRoom(stack.api_url, stack.key("anon"), "binary", {}, vsn="default")
+    sender = JsRoom(stack.api_url, stack.key("anon"), "binary", {"broadcast": {"ack": True}}, vsn="default", client=supabase_js)
+    listener = JsRoom(stack.api_url, stack.key("anon"), "binary", {}, vsn="default", client=supabase_js)
     try:
         sender.wait_for("status", status="SUBSCRIBED")
         listener.wait_for("status", status="SUBSCRIBED")
@@ -194,8 +194,8 @@ def _post(stack, body, key):
         return refused.code, refused.read()
 
 
-def test_rest_broadcast_reaches_members_with_the_service_role_key(stack):
-    room = JsRoom(stack.api_url, stack.key("anon"), "rest-room", {})
+def test_rest_broadcast_reaches_members_with_the_service_role_key(stack, supabase_js):
+    room = JsRoom(stack.api_url, stack.key("anon"), "rest-room", {}, client=supabase_js)
     wire = Wire(stack.ws_url, stack.key("anon"))
     try:
         room.wait_for("status", status="SUBSCRIBED")
@@ -258,10 +258,10 @@ def test_an_oversize_realtime_send_fails_its_transaction_and_the_next_one_arrive
         wire.close()
 
 
-def test_supabase_js_http_send_reaches_the_room_with_the_service_role_key(stack):
+def test_supabase_js_http_send_reaches_the_room_with_the_service_role_key(stack, supabase_js):
     # channel.httpSend(event, payload) posts to /realtime/v1/api/broadcast/<topic>/events/<event>.
-    server = JsRoom(stack.api_url, stack.key("service_role"), "http:room", {})
-    browser = JsRoom(stack.api_url, stack.key("anon"), "http:room", {})
+    server = JsRoom(stack.api_url, stack.key("service_role"), "http:room", {}, client=supabase_js)
+    browser = JsRoom(stack.api_url, stack.key("anon"), "http:room", {}, client=supabase_js)
     wire = Wire(stack.ws_url, stack.key("anon"))
     try:
         server.wait_for("status", status="SUBSCRIBED")
@@ -424,11 +424,11 @@ def test_a_silent_presence_holder_is_departed_and_closed_while_a_heartbeating_on
             wire.close()
 
 
-def test_several_connections_under_one_presence_key_are_one_key_with_several_metas(stack):
+def test_several_connections_under_one_presence_key_are_one_key_with_several_metas(stack, supabase_js):
     topic = "realtime:devices"
     first, second = Wire(stack.ws_url, stack.key("anon")), Wire(stack.ws_url, stack.key("anon"))
     watcher = Wire(stack.ws_url, stack.key("anon"))
-    js = JsRoom(stack.api_url, stack.key("anon"), "devices", {"presence": {"key": "js-watcher"}})
+    js = JsRoom(stack.api_url, stack.key("anon"), "devices", {"presence": {"key": "js-watcher"}}, client=supabase_js)
     try:
         js.wait_for("status", status="SUBSCRIBED")
         watcher.join(topic, [], presence={"enabled": True, "key": "watcher"})
@@ -476,8 +476,8 @@ def test_several_connections_under_one_presence_key_are_one_key_with_several_met
             wire.close()
 
 
-def test_without_a_presence_key_the_server_generates_one_per_connection(stack):
-    js = JsRoom(stack.api_url, stack.key("anon"), "keyless", {})  # presence: {key: ''}
+def test_without_a_presence_key_the_server_generates_one_per_connection(stack, supabase_js):
+    js = JsRoom(stack.api_url, stack.key("anon"), "keyless", {}, client=supabase_js)  # presence: {key: ''}
 
     async def scenario():
         events = []

@@ -26,9 +26,10 @@ def members_only(db):
 BINDING = {"event": "INSERT", "schema": "public", "table": "members_only"}
 
 
-def test_set_auth_after_subscribe_subscribes_the_refused_bindings(stack, members_only):
+def test_set_auth_after_subscribe_subscribes_the_refused_bindings(stack, members_only, supabase_js):
     me = str(uuid.uuid4())
-    listener = JsListener(stack.api_url, stack.key("anon"), [BINDING], channel=f"late-{me[:8]}")
+    listener = JsListener(stack.api_url, stack.key("anon"), [BINDING], channel=f"late-{me[:8]}",
+                          client=supabase_js)
     try:
         listener.wait_for("status", status="SUBSCRIBED")
         refused = listener.wait_for("system")["payload"]
@@ -46,11 +47,12 @@ def test_set_auth_after_subscribe_subscribes_the_refused_bindings(stack, members
         listener.close()
 
 
-def test_a_write_on_replication_ready_always_arrives(stack, members_only):
+def test_a_write_on_replication_ready_always_arrives(stack, members_only, supabase_js):
     me = str(uuid.uuid4())
     for attempt in range(3):
         listener = JsListener(stack.api_url, stack.key("anon"), [BINDING], channel=f"ready-{attempt}-{me[:8]}",
-                              user_jwt=user_token(1, sub=me), config={"broadcast": {"replication_ready": True}})
+                              user_jwt=user_token(1, sub=me), config={"broadcast": {"replication_ready": True}},
+                              client=supabase_js)
         try:
             ready = listener.wait_for("system", timeout=20)["payload"]
             while ready["extension"] != "system":

@@ -60,11 +60,11 @@ def kinds(wire: Wire, count: int) -> list[tuple[str, str]]:
 
 
 @pytest.mark.parametrize("vsn", ["1.0.0", "default"])
-def test_supabase_js_sees_exactly_its_rows_in_order(stack, todos, vsn):
+def test_supabase_js_sees_exactly_its_rows_in_order(stack, todos, vsn, supabase_js):
     me, other = str(uuid.uuid4()), str(uuid.uuid4())
     js = JsListener(stack.api_url, stack.key("anon"),
                     [{"event": "*", "schema": "public", "table": "todos", "filter": f"user_id=eq.{me}"}],
-                    vsn=vsn)
+                    vsn=vsn, client=supabase_js)
     control = watching(stack, f"user_id=eq.{other}")  # the rows js must not see
     try:
         js.wait_for("status", status="SUBSCRIBED")
@@ -111,11 +111,11 @@ def test_realtime_py_sees_exactly_its_rows_in_order(stack, todos):
         control.close()
 
 
-def test_typed_and_combined_filters_with_both_clients(stack, todos):
+def test_typed_and_combined_filters_with_both_clients(stack, todos, supabase_js):
     me = str(uuid.uuid4())
     flt = f"user_id=eq.{me},priority=gte.2,title=not.in.(skip,\"a,b\")"
     binding = {"event": "*", "schema": "public", "table": "todos", "filter": flt}
-    js = JsListener(stack.api_url, stack.key("anon"), [binding], vsn="1.0.0", channel="combined-js")
+    js = JsListener(stack.api_url, stack.key("anon"), [binding], vsn="1.0.0", channel="combined-js", client=supabase_js)
     py = PyListener(stack.api_url, stack.key("anon"), [binding], channel="combined-py")
     control = watching(stack, f"user_id=eq.{me}")  # the same rows without the typed conditions
     try:

@@ -5,11 +5,12 @@
 // {"op":"setAuth","token":..} hands the client a refreshed token. Exits when stdin closes, so
 // the test that spawned it controls its lifetime. RIPPLE_CHANNEL_CONFIG (JSON) is the channel's
 // `config` (e.g. {"broadcast": {"replication_ready": true}}).
-import { createClient } from '@supabase/supabase-js'
+import { createClient, version } from './supabase.mjs'
 import readline from 'node:readline'
 
 const [url, key, vsn, channelName, spec, userJwt] = process.argv.slice(2)
 const out = (line) => process.stdout.write(JSON.stringify(line) + '\n')
+out({ kind: 'client', version })
 
 const supabase = createClient(url, key, {
   auth: { persistSession: false, autoRefreshToken: false },

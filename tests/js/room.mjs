@@ -3,11 +3,12 @@
 // usage: node --experimental-websocket room.mjs <supabaseUrl> <key> <vsn|default> <room> '<config json>'
 // commands: {"op":"send","event":..,"payload":..} {"op":"httpSend","event":..,"payload":..}
 //           {"op":"track","payload":..} {"op":"untrack"}
-import { createClient } from '@supabase/supabase-js'
+import { createClient, version } from './supabase.mjs'
 import readline from 'node:readline'
 
 const [url, key, vsn, room, config] = process.argv.slice(2)
 const out = (line) => process.stdout.write(JSON.stringify(line) + '\n')
+out({ kind: 'client', version })
 
 const supabase = createClient(url, key, {
   auth: { persistSession: false, autoRefreshToken: false },

@@ -18,6 +18,10 @@ class Settings(BaseSettings):
     # Asymmetric tokens (RS256/ES256) from Cognito, Auth0, Supabase Auth...: their JWKS document.
     jwks_url: str | None = None
     jwks_cache_seconds: int = 600
+    # Accepted `aud` and `iss` values, comma-separated; unset accepts any. When set, every token
+    # (the apikey on connect, a join's and a refresh's access_token) must carry one of them.
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
     db_url: str | None = None
     db_secret_arn: str | None = None
     # Secrets Manager values are read again once this old, so a rotation reaches warm containers.
@@ -66,19 +70,34 @@ class Settings(BaseSettings):
     # refuses them as invalid_phone rather than guessing.
     phone_default_region: str | None = None
     # Sends of one delivery, across invocations, before throttling or an outage fails it.
-    notify_max_attempts: int = Field(20, ge=1)
+    notify_max_attempts: int = Field(default=20, ge=1)
     # Posts of one delivery status webhook call before it is left dead.
-    webhook_max_attempts: int = Field(8, ge=1)
+    webhook_max_attempts: int = Field(default=8, ge=1)
     # Where recipients reach the REST API (unsubscribe links); the local stack's by default.
     public_url: str = "http://127.0.0.1:54321"
     templates_dir: str | None = None
 
-    @field_validator("ses_configuration_set", "sms_sender_id", "templates_dir", "db_host",
-                     "phone_default_region", mode="before")
+    @field_validator("ses_configuration_set", "sms_sender_id", "templates_dir", "db_host", "jwt_audience",
+                     "jwt_issuer", "phone_default_region", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         # CloudFormation passes an optional parameter left blank as an empty string.
         return None if value == "" else value
+
+    @property
+    def jwt_audiences(self) -> tuple[str, ...] | None:
+        """The accepted audiences, or None when any is accepted."""
+        return _listed(self.jwt_audience)
+
+    @property
+    def jwt_issuers(self) -> tuple[str, ...] | None:
+        """The accepted issuers, or None when any is accepted."""
+        return _listed(self.jwt_issuer)
+
+
+def _listed(value: str | None) -> tuple[str, ...] | None:
+    items = tuple(item.strip() for item in (value or "").split(",") if item.strip())
+    return items or None
 
 
 @lru_cache(maxsize=1)

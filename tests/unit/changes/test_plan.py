@@ -131,3 +131,43 @@ def test_a_change_too_large_for_one_message_is_cut_the_supabase_way():
     assert data["record"] == {"id": 1, "owner": "ann"}
     assert data["old_record"] == {"id": 1, "owner": "ann"}  # "y"*64 is 66 bytes of JSON
     assert frames_of(planned, 1)["reader"]["payload"]["data"]["errors"] is None
+
+
+def test_a_raising_policy_withholds_from_its_principal_only_and_tells_each_channel_once():
+    store = MemoryStore()
+    bind(store, "fine", role="authenticated")
+    bind(store, "broken", role="anon")
+
+    def authorize(request: dict) -> list[dict]:
+        rows = []
+        for principal, image in request["checks"]:
+            raised = request["principals"][principal]["role"] == "anon"
+            rows.append({"principal": principal, "image": image, "allowed": not raised, "hidden": None,
+                         "error": "22P02" if raised else None,
+                         "reason": 'invalid input syntax for type integer: "s3cret"' if raised else None})
+        return rows
+
+    planned = plan([change(1), change(2, op="UPDATE", old={"id": 2, "owner": "ann", "secret": "t"})],
+                   store, authorize)
+    assert [set(frames_of(planned, i)) for i in range(2)] == [{"fine"}, {"fine"}]
+    assert planned.policy_errors == 3  # the INSERT's image, the UPDATE's new and old images
+    (connection, frame), = planned.refused  # once for the channel and table, not per change
+    told = json.loads(frame)
+    assert connection == "broken" and told["event"] == "system" and told["topic"] == "realtime:notes"
+    assert told["payload"]["status"] == "error" and told["payload"]["extension"] == "postgres_changes"
+    assert "SQLSTATE 22P02" in told["payload"]["message"] and "s3cret" not in told["payload"]["message"]
+
+
+def test_an_old_image_that_raises_still_delivers_the_change_without_it():
+    store = MemoryStore()
+    bind(store, "reader", role="authenticated")
+
+    def authorize(request: dict) -> list[dict]:
+        return [{"principal": p, "image": i, "allowed": i == 0, "hidden": None,
+                 "error": None if i == 0 else "22012", "reason": None if i == 0 else "division by zero"}
+                for p, i in request["checks"]]
+
+    planned = plan([change(1, op="UPDATE", old={"id": 1, "owner": "ann", "secret": "s"})], store, authorize)
+    data = frames_of(planned, 0)["reader"]["payload"]["data"]
+    assert data["record"]["id"] == 1 and data["old_record"] == {}
+    assert planned.policy_errors == 1 and [c for c, _ in planned.refused] == ["reader"]

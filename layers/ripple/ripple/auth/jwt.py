@@ -71,11 +71,39 @@ def _key(token: str, alg: str) -> Any:
     raise AuthError(f"unsupported JWT algorithm {alg!r}")
 
 
+# PyJWT's refusals, in the words the client is told.
+REFUSALS: tuple[tuple[type[pyjwt.PyJWTError], str], ...] = (
+    (pyjwt.ExpiredSignatureError, "Token has expired"),
+    (pyjwt.InvalidSignatureError, "invalid JWT signature"),
+    (pyjwt.InvalidAudienceError, "JWT audience is not accepted"),
+    (pyjwt.InvalidIssuerError, "JWT issuer is not accepted"),
+)
+
+
+def _decode(token: str, key: Any, alg: str) -> dict[str, Any]:
+    """The verified payload: signature, `exp`, and the accepted `aud`/`iss` when configured."""
+    config = settings()
+    audiences, issuers = config.jwt_audiences, config.jwt_issuers
+    try:
+        return pyjwt.decode(token, key, algorithms=[alg], audience=audiences, issuer=issuers,
+                            options={"require": ["exp"], "verify_aud": audiences is not None})
+    except pyjwt.MissingRequiredClaimError as exc:
+        raise AuthError(f"JWT has no {exc.claim} claim") from None
+    except pyjwt.PyJWTError as exc:
+        reason = next((text for kind, text in REFUSALS if isinstance(exc, kind)), f"invalid JWT: {exc}")
+        raise AuthError(reason) from None
+    except (TypeError, ValueError, KeyError, AttributeError):
+        # A key of another family than the header's alg (an ES256 header naming an RSA kid).
+        raise AuthError("invalid JWT: the key does not fit the algorithm") from None
+
+
 def verify(token: str | None) -> Claims:
     """The claims of a valid token carrying `role` and `exp`.
 
     HS256 tokens are checked against the configured secret, RS256/ES256 tokens against the JWKS
-    at RIPPLE_JWKS_URL; `alg: none` and every other algorithm are refused.
+    at RIPPLE_JWKS_URL; `alg: none` and every other algorithm are refused. With
+    RIPPLE_JWT_AUDIENCE / RIPPLE_JWT_ISSUER set, `aud` must name one of the accepted audiences
+    and `iss` must be one of the accepted issuers.
     """
     if not token or not isinstance(token, str):
         raise AuthError("missing JWT")
@@ -86,19 +114,7 @@ def verify(token: str | None) -> Claims:
     alg = header.get("alg")
     if not isinstance(alg, str):
         raise AuthError("malformed JWT")
-    key = _key(token, alg)
-    try:
-        raw = pyjwt.decode(token, key, algorithms=[alg],
-                           options={"require": ["exp"], "verify_aud": False})
-    except pyjwt.ExpiredSignatureError:
-        raise AuthError("Token has expired") from None
-    except pyjwt.InvalidSignatureError:
-        raise AuthError("invalid JWT signature") from None
-    except pyjwt.PyJWTError as exc:
-        raise AuthError(f"invalid JWT: {exc}") from None
-    except (TypeError, ValueError, KeyError, AttributeError):
-        # A key of another family than the header's alg (an ES256 header naming an RSA kid).
-        raise AuthError("invalid JWT: the key does not fit the algorithm") from None
+    raw = _decode(token, _key(token, alg), alg)
     _check_claims(raw)
     role = raw.get("role")
     if not isinstance(role, str) or not role:

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from ripple import codec
@@ -16,12 +16,14 @@ from ripple.changes.change import Change
 from ripple.changes.filters import FilterError, canonical, parse_filter
 from ripple.channels.closing import Expired
 from ripple.gateway import MAX_FRAME_BYTES
-from ripple.protocol.message import Message
+from ripple.log import logger
+from ripple.protocol.message import Message, system
 from ripple.protocol.serializer import encode
 from ripple.store import MAX_INDEXED_VALUE, Binding, Store, eq_key, table_key
 
-# realtime.authorize: {principals, images, checks} in, one {principal, image, allowed, hidden} row
-# per check out (one round trip for the whole batch).
+# realtime.authorize: {principals, images, checks} in, one {principal, image, allowed, hidden,
+# error, reason} row per check out (one round trip for the whole batch); `error` is the SQLSTATE of
+# a policy that raised for that principal, and that check is denied.
 Authorizer = Callable[[dict[str, Any]], list[dict[str, Any]]]
 
 
@@ -32,6 +34,8 @@ class Verdict:
     allowed: bool
     show_old: bool = True
     hidden: frozenset[str] = frozenset()
+    # The SQLSTATE of a policy that raised for this principal (the row or its old image withheld).
+    error: str | None = None
 
 
 @dataclass
@@ -43,18 +47,27 @@ class Plan:
     expired: list[Expired]
     principals: int = 0
     checks: int = 0
+    # Checks whose policy raised; and the `system` error owed to each channel it hit, once per
+    # channel and table, as (connection, frame).
+    policy_errors: int = 0
+    refused: list[tuple[str, str]] = field(default_factory=list)
 
 
 def plan(changes: list[Change], store: Store, authorize: Authorizer) -> Plan:
     """What a batch of changes owes whom; each distinct frame encoded once."""
     candidates, expired = _candidates(changes, store)
-    verdicts, principals, checks = _authorize(changes, candidates, authorize)
+    verdicts, principals, checks, errors = _authorize(changes, candidates, authorize)
     encoded: dict[tuple, str] = {}
+    refused: dict[tuple[str, str, str], tuple[str, str]] = {}
     out = []
     for change in changes:
         matched: dict[tuple, set[int]] = defaultdict(set)
         for binding in candidates[change.id]:
             verdict = verdicts[(change.id, _principal(binding))]
+            where = (binding.connection_id, binding.topic, f"{change.schema}.{change.table}")
+            if verdict.error and where not in refused:
+                refused[where] = (binding.connection_id,
+                                  encode(_policy_error(binding, change, verdict.error), binding.vsn))
             if verdict.allowed:
                 view = (binding.select, verdict.hidden, verdict.show_old)
                 matched[(binding.connection_id, binding.topic, view, binding.vsn)].add(binding.id)
@@ -65,7 +78,15 @@ def plan(changes: list[Change], store: Store, authorize: Authorizer) -> Plan:
                 encoded[key] = _frame(change, topic, view, vsn, list(key[4]))
             frames.append((connection_id, encoded[key]))
         out.append(frames)
-    return Plan(out, expired, principals, checks)
+    return Plan(out, expired, principals, checks, errors, list(refused.values()))
+
+
+def _policy_error(binding: Binding, change: Change, code: str) -> Message:
+    # The SQLSTATE only: the database's message can quote values of the row being withheld.
+    return system(binding.topic, "postgres_changes", "error",
+                  f"PolicyError: a row-level security policy of {change.schema}.{change.table} raised "
+                  f"an error for this subscriber (SQLSTATE {code}); what it could not check was withheld",
+                  binding.join_ref)
 
 
 View = tuple[tuple[str, ...] | None, frozenset[str], bool]
@@ -117,10 +138,11 @@ def _principal(binding: Binding) -> tuple[str, str]:
     return (binding.role, binding.claims)
 
 
-def _authorize(changes: list[Change], candidates: dict[int, list[Binding]],
-               authorize: Authorizer) -> tuple[dict[tuple[int, tuple[str, str]], Verdict], int, int]:
+def _authorize(changes: list[Change], candidates: dict[int, list[Binding]], authorize: Authorizer
+               ) -> tuple[dict[tuple[int, tuple[str, str]], Verdict], int, int, int]:
     """One database round trip for the whole batch: each distinct principal (role + claims) is
-    checked once per row image it would receive, however many subscribers share it."""
+    checked once per row image it would receive, however many subscribers share it. Also returns
+    how many checks raised (each logged once per principal, table and error)."""
     principals: dict[tuple[str, str], int] = {}
     images: list[dict[str, Any]] = []
     checks: list[list[int]] = []
@@ -142,22 +164,41 @@ def _authorize(changes: list[Change], candidates: dict[int, list[Binding]],
                 checks.append([index, old])
             slots[(change.id, principal)] = (primary, old)
     if not checks:
-        return {}, 0, 0
+        return {}, 0, 0, 0
     request = {"principals": [{"role": role, "claims": codec.loads(claims)} for role, claims in principals],
                "images": images, "checks": checks}
     answers = {(row["principal"], row["image"]): row for row in authorize(request)}
+    _log_policy_errors(answers.values(), list(principals), images)
     verdicts = {}
     for (change_id, principal), (primary, old) in slots.items():
         index = principals[principal]
         first = answers.get((index, primary))
-        if not first or not first["allowed"]:
-            verdicts[(change_id, principal)] = Verdict(False)
-            continue
         second = answers.get((index, old)) if old is not None else None
+        error = next((a.get("error") for a in (first, second) if a and a.get("error")), None)
+        if not first or not first["allowed"]:
+            verdicts[(change_id, principal)] = Verdict(False, error=error)
+            continue
         verdicts[(change_id, principal)] = Verdict(
             True, show_old=old is None or bool(second and second["allowed"]),
-            hidden=frozenset(first["hidden"] or ()))
-    return verdicts, len(principals), len(checks)
+            hidden=frozenset(first["hidden"] or ()), error=error)
+    return verdicts, len(principals), len(checks), sum(1 for a in answers.values() if a.get("error"))
+
+
+def _log_policy_errors(answers: Iterable[dict[str, Any]], principals: list[tuple[str, str]],
+                       images: list[dict[str, Any]]) -> None:
+    """One log line per principal, table and error: a raising policy is the database's bug to fix."""
+    seen: dict[tuple[int, str, str, str], int] = {}
+    for answer in answers:
+        if answer.get("error"):
+            image = images[answer["image"]]
+            key = (answer["principal"], f"{image['schema']}.{image['table']}", answer["error"],
+                   answer.get("reason") or "")
+            seen[key] = seen.get(key, 0) + 1
+    for (index, table, code, reason), count in seen.items():
+        role, claims = principals[index]
+        logger.error("row-level security policy raised; withheld from this principal only",
+                     extra={"table": table, "sqlstate": code, "error": reason, "role": role,
+                            "sub": codec.loads(claims).get("sub"), "checks": count})
 
 
 def _table_buckets(change: Change) -> tuple[str, str, str]:

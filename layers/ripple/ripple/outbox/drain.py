@@ -59,6 +59,9 @@ class Stats:
     # Authorization: distinct (role, claims) evaluated, and (principal, row image) checks made.
     principals: int = 0
     checks: int = 0
+    # Checks whose policy raised (bad cast of a claim, division by zero...): denied, logged, and
+    # the subscribers concerned told with a `system` error.
+    policy_errors: int = 0
     dynamodb_calls: int = 0
     pg_round_trips: int = 0
     posts: int = 0
@@ -164,6 +167,7 @@ class Fanout:
         frames = dict(zip((c.id for c in changes), planned.frames))
         stats.principals += planned.principals
         stats.checks += planned.checks
+        stats.policy_errors += planned.policy_errors
         budget, taken = self.max_posts_per_batch, 0
         for kind, run in groupby(rows, key=lambda r: r["kind"]):
             group = list(run)
@@ -188,6 +192,8 @@ class Fanout:
                 break
         # Subscribers whose token ran out are told once, and their channels closed.
         close_expired(self.store, self.api, planned.expired)
+        # Subscribers whose policy raised are told, after the batch's deliveries.
+        delivery.tell(self.store, self.api, planned.refused)
         return taken
 
 
