@@ -123,6 +123,9 @@ def parse_args() -> argparse.Namespace:
                         help="comma-separated socket counts, one round each (default: 100,500,2000)")
     parser.add_argument("--concurrency", type=int, default=50,
                         help="sockets connecting and joining at once (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for $disconnect instead of the gateway's own pool (default: "
+                             "ripple.local.lambdas.DISCONNECT_THREADS), to compare pool sizes")
     parser.add_argument("--timeout", type=float, default=300.0,
                         help="give up waiting for the handlers after this many seconds "
                              "(default: %(default)s)")
@@ -132,13 +135,22 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     configure()
-    print_header("N sockets, each joined to one postgres_changes channel, closed at once")
+    from ripple.local.lambdas import DISCONNECT_THREADS
+
+    threads = DISCONNECT_THREADS if args.threads is None else args.threads
+    print_header(f"N sockets, each joined to one postgres_changes channel, closed at once; "
+                 f"{threads} threads for $disconnect")
     results: list[Result] = []
     started = time.monotonic()
     with local_stack() as stack:
         clients = None
         try:
             prepare_table(stack.db_url)
+            if args.threads is not None:
+                from ripple.local.lambdas import Invoker
+
+                stack.gateway.invoker.shutdown()
+                stack.gateway.invoker = Invoker(disconnect_threads=args.threads)
             log = DisconnectLog(stack.gateway.routes.disconnect)
             stack.gateway.routes.disconnect = log
             clients = Clients(f"{stack.ws_url}?apikey={stack.key('anon')}&vsn=1.0.0", Subscribers)

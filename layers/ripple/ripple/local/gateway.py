@@ -108,7 +108,7 @@ class Gateway:
         self.ready = ready
         self.app = web.Application(client_max_size=max(1024**2, limits.max_message_bytes + 1))
         self._connections: dict[str, Connection] = {}
-        self._invoker = Invoker()
+        self.invoker = Invoker()
         self._runner: web.AppRunner | None = None
         self._stopping = False
 
@@ -147,7 +147,7 @@ class Gateway:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-        self._invoker.shutdown()
+        self.invoker.shutdown()
         logger.info("gateway stopped")
 
     async def _upgrade(self, request: web.Request) -> web.StreamResponse:
@@ -161,7 +161,7 @@ class Gateway:
             limits=self.limits,
         )
         try:
-            response = await self._invoker.invoke(
+            response = await self.invoker.invoke(
                 self.routes.connect, connect_event(conn, request, self.stage), "connect"
             )
         except Exception:
@@ -259,7 +259,7 @@ class Gateway:
         while (body := await conn.inbox.get()) is not None:
             event = message_event(conn, body, self.stage)
             try:
-                await self._invoker.invoke(self.routes.default, event, "default")
+                await self.invoker.invoke(self.routes.default, event, "default")
             except Exception:
                 logger.exception("$default handler failed for %s", conn.id)
                 error = {
@@ -272,7 +272,7 @@ class Gateway:
     async def _disconnect(self, conn: Connection) -> None:
         logger.info("connection %s closed: %s %s", conn.id, conn.close_code, conn.close_reason)
         try:
-            await self._invoker.invoke(
+            await self.invoker.invoke(
                 self.routes.disconnect, disconnect_event(conn, self.stage), "disconnect"
             )
         except Exception:
