@@ -37,6 +37,8 @@ class Backend:
         self.disconnects: list[dict] = []
         self.disconnected = threading.Condition()
         self.release = threading.Event()
+        # When set, each $disconnect waits here until as many are running at once.
+        self.disconnect_gate: threading.Barrier | None = None
 
     def connect(self, event: dict, context) -> dict:
         self.connects.append(event)
@@ -64,6 +66,8 @@ class Backend:
         return {"statusCode": 200}
 
     def disconnect(self, event: dict, context) -> dict:
+        if self.disconnect_gate is not None:
+            self.disconnect_gate.wait(10)
         with self.disconnected:
             self.disconnects.append(event)
             self.disconnected.notify_all()
@@ -130,6 +134,15 @@ class Stack:
         """An open client socket and its connection id."""
         ws = connect(self.gateway.ws_url + query, ping_interval=None, open_timeout=5, **kwargs)
         return ws, self.backend.connection_id()
+
+    def stuck_client(self) -> tuple[ClientConnection, str]:
+        """A client that stops reading: websockets stops taking frames off the socket once one
+        is waiting unread, and a small receive buffer keeps the kernel from holding many more."""
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+        sock.connect(("127.0.0.1", self.gateway.port))
+        # Its close would wait on the unread frames; the test is done with it by then.
+        return self.client(sock=sock, max_queue=1, close_timeout=0.1)
 
 
 @pytest.fixture
@@ -295,6 +308,81 @@ def test_connections_are_handled_concurrently(stack: Stack) -> None:
         assert other.recv(timeout=5) == "not blocked"
         stack.backend.release.set()
         assert held.recv(timeout=5) == "released"
+
+
+def test_a_client_that_stops_reading_holds_up_no_one_and_is_closed_past_its_buffer(
+    make_stack,
+) -> None:
+    stack = make_stack(limits=Limits(send_buffer_bytes=256 * 1024))
+    control, control_id = stack.client()
+    stuck, stuck_id = stack.stuck_client()
+    frame = b"x" * (128 * 1024)
+    accepted = 0
+    with control, stuck:
+        for n in range(2000):  # 125 MB: far more than the socket buffers and the send buffer
+            try:
+                stack.api.post_to_connection(ConnectionId=stuck_id, Data=frame)
+            except stack.api.exceptions.GoneException:
+                break
+            accepted += 1
+            stack.backend.post(control_id, f"control {n}")
+            assert control.recv(timeout=5) == f"control {n}"
+        else:
+            pytest.fail("the client that does not read was never closed")
+        # The socket took frames before the send buffer filled: it was the buffer that tripped.
+        assert accepted > 256 * 1024 // len(frame)
+        context = stack.backend.wait_disconnect(stuck_id)["requestContext"]
+        assert context["disconnectStatusCode"] == 1008
+        assert context["disconnectReason"] == "Slow reader: send buffer full"
+        with pytest.raises(stack.api.exceptions.GoneException):
+            stack.api.post_to_connection(ConnectionId=stuck_id, Data=b"later")
+        with pytest.raises(stack.api.exceptions.GoneException):
+            stack.api.get_connection(ConnectionId=stuck_id)
+        stack.backend.post(control_id, "after")
+        assert control.recv(timeout=5) == "after"
+
+
+def test_a_slow_reader_gets_every_buffered_frame_in_order(stack: Stack) -> None:
+    ws, connection_id = stack.stuck_client()
+    frames = [f"{n:05d}".encode() * 3000 for n in range(300)]  # 4.5 MB, more than sockets hold
+    with ws:
+        for data in frames:
+            stack.api.post_to_connection(ConnectionId=connection_id, Data=data)
+        assert [ws.recv(timeout=5) for _ in frames] == [data.decode() for data in frames]
+
+
+def test_frames_posted_before_a_delete_arrive_before_the_close(stack: Stack) -> None:
+    ws, connection_id = stack.client()
+    for n in range(50):
+        stack.backend.post(connection_id, f"before {n}")
+    stack.api.delete_connection(ConnectionId=connection_id)
+    assert [ws.recv(timeout=5) for _ in range(50)] == [f"before {n}" for n in range(50)]
+    assert closed_code(ws) == 1000
+
+
+def test_stop_drops_a_client_that_does_not_read(make_stack) -> None:
+    stack = make_stack()
+    ws, connection_id = stack.stuck_client()
+    with ws:
+        for n in range(300):  # 4.5 MB: more than the sockets hold, so frames stay queued
+            stack.api.post_to_connection(ConnectionId=connection_id, Data=b"%05d" % n * 3000)
+        stack.run(stack.gateway.stop())
+        context = stack.backend.disconnects_of(connection_id)[0]["requestContext"]
+        assert context["disconnectStatusCode"] == 1001
+
+
+def test_many_sockets_closing_at_once_each_get_their_disconnect(stack: Stack) -> None:
+    # Each $disconnect waits until 32 run at once: a handful of threads would never get there.
+    stack.backend.disconnect_gate = threading.Barrier(32)
+    clients = [stack.client() for _ in range(128)]
+    for ws, _ in clients:
+        ws.close()
+    for _, connection_id in clients:
+        stack.backend.wait_disconnect(connection_id, timeout=15)
+    assert not stack.backend.disconnect_gate.broken
+    assert sorted(e["requestContext"]["connectionId"] for e in stack.backend.disconnects) == sorted(
+        connection_id for _, connection_id in clients
+    )
 
 
 def test_non_utf8_post_arrives_as_a_binary_frame(stack: Stack) -> None:

@@ -11,6 +11,10 @@ Everything runs on one port:
     # clients connect to gateway.ws_url
     await gateway.stop()
 
+The parts: `lambdas` (handler type, context, event shapes, worker threads), `connection` (one
+socket: limits, frame quota, send buffer and writer), `management` (`@connections`), and this
+module (the server, the upgrade and each socket's read loop).
+
 What a client or a handler sees, and why:
 - `$connect` runs before the upgrade is answered; a non-2xx `statusCode` becomes the HTTP
   status of the refused upgrade, an exception becomes 500. A response without `statusCode`
@@ -18,9 +22,16 @@ What a client or a handler sees, and why:
 - Text frames go to `$default` one at a time per connection, in order; connections run
   concurrently. The `$default` response is ignored (no route responses are configured), and
   an exception sends the client API Gateway's `{"message": "Internal server error", ...}`.
+- `$disconnect` handlers run on a pool of their own, many at once, so a crowd of sockets
+  closing together is not served a few at a time.
+- Posts are answered once queued: each connection has a bounded send buffer drained in order by
+  its own writer, so a client that stops reading delays no post to anyone. Past the buffer's
+  limits the connection closes with 1008 and later posts answer 410 (see `connection`).
 - Closing codes: binary frame 1003, message over `Limits.max_message_bytes` or a single frame
-  over `Limits.max_frame_bytes` 1009, idle or over the maximum lifetime 1001, `DELETE @connections/{id}` 1000 (what API Gateway reports
-  as "Connection Closed Normally"), `Gateway.stop()` 1001.
+  over `Limits.max_frame_bytes` 1009, idle or over the maximum lifetime 1001,
+  `DELETE @connections/{id}` 1000 (what API Gateway reports as "Connection Closed Normally"),
+  send buffer overflow 1008, `Gateway.stop()` 1001. Frames queued before a close still go out
+  first, for up to `CLOSE_HANDSHAKE_SECONDS`.
 - Idle means no message in either direction: API Gateway keeps a connection open while the
   backend posts to it, so posts count as activity, as do client pings and pongs.
 - `requestContext.domainName` is the Host the client used (with its port), so the AWS idiom
@@ -36,47 +47,29 @@ What a client or a handler sees, and why:
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
-import secrets
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
 
-from aiohttp import WebSocketError, WSCloseCode, WSMsgType, web
+from aiohttp import WSMsgType, web
+
+from ripple.local.connection import CLOSE_HANDSHAKE_SECONDS, Connection, FrameMeter, Limits
+from ripple.local.lambdas import (
+    Handler,
+    Invoker,
+    LambdaContext,
+    connect_event,
+    disconnect_event,
+    message_event,
+    new_id,
+)
+from ripple.local.management import ManagementApi
+
+__all__ = ["Gateway", "Handler", "LambdaContext", "Limits", "Routes", "new_id"]
 
 logger = logging.getLogger("ripple.local.gateway")
-
-Handler = Callable[[dict, Any], dict]
-
-API_ID = "local"
-# How long a closing socket waits for the client's close frame before dropping the TCP link.
-CLOSE_HANDSHAKE_SECONDS = 2.0
-# The Lambda timeout a handler's context reports; API Gateway integrations stop at 29 s.
-HANDLER_TIMEOUT_SECONDS = 29.0
-
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-_CLOSE_REASONS = {
-    1000: "Connection Closed Normally",
-    1001: "Going away",
-    1003: "Unsupported data",
-    1005: "Client-side close frame status not set",
-    1006: "Connection was closed abnormally",
-    1009: "Message too big",
-}
-
-
-@dataclass(frozen=True)
-class Limits:
-    """API Gateway's WebSocket quotas; tests shrink them to see each one trip."""
-
-    max_message_bytes: int = 128 * 1024
-    max_frame_bytes: int = 32 * 1024
-    idle_timeout: float = 600.0
-    max_connection_seconds: float = 7200.0
 
 
 @dataclass
@@ -86,176 +79,6 @@ class Routes:
     connect: Handler
     default: Handler
     disconnect: Handler
-
-
-@dataclass
-class LambdaContext:
-    """The parts of a Lambda context object that handlers and Powertools read."""
-
-    function_name: str
-    aws_request_id: str
-    deadline: float = field(default_factory=lambda: time.monotonic() + HANDLER_TIMEOUT_SECONDS)
-    function_version: str = "$LATEST"
-    memory_limit_in_mb: int = 128
-    log_group_name: str = "/aws/lambda/ripple-local"
-    log_stream_name: str = "local"
-
-    @property
-    def invoked_function_arn(self) -> str:
-        return f"arn:aws:lambda:us-east-1:000000000000:function:{self.function_name}"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self.deadline - time.monotonic()) * 1000))
-
-
-def new_id() -> str:
-    """An id shaped like API Gateway's connection and request ids, e.g. "JC1dgf9yoAMCK-g="."""
-    return base64.urlsafe_b64encode(secrets.token_bytes(11)).decode()
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def _request_time(epoch_ms: int) -> str:
-    at = datetime.fromtimestamp(epoch_ms / 1000, UTC)
-    return f"{at.day:02d}/{_MONTHS[at.month - 1]}/{at.year}:{at:%H:%M:%S} +0000"
-
-
-def _iso(epoch_ms: int) -> str:
-    at = datetime.fromtimestamp(epoch_ms / 1000, UTC)
-    return at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _single_and_multi(pairs: Mapping[str, str]) -> tuple[dict, dict]:
-    """API Gateway's two views of repeated keys: the last value, and every value in order."""
-    single: dict[str, str] = {}
-    multi: dict[str, list[str]] = {}
-    for key, value in pairs.items():
-        single[key] = value
-        multi.setdefault(key, []).append(value)
-    return single, multi
-
-
-def _aws_error(status: int, error_type: str, message: str | None) -> web.Response:
-    """An error boto3 maps to `client.exceptions.<error_type>`."""
-    return web.json_response(
-        {"message": message}, status=status, headers={"x-amzn-ErrorType": error_type}
-    )
-
-
-class FrameMeter:
-    """Reads client frame headers off the raw stream, ahead of aiohttp's WebSocket parser,
-    and fails the socket with 1009 at the first data frame whose payload exceeds `limit`.
-
-    It stands in for the parser on the connection's protocol and forwards every byte to it;
-    only the headers are read here, payloads are skipped by length.
-    """
-
-    def __init__(self, parser: Any, queue: Any, limit: int):
-        self.parser = parser
-        self.queue = queue
-        self.limit = limit
-        self.header = bytearray()  # a header split across reads
-        self.skip = 0  # payload bytes of the current frame still to come
-        self.failed = False
-
-    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
-        if self.failed:
-            return True, b""
-        if self._oversize(data):
-            self.failed = True
-            self.queue.set_exception(WebSocketError(
-                WSCloseCode.MESSAGE_TOO_BIG, f"Frame exceeds the {self.limit}-byte frame quota"))
-            return True, b""
-        return self.parser.feed_data(data)
-
-    def feed_eof(self) -> None:
-        self.parser.feed_eof()
-
-    def _oversize(self, data: bytes) -> bool:
-        at, end = 0, len(data)
-        while at < end:
-            if self.skip:
-                step = min(self.skip, end - at)
-                self.skip -= step
-                at += step
-                continue
-            self.header.append(data[at])
-            at += 1
-            if len(self.header) < 2:
-                continue
-            flag = self.header[1] & 0x7F
-            need = 2 + (2 if flag == 126 else 8 if flag == 127 else 0) + (4 if self.header[1] & 0x80 else 0)
-            if len(self.header) < need:
-                continue
-            length = (int.from_bytes(self.header[2:4], "big") if flag == 126
-                      else int.from_bytes(self.header[2:10], "big") if flag == 127 else flag)
-            opcode = self.header[0] & 0x0F
-            self.header.clear()
-            if opcode in (0x0, 0x1, 0x2) and length > self.limit:
-                return True
-            self.skip = length
-        return False
-
-
-class Connection:
-    """One accepted socket: what events and GetConnection report about it, and its send order."""
-
-    def __init__(self, connection_id: str, *, source_ip: str, user_agent: str, domain: str):
-        self.id = connection_id
-        self.source_ip = source_ip
-        self.user_agent = user_agent
-        self.domain = domain
-        self.connected_at = _now_ms()
-        self.last_active_at = self.connected_at
-        self.opened = time.monotonic()
-        self.active = self.opened
-        self.ws: web.WebSocketResponse | None = None
-        self.inbox: asyncio.Queue[str | None] = asyncio.Queue()
-        self.close_code: int | None = None
-        self.close_reason = ""
-        self.finished = asyncio.Event()
-        # FIFO lock: posts reach the client in the order they arrived, never interleaved.
-        self.send_lock = asyncio.Lock()
-
-    @property
-    def gone(self) -> bool:
-        """True once the connection started closing for any reason."""
-        return self.close_code is not None
-
-    def touch(self) -> None:
-        self.active = time.monotonic()
-        self.last_active_at = _now_ms()
-
-    def ended(self, code: int, reason: str | None = None) -> None:
-        """Record why the connection ends; the first cause wins."""
-        if self.close_code is None:
-            self.close_code = code
-            self.close_reason = _CLOSE_REASONS.get(code, "") if reason is None else reason
-
-    async def send(self, data: bytes) -> bool:
-        """Send `data` as a text frame (binary if it is not UTF-8); False if the socket is gone."""
-        async with self.send_lock:
-            ws = self.ws
-            if self.gone or ws is None or not ws.prepared or ws.closed:
-                return False
-            try:
-                text = data.decode("utf-8")
-            except UnicodeDecodeError:
-                text = None
-            try:
-                await (ws.send_bytes(data) if text is None else ws.send_str(text))
-            except ConnectionError:
-                return False
-            self.touch()
-            return True
-
-    async def close(self, code: int, reason: str | None = None) -> None:
-        """Close the socket with `code`; the reader notices and the gateway runs $disconnect."""
-        self.ended(code, reason)
-        if self.ws is not None and self.ws.prepared:
-            await self.ws.close(code=code, message=self.close_reason.encode())
 
 
 class Gateway:
@@ -273,7 +96,7 @@ class Gateway:
         port: int = 0,
         stage: str = "local",
         ws_paths: tuple[str, ...] = ("/realtime/v1/websocket",),
-        limits: Limits = Limits(),
+        limits: Limits | None = None,
         ready: Callable[[], bool] = lambda: True,
     ):
         self.routes = routes
@@ -281,21 +104,17 @@ class Gateway:
         self.port = port
         self.stage = stage
         self.ws_paths = tuple(ws_paths)
-        self.limits = limits
+        self.limits = limits = limits or Limits()
         self.ready = ready
         self.app = web.Application(client_max_size=max(1024**2, limits.max_message_bytes + 1))
         self._connections: dict[str, Connection] = {}
+        self.invoker = Invoker()
         self._runner: web.AppRunner | None = None
         self._stopping = False
 
         for path in sorted({p for raw in self.ws_paths for p in (raw, raw.rstrip("/") + "/")}):
             self.app.router.add_get(path, self._upgrade, allow_head=False)
-        # boto3 calls /@connections/{id}; the stage-prefixed form is the AWS endpoint shape.
-        for prefix in ("", f"/{stage}"):
-            resource = self.app.router.add_resource(prefix + "/@connections/{connection_id}")
-            resource.add_route("POST", self._post_to_connection)
-            resource.add_route("GET", self._get_connection)
-            resource.add_route("DELETE", self._delete_connection)
+        ManagementApi(self._connections, limits.max_message_bytes).add_routes(self.app, stage)
         self.app.router.add_get("/health", self._health)
 
     @property
@@ -328,64 +147,8 @@ class Gateway:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        self.invoker.shutdown()
         logger.info("gateway stopped")
-
-    async def _invoke(self, handler: Handler, event: dict, route: str) -> Any:
-        context = LambdaContext(f"ripple-local-{route}", event["requestContext"]["requestId"])
-        # Handlers block on network IO, including calls back into this event loop.
-        return await asyncio.to_thread(handler, event, context)
-
-    def _request_context(self, conn: Connection, route_key: str, event_type: str) -> dict:
-        now = _now_ms()
-        request_id = new_id()
-        return {
-            "routeKey": route_key,
-            "eventType": event_type,
-            "extendedRequestId": request_id,
-            "requestTime": _request_time(now),
-            "messageDirection": "IN",
-            "stage": self.stage,
-            "connectedAt": conn.connected_at,
-            "requestTimeEpoch": now,
-            "identity": {"sourceIp": conn.source_ip, "userAgent": conn.user_agent},
-            "requestId": request_id,
-            "domainName": conn.domain,
-            "connectionId": conn.id,
-            "apiId": API_ID,
-        }
-
-    def _connect_event(self, conn: Connection, request: web.Request) -> dict:
-        headers, multi_headers = _single_and_multi(request.headers)
-        forwarded = {"X-Forwarded-For": conn.source_ip, "X-Forwarded-Proto": request.scheme}
-        for key, value in forwarded.items():
-            headers.setdefault(key, value)
-            multi_headers.setdefault(key, [value])
-        query, multi_query = _single_and_multi(request.query)
-        return {
-            "headers": headers,
-            "multiValueHeaders": multi_headers,
-            "queryStringParameters": query or None,
-            "multiValueQueryStringParameters": multi_query or None,
-            "requestContext": self._request_context(conn, "$connect", "CONNECT"),
-            "isBase64Encoded": False,
-        }
-
-    def _message_event(self, conn: Connection, body: str) -> dict:
-        context = self._request_context(conn, "$default", "MESSAGE")
-        context["messageId"] = new_id()
-        return {"requestContext": context, "body": body, "isBase64Encoded": False}
-
-    def _disconnect_event(self, conn: Connection) -> dict:
-        headers = {"Host": conn.domain, "x-api-key": "", "X-Forwarded-For": "", "x-restapi": ""}
-        context = self._request_context(conn, "$disconnect", "DISCONNECT")
-        context["disconnectStatusCode"] = conn.close_code
-        context["disconnectReason"] = conn.close_reason
-        return {
-            "headers": headers,
-            "multiValueHeaders": {key: [value] for key, value in headers.items()},
-            "requestContext": context,
-            "isBase64Encoded": False,
-        }
 
     async def _upgrade(self, request: web.Request) -> web.StreamResponse:
         if not web.WebSocketResponse().can_prepare(request).ok:
@@ -395,10 +158,11 @@ class Gateway:
             source_ip=request.remote or "127.0.0.1",
             user_agent=request.headers.get("User-Agent", ""),
             domain=request.host,
+            limits=self.limits,
         )
         try:
-            response = await self._invoke(
-                self.routes.connect, self._connect_event(conn, request), "connect"
+            response = await self.invoker.invoke(
+                self.routes.connect, connect_event(conn, request, self.stage), "connect"
             )
         except Exception:
             logger.exception("$connect handler failed for %s", conn.id)
@@ -424,26 +188,33 @@ class Gateway:
             # aiohttp refuses a message of exactly max_msg_size; API Gateway accepts 128 KB.
             max_msg_size=self.limits.max_message_bytes + 1,
         )
+        # Posts that arrive during the handshake are queued and go out once it is done.
+        self._connections[conn.id] = conn
         worker: asyncio.Task | None = None
         try:
-            # Posts that arrive during the handshake wait for it instead of failing.
-            async with conn.send_lock:
-                self._connections[conn.id] = conn
-                await conn.ws.prepare(request)
-                protocol = request.protocol
-                protocol._payload_parser = FrameMeter(protocol._payload_parser, conn.ws._reader,
-                                                      self.limits.max_frame_bytes)
+            await conn.ws.prepare(request)
+            self._meter_frames(request, conn.ws)
+            conn.opened_on(request.transport)
+            if conn.gone:  # closed (DELETE, stop) while the handshake was under way
+                await conn.close(conn.close_code or 1001)
             logger.info("connection %s open", conn.id)
             worker = asyncio.create_task(self._work(conn))
             await self._read(conn)
         finally:
             conn.ended(1006)
             self._connections.pop(conn.id, None)
+            await conn.release()
             if worker is not None:
                 conn.inbox.put_nowait(None)
                 await worker
             await self._disconnect(conn)
         return conn.ws
+
+    def _meter_frames(self, request: web.Request, ws: web.WebSocketResponse) -> None:
+        protocol = request.protocol
+        protocol._payload_parser = FrameMeter(
+            protocol._payload_parser, ws._reader, self.limits.max_frame_bytes
+        )
 
     async def _read(self, conn: Connection) -> None:
         """Read client frames until the socket closes, enforcing the size and time limits."""
@@ -486,9 +257,9 @@ class Gateway:
     async def _work(self, conn: Connection) -> None:
         """Hand one connection's messages to $default one at a time, in arrival order."""
         while (body := await conn.inbox.get()) is not None:
-            event = self._message_event(conn, body)
+            event = message_event(conn, body, self.stage)
             try:
-                await self._invoke(self.routes.default, event, "default")
+                await self.invoker.invoke(self.routes.default, event, "default")
             except Exception:
                 logger.exception("$default handler failed for %s", conn.id)
                 error = {
@@ -496,53 +267,18 @@ class Gateway:
                     "connectionId": conn.id,
                     "requestId": event["requestContext"]["requestId"],
                 }
-                await conn.send(json.dumps(error).encode())
+                conn.send(json.dumps(error).encode())
 
     async def _disconnect(self, conn: Connection) -> None:
         logger.info("connection %s closed: %s %s", conn.id, conn.close_code, conn.close_reason)
         try:
-            await self._invoke(self.routes.disconnect, self._disconnect_event(conn), "disconnect")
+            await self.invoker.invoke(
+                self.routes.disconnect, disconnect_event(conn, self.stage), "disconnect"
+            )
         except Exception:
             logger.exception("$disconnect handler failed for %s", conn.id)
         finally:
             conn.finished.set()
-
-    def _find(self, request: web.Request) -> Connection | None:
-        # aiohttp has already percent-decoded the id ("%3D" arrives as "=").
-        conn = self._connections.get(request.match_info["connection_id"])
-        return None if conn is None or conn.gone else conn
-
-    async def _post_to_connection(self, request: web.Request) -> web.Response:
-        limit = self.limits.max_message_bytes
-        if (request.content_length or 0) > limit:
-            return _aws_error(413, "PayloadTooLargeException", "Request entity too large")
-        data = await request.read()
-        if len(data) > limit:
-            return _aws_error(413, "PayloadTooLargeException", "Request entity too large")
-        conn = self._find(request)
-        if conn is None or not await conn.send(data):
-            return _aws_error(410, "GoneException", None)
-        return web.Response(status=200)
-
-    async def _get_connection(self, request: web.Request) -> web.Response:
-        conn = self._find(request)
-        if conn is None:
-            return _aws_error(410, "GoneException", None)
-        # The wire names are camelCase; boto3 turns them into ConnectedAt, Identity, LastActiveAt.
-        return web.json_response(
-            {
-                "connectedAt": _iso(conn.connected_at),
-                "identity": {"sourceIp": conn.source_ip, "userAgent": conn.user_agent},
-                "lastActiveAt": _iso(conn.last_active_at),
-            }
-        )
-
-    async def _delete_connection(self, request: web.Request) -> web.Response:
-        conn = self._find(request)
-        if conn is None:
-            return _aws_error(410, "GoneException", None)
-        await conn.close(1000)
-        return web.Response(status=204)
 
     async def _health(self, request: web.Request) -> web.Response:
         if self.ready():
