@@ -1,5 +1,5 @@
 # The two commands: `make dev` runs the local stack, `make test` runs the suite.
-# Both do their own set-up on a fresh machine (virtualenv, Python and Node deps).
+# Both do their own set-up on a fresh machine (virtualenv, Python and Node deps, Chromium).
 
 PYTHON ?= python3
 VENV := .venv
@@ -7,24 +7,65 @@ PY := $(VENV)/bin/python
 PY_STAMP := $(VENV)/.installed
 JS_DIR := tests/js
 JS_STAMP := $(JS_DIR)/node_modules/.installed
+WEB_DIR := web
+WEB_STAMP := $(WEB_DIR)/node_modules/.installed
+CHROMIUM ?= /usr/bin/chromium
+# Where `make dev` keeps its data and writes its URLs and keys (env).
+STATE_DIR := $(or $(RIPPLE_STATE_DIR),$(CURDIR)/.ripple)
 export PYTHONPATH := $(CURDIR)/layers/ripple
 
-.PHONY: dev test lint sam-check bench smoke keys clean
+.PHONY: dev test lint sam-check bench smoke keys clean token psql explain demo chromium
 
 $(PY_STAMP): requirements-dev.txt layers/ripple/requirements.txt
+	@echo "==> Setting up $(VENV): Python packages from requirements-dev.txt (first run only, about a minute)"
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -r requirements-dev.txt
+	$(VENV)/bin/pip install -q --disable-pip-version-check --upgrade pip
+	$(VENV)/bin/pip install --disable-pip-version-check --progress-bar off -r requirements-dev.txt
+	@echo "==> $(VENV) is ready"
 	touch $@
 
 $(JS_STAMP): $(JS_DIR)/package.json $(JS_DIR)/package-lock.json
+	@echo "==> Installing the test suite's npm packages ($(JS_DIR))"
 	cd $(JS_DIR) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-dev: $(PY_STAMP)
-	$(PY) -m ripple.local
+$(WEB_STAMP): $(WEB_DIR)/package.json $(WEB_DIR)/package-lock.json
+	@echo "==> Installing supabase-js for the Inspector and demo pages ($(WEB_DIR))"
+	cd $(WEB_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
 
-test: $(PY_STAMP) $(JS_STAMP)
+# The browser tests drive Debian's Chromium; installed here when missing (as root, as CI runs).
+chromium:
+	@command -v $(CHROMIUM) >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "==> Installing Chromium for the browser tests (apt-get install chromium)"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) || exit 1; \
+	  else \
+	    echo "The browser tests need Chromium at $(CHROMIUM): sudo apt-get install chromium" \
+	         "(or set CHROMIUM=/path/to/chromium)" >&2; exit 1; \
+	  fi; }
+
+dev: $(PY_STAMP) $(WEB_STAMP)
+	@$(PY) -m ripple.local
+
+# make token SUB=<uuid> [ROLE=authenticated|anon|service_role] [CLAIMS='{"organization_id": "…"}']
+token: $(PY_STAMP)
+	@$(PY) -m ripple.local.token --sub "$(SUB)" --role "$(or $(ROLE),authenticated)" --claims '$(CLAIMS)'
+
+psql:
+	@command -v psql >/dev/null 2>&1 || { echo "make psql needs psql: apt-get install postgresql-client" >&2; exit 1; }
+	@test -f "$(STATE_DIR)/env" || { echo "make psql: no $(STATE_DIR)/env; start the stack with make dev" >&2; exit 1; }
+	@. "$(STATE_DIR)/env" && exec psql "$$DATABASE_URL"
+
+# make explain TABLE=public.students WHERE='id=<uuid>' [TYPE=UPDATE] | ROW='{…}' | ID=<outbox id>
+explain: $(PY_STAMP)
+	@$(PY) -m ripple.local.inspector.cli --env "$(STATE_DIR)/env" --table "$(TABLE)" --where '$(WHERE)' \
+	  --row '$(ROW)' --old '$(OLD)' --type "$(or $(TYPE),INSERT)" --outbox-id "$(ID)"
+
+demo: $(PY_STAMP)
+	@$(PY) -m ripple.local.inspector.demo --env "$(STATE_DIR)/env"
+
+test: $(PY_STAMP) $(JS_STAMP) $(WEB_STAMP) chromium
 	$(PY) -m pytest
 
 lint: $(PY_STAMP)
@@ -61,4 +102,4 @@ keys: $(PY_STAMP)
 	@$(PY) -c 'import sys, time, jwt; now = int(time.time()); exp = now + int(sys.argv[2]) * 365 * 86400; [print(f"{r:<13} " + jwt.encode({"iss": "ripple", "role": r, "iat": now, "exp": exp}, sys.argv[1], algorithm="HS256")) for r in ("anon", "service_role")]' "$(SECRET)" "$(or $(YEARS),10)"
 
 clean:
-	rm -rf $(VENV) $(JS_DIR)/node_modules .aws-sam
+	rm -rf $(VENV) $(JS_DIR)/node_modules $(WEB_DIR)/node_modules .aws-sam

@@ -44,7 +44,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import WebSocketError, WSCloseCode, WSMsgType, web
 
@@ -67,6 +67,15 @@ _CLOSE_REASONS = {
     1006: "Connection was closed abnormally",
     1009: "Message too big",
 }
+
+
+class Tap(Protocol):
+    """Sees what crosses the gateway (the Inspector's activity log); called on the event loop."""
+
+    def connect_refused(self, status: int, body: str | None) -> None: ...
+    def received(self, connection_id: str, text: str) -> None: ...
+    def sent(self, connection_id: str, data: bytes) -> None: ...
+    def disconnected(self, connection_id: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -275,6 +284,7 @@ class Gateway:
         ws_paths: tuple[str, ...] = ("/realtime/v1/websocket",),
         limits: Limits = Limits(),
         ready: Callable[[], bool] = lambda: True,
+        tap: Tap | None = None,
     ):
         self.routes = routes
         self.host = host
@@ -283,6 +293,7 @@ class Gateway:
         self.ws_paths = tuple(ws_paths)
         self.limits = limits
         self.ready = ready
+        self.tap = tap
         self.app = web.Application(client_max_size=max(1024**2, limits.max_message_bytes + 1))
         self._connections: dict[str, Connection] = {}
         self._runner: web.AppRunner | None = None
@@ -408,6 +419,8 @@ class Gateway:
         if not 200 <= status < 300:
             logger.info("connection %s refused with %s", conn.id, status)
             body = response.get("body")
+            if self.tap is not None:
+                self.tap.connect_refused(status, body if isinstance(body, str) else None)
             return web.Response(status=status, text=body if isinstance(body, str) else None)
         if self._stopping:
             return web.json_response({"message": "Service Unavailable"}, status=503)
@@ -463,6 +476,8 @@ class Gateway:
             kind = msg.type
             if kind is WSMsgType.TEXT:
                 conn.touch()
+                if self.tap is not None:
+                    self.tap.received(conn.id, msg.data)
                 conn.inbox.put_nowait(msg.data)
             elif kind is WSMsgType.PING:
                 conn.touch()
@@ -500,6 +515,8 @@ class Gateway:
 
     async def _disconnect(self, conn: Connection) -> None:
         logger.info("connection %s closed: %s %s", conn.id, conn.close_code, conn.close_reason)
+        if self.tap is not None:
+            self.tap.disconnected(conn.id)
         try:
             await self._invoke(self.routes.disconnect, self._disconnect_event(conn), "disconnect")
         except Exception:
@@ -522,6 +539,8 @@ class Gateway:
         conn = self._find(request)
         if conn is None or not await conn.send(data):
             return _aws_error(410, "GoneException", None)
+        if self.tap is not None:
+            self.tap.sent(conn.id, data)
         return web.Response(status=200)
 
     async def _get_connection(self, request: web.Request) -> web.Response:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import psycopg
 
+from ripple.local.ports import PortInUse, bindable
+
 SYSTEM_USER = "embedded_postgres"
 
 
@@ -37,6 +39,8 @@ class LocalPostgres:
         return f"postgresql://postgres:{self.password}@127.0.0.1:{self.port}/postgres"
 
     def start(self) -> None:
+        """Start the server, or adopt one already running on the port if its data directory is
+        this one (a stack that was not stopped); any other server there is refused (PortInUse)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         user = self._system_user()
         if not (self.data_dir / "PG_VERSION").exists():
@@ -49,8 +53,14 @@ class LocalPostgres:
                            "--encoding=UTF8", "--locale=C"], user)
             finally:
                 os.unlink(pw.name)
-        if self.running():
-            return
+        if not bindable(self.port):
+            found = self.data_directory()
+            if found is not None and Path(found).resolve() == self.data_dir.resolve():
+                return
+            raise PortInUse("db", self.port, "another PostgreSQL is listening on it"
+                            + (f" (data directory {found})" if found else "")
+                            + "; Ripple only uses its own server in .ripple/postgres, or the one "
+                            "RIPPLE_DB_URL names")
         self._run([_bin("pg_ctl"), "-D", str(self.data_dir), "-w", "-t", "30",
                    "-l", str(self.data_dir / "server.log"),
                    "-o", f"-h 127.0.0.1 -p {self.port} -k {self.data_dir}", "start"], user)
@@ -60,12 +70,15 @@ class LocalPostgres:
             self._run([_bin("pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"],
                       self._system_user(), check=False)
 
-    def running(self) -> bool:
+    def data_directory(self) -> str | None:
+        """The data directory of the server answering on the port as postgres/<password>, or
+        None when nothing there lets us in."""
         try:
-            psycopg.connect(self.url, connect_timeout=2).close()
-            return True
-        except psycopg.OperationalError:
-            return False
+            with psycopg.connect(self.url, connect_timeout=2) as conn:
+                row = conn.execute("show data_directory").fetchone()
+        except psycopg.Error:
+            return None
+        return str(row[0]) if row else None
 
     def _system_user(self) -> str | None:
         # initdb refuses to run as root; the wheel's own convention is a dedicated system user.
