@@ -20,7 +20,8 @@ $(PY_STAMP): requirements-dev.txt layers/ripple/requirements.txt
 	@echo "==> Setting up $(VENV): Python packages from requirements-dev.txt (first run only, about a minute)"
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check --upgrade pip
-	$(VENV)/bin/pip install --disable-pip-version-check --progress-bar off -r requirements-dev.txt
+	bash -o pipefail -c '$(VENV)/bin/pip install --disable-pip-version-check --progress-bar off \
+	  -r requirements-dev.txt | { grep --line-buffered -v "^Requirement already satisfied" || true; }'
 	@echo "==> $(VENV) is ready"
 	touch $@
 

@@ -39,6 +39,8 @@ def main() -> int:
         print("make dev: interrupted; everything that had started is stopped.", file=sys.stderr)
         return 130
     env_file = stack.write_env(state_dir / "env")
+    shown = os.path.relpath(env_file)
+    shown = str(env_file) if shown.startswith("..") else shown
     print(f"""
 Ripple local stack is up.
 
@@ -53,7 +55,7 @@ Ripple local stack is up.
   anon key       {stack.key('anon')}
   service_role   {stack.key('service_role')}
 
-These are in {env_file}: `source {os.path.relpath(env_file)}` in another terminal.
+These are in {shown}: `source {shown}` in another terminal.
 A user token: `make token SUB=<uuid>`.   Health: {stack.api_url}/health   Stop: Ctrl-C
 """, flush=True)
     done = threading.Event()
