@@ -14,7 +14,7 @@ CHROMIUM ?= /usr/bin/chromium
 STATE_DIR := $(or $(RIPPLE_STATE_DIR),$(CURDIR)/.ripple)
 export PYTHONPATH := $(CURDIR)/layers/ripple
 
-.PHONY: dev test lint sam-check bench smoke keys clean token psql explain demo chromium
+.PHONY: dev test lint sam-check bench smoke keys clean token psql env explain demo chromium
 
 $(PY_STAMP): requirements-dev.txt layers/ripple/requirements.txt
 	@echo "==> Setting up $(VENV): Python packages from requirements-dev.txt (first run only, about a minute)"
@@ -51,17 +51,22 @@ dev: $(PY_STAMP) $(WEB_STAMP)
 
 # make token SUB=<uuid> [ROLE=authenticated|anon|service_role] [CLAIMS='{"organization_id": "…"}']
 token: $(PY_STAMP)
-	@$(PY) -m ripple.local.token --sub "$(SUB)" --role "$(or $(ROLE),authenticated)" --claims '$(CLAIMS)'
+	@$(PY) -m ripple.local.token --sub "$$SUB" --role "$${ROLE:-authenticated}" --claims "$$CLAIMS"
 
 psql:
 	@command -v psql >/dev/null 2>&1 || { echo "make psql needs psql: apt-get install postgresql-client" >&2; exit 1; }
 	@test -f "$(STATE_DIR)/env" || { echo "make psql: no $(STATE_DIR)/env; start the stack with make dev" >&2; exit 1; }
-	@. "$(STATE_DIR)/env" && exec psql "$$DATABASE_URL"
+	@. "$(STATE_DIR)/env" && exec psql -v ON_ERROR_STOP=1 "$$DATABASE_URL"
+
+# eval "$(make -s env)": the running stack's URLs and keys, as `make dev` wrote them.
+env:
+	@test -f "$(STATE_DIR)/env" || { echo "make env: no $(STATE_DIR)/env; start the stack with make dev" >&2; exit 1; }
+	@cat "$(STATE_DIR)/env"
 
 # make explain TABLE=public.students WHERE='id=<uuid>' [TYPE=UPDATE] | ROW='{…}' | ID=<outbox id>
 explain: $(PY_STAMP)
-	@$(PY) -m ripple.local.inspector.cli --env "$(STATE_DIR)/env" --table "$(TABLE)" --where '$(WHERE)' \
-	  --row '$(ROW)' --old '$(OLD)' --type "$(or $(TYPE),INSERT)" --outbox-id "$(ID)"
+	@$(PY) -m ripple.local.inspector.cli --env "$(STATE_DIR)/env" --table "$$TABLE" --where "$$WHERE" \
+	  --row "$$ROW" --old "$$OLD" --type "$${TYPE:-INSERT}" --outbox-id "$$ID"
 
 demo: $(PY_STAMP)
 	@$(PY) -m ripple.local.inspector.demo --env "$(STATE_DIR)/env"

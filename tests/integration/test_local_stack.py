@@ -21,7 +21,7 @@ from ripple.local.ports import ENV, PortInUse, Ports, bindable
 from ripple.local.postgres import LocalPostgres
 from ripple.local.stack import ROOT, Stack
 from ripple.local.token import DEV_JWT_SECRET
-from tests.conftest import free_port
+from tests.e2e.readme import quiet_port
 
 
 @pytest.fixture
@@ -34,7 +34,7 @@ def state_dir() -> Iterator[Path]:
 
 
 def free_ports() -> dict[str, int]:
-    return {name: free_port() for name in ENV}
+    return {name: quiet_port() for name in ENV}
 
 
 def listener() -> socket.socket:
@@ -125,7 +125,7 @@ def test_a_failure_after_postgres_started_stops_it(state_dir: Path) -> None:
     broken = state_dir / "sql"
     broken.mkdir()
     (broken / "001_broken.sql").write_text("select * from no_such_table;")
-    ports = Ports(api=0, db=free_port(), mail=0, aws=0, inspector=0)
+    ports = Ports(api=0, db=quiet_port(), mail=0, aws=0, inspector=0)
     with pytest.raises(psycopg.errors.UndefinedTable):
         Stack(state_dir=state_dir, ports=ports, sql_dir=broken).start()
     assert bindable(ports.db)
@@ -134,7 +134,7 @@ def test_a_failure_after_postgres_started_stops_it(state_dir: Path) -> None:
 
 
 def test_another_postgres_on_the_db_port_is_refused_and_left_alone(state_dir: Path) -> None:
-    other = LocalPostgres(state_dir / "someone-elses", free_port())
+    other = LocalPostgres(state_dir / "someone-elses", quiet_port())
     other.start()
     try:
         stack = Stack(state_dir=state_dir / "stack", ports=Ports(api=0, db=other.port, mail=0, aws=0))
@@ -160,7 +160,7 @@ def test_another_postgres_on_the_db_port_is_refused_and_left_alone(state_dir: Pa
 
 
 def test_the_stacks_own_postgres_left_running_is_adopted(state_dir: Path) -> None:
-    own = LocalPostgres(state_dir / "postgres", free_port())
+    own = LocalPostgres(state_dir / "postgres", quiet_port())
     own.start()
     stack = Stack(state_dir=state_dir, ports=Ports(api=0, db=own.port, mail=0, aws=0)).start()
     try:

@@ -3,6 +3,7 @@ an immediate error (moto's own ThreadedMotoServer waits forever when its thread 
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 
 from moto.moto_server.werkzeug_app import (
@@ -29,9 +30,14 @@ class MotoServer:
     def start(self) -> None:
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per AWS call otherwise
         app = DomainDispatcherApplication(create_backend_app)
-        self._server = make_server(self.host, self.port, app, threaded=True,
-                                   request_handler=MotoRequestHandler)
-        self.port = self._server.server_port
+        # Bound here: werkzeug binding a busy port prints a message and calls sys.exit().
+        listener = socket.create_server((self.host, self.port))
+        try:
+            self._server = make_server(self.host, self.port, app, threaded=True,
+                                       request_handler=MotoRequestHandler, fd=listener.fileno())
+        finally:
+            listener.close()  # the server holds its own duplicate of the socket
+        self.port = self._server.port
         self._thread = threading.Thread(target=self._server.serve_forever, name="ripple-moto",
                                         daemon=True)
         self._thread.start()

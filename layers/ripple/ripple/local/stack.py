@@ -170,7 +170,7 @@ class Stack:
         return {"SUPABASE_URL": self.api_url, "SUPABASE_ANON_KEY": self.key("anon"),
                 "SUPABASE_SERVICE_ROLE_KEY": self.key("service_role"),
                 "DATABASE_URL": self.db_url or "", "RIPPLE_JWT_SECRET": self.jwt_secret,
-                "RIPPLE_INSPECTOR_URL": self.inspector_url or ""}
+                "RIPPLE_INSPECTOR_URL": self.inspector_url or "", "RIPPLE_MAIL_URL": self.mail_url}
 
     def write_env(self, path: Path) -> Path:
         """`env()` as a shell file (`source .ripple/env`), readable only by its owner."""
