@@ -43,6 +43,10 @@ COLUMNS = """
 select a.attname as name, t.typname as type from pg_attribute a
 join pg_type t on t.oid = a.atttypid
 where a.attrelid = %s::regclass and a.attnum > 0 and not a.attisdropped order by a.attnum"""
+READABLE = """
+select a.attname as name from pg_attribute a
+where a.attrelid = %s::regclass and a.attnum > 0 and not a.attisdropped
+  and has_column_privilege(%s, a.attrelid, a.attnum, 'SELECT') order by a.attnum"""
 PENDING = """
 select id, kind, schema_name, table_name, op, record, old_record, captured_at
 from realtime.outbox where id = %s"""
@@ -69,7 +73,7 @@ class Inspector:
         self.app = web.Application(client_max_size=1024**2)
         self.app.router.add_get("/", self._file("index.html"))
         self.app.router.add_get("/demo/", self._file("demo.html"))
-        self.app.router.add_get("/demo", lambda _: web.HTTPFound("/demo/"))
+        self.app.router.add_get("/demo", self._to_demo)
         self.app.router.add_get("/vendor/supabase.js", self._vendor)
         self.app.router.add_static("/static/", STATIC)
         self.app.router.add_get("/api/config", self._config)
@@ -102,6 +106,9 @@ class Inspector:
         async def page(request: web.Request) -> web.StreamResponse:
             return web.FileResponse(STATIC / name, headers={"Cache-Control": "no-store"})
         return page
+
+    async def _to_demo(self, request: web.Request) -> web.StreamResponse:
+        raise web.HTTPFound("/demo/")
 
     async def _vendor(self, request: web.Request) -> web.StreamResponse:
         if not self.settings.vendor.is_file():
@@ -225,12 +232,18 @@ class Inspector:
         return web.json_response(rows, dumps=codec.dumps)
 
     def _read_as(self, claims: dict[str, Any], schema: str, table: str) -> list[dict[str, Any]]:
+        relation = sql.Identifier(schema, table)
         with psycopg.connect(self.settings.db_url, row_factory=dict_row) as conn:
+            # Only the columns the role may read, as PostgREST's `select=*` would return.
+            readable = [c["name"] for c in conn.execute(
+                READABLE, (relation.as_string(conn), claims["role"])).fetchall()]
+            if not readable:
+                return []
             conn.execute("select set_config('request.jwt.claims', %s, true)", (codec.dumps(claims),))
             conn.execute(sql.SQL("set local role {}").format(sql.Identifier(claims["role"])))
-            found = conn.execute(sql.SQL("select to_jsonb(t) as row from {} t limit 500")
-                                 .format(sql.Identifier(schema, table))).fetchall()
-            return [r["row"] for r in found]
+            found = conn.execute(sql.SQL("select {} from {} limit 500").format(
+                sql.SQL(", ").join(map(sql.Identifier, readable)), relation)).fetchall()
+            return [dict(r) for r in found]
 
 
 async def _json(request: web.Request) -> dict[str, Any]:
