@@ -82,12 +82,7 @@ def test_a_clean_start_prints_no_warning_and_writes_the_env_file(state_dir: Path
     ports = free_ports()
     proc = dev(state_dir, ports)
     try:
-        deadline = time.monotonic() + 90
-        while not (state_dir / "env").exists():
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "make dev did not come up"
-            time.sleep(0.2)
-        env = (state_dir / "env").read_text()
+        env = wait_for_env(proc, state_dir)
         assert f"export SUPABASE_URL='http://127.0.0.1:{ports['api']}'" in env
         assert f"export RIPPLE_INSPECTOR_URL='http://127.0.0.1:{ports['inspector']}'" in env
         assert "SUPABASE_ANON_KEY=" in env and "DATABASE_URL=" in env
@@ -147,27 +142,42 @@ def test_another_postgres_on_the_db_port_is_refused_and_left_alone(state_dir: Pa
             assert conn.execute("select to_regnamespace('realtime')").fetchone() == (None,)
 
         # The same server named by RIPPLE_DB_URL is used (and migrated), as asked.
-        adopted = Stack(state_dir=state_dir / "stack", db_url=other.url,
-                        ports=Ports(api=0, db=other.port, mail=0, aws=0)).start()
+        ports = free_ports()
+        proc = dev(state_dir / "stack", ports, RIPPLE_DB_URL=other.url)
         try:
+            env = wait_for_env(proc, state_dir / "stack")
+            assert f"DATABASE_URL='{other.url}'" in env
             with psycopg.connect(other.url) as conn:
                 assert conn.execute("select to_regnamespace('realtime')").fetchone() != (None,)
         finally:
-            adopted.stop()
+            os.killpg(proc.pid, signal.SIGINT)
+            proc.communicate(timeout=60)
         assert other.data_directory() is not None  # not ours to stop
     finally:
         other.stop()
 
 
+def wait_for_env(proc: subprocess.Popen, state_dir: Path) -> str:
+    deadline = time.monotonic() + 90
+    while not (state_dir / "env").exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "make dev did not come up"
+        time.sleep(0.2)
+    return (state_dir / "env").read_text()
+
+
 def test_the_stacks_own_postgres_left_running_is_adopted(state_dir: Path) -> None:
-    own = LocalPostgres(state_dir / "postgres", quiet_port())
+    ports = free_ports()
+    own = LocalPostgres(state_dir / "postgres", ports["db"])
     own.start()
-    stack = Stack(state_dir=state_dir, ports=Ports(api=0, db=own.port, mail=0, aws=0)).start()
+    proc = dev(state_dir, ports)
     try:
-        assert stack.postgres is not None and stack.db_url == own.url
+        assert f"DATABASE_URL='{own.url}'" in wait_for_env(proc, state_dir)
     finally:
-        stack.stop()
-    assert bindable(own.port)
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    assert bindable(own.port)  # adopted, so stopped with the stack
 
 
 def test_ports_come_from_the_environment() -> None:

@@ -45,9 +45,12 @@ def _decode(text: str):
         return None
 
 
-def change_key(schema: str, table: str, op: str, commit_timestamp: str) -> str:
-    """How a posted frame is matched to its outbox entry (the payload carries no outbox id)."""
-    return f"{schema}.{table}|{op}|{commit_timestamp}"
+def change_key(schema: str, table: str, op: str, commit_timestamp: str,
+               record: dict[str, Any] | None, old_record: dict[str, Any] | None) -> str:
+    """How a posted frame is matched to its outbox entry (the payload carries no outbox id):
+    table, event, capture time (ms) and the row's `id` column, when it has one."""
+    row = record if op != "DELETE" else old_record
+    return f"{schema}.{table}|{op}|{commit_timestamp}|{(row or {}).get('id')}"
 
 
 @dataclass
@@ -80,7 +83,8 @@ class Entry:
                 "latency_ms": {"captured_to_picked_up": since(self.captured, self.picked_up),
                                "picked_up_to_posted": since(self.picked_up, max(posted, default=None)),
                                "captured_to_posted": since(self.captured, max(posted, default=None)),
-                               "posted_to_acked": since(max(posted, default=None), self.acked)}}
+                               "posted_to_acked": since(max(posted, default=None), self.acked),
+                               "picked_up_to_acked": since(self.picked_up, self.acked)}}
 
 
 class Activity:
@@ -128,7 +132,8 @@ class Activity:
             elif message.event == "postgres_changes":
                 data_ = payload.get("data") or {}
                 key = change_key(data_.get("schema", ""), data_.get("table", ""),
-                                 data_.get("type", ""), data_.get("commit_timestamp", ""))
+                                 data_.get("type", ""), data_.get("commit_timestamp", ""),
+                                 data_.get("record"), data_.get("old_record"))
                 entry = self._entry(key, "change", data_.get("schema"), data_.get("table"),
                                     data_.get("type"))
                 entry.deliveries.append({"connection_id": connection_id, "topic": message.topic,
@@ -145,7 +150,8 @@ class Activity:
         with self._lock:
             for row in drained:
                 key = change_key(row["schema_name"] or "", row["table_name"] or "", row["op"] or "",
-                                 commit_timestamp(row["captured_at"])) if row["kind"] == "change" else f"#{row['id']}"
+                                 commit_timestamp(row["captured_at"]), row["record"],
+                                 row["old_record"]) if row["kind"] == "change" else f"#{row['id']}"
                 entry = self._entry(key, row["kind"], row["schema_name"], row["table_name"], row["op"])
                 entry.id, entry.captured = row["id"], row["captured_at"].timestamp() * 1000
                 entry.record, entry.old_record = row["record"], row["old_record"]

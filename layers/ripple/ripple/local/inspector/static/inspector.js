@@ -36,9 +36,9 @@ async function refresh () {
     for (const ch of c.channels) {
       const line = el('div')
       line.appendChild(el('span', ch.topic, 'pill'))
-      if (ch.private) line.appendChild(el('span', 'private', 'muted'))
+      line.appendChild(el('span', ` as ${ch.role}${ch.sub ? ' ' + ch.sub : ''}${ch.private ? ', private' : ''}:`, 'muted'))
       for (const b of ch.bindings) {
-        line.appendChild(el('span', ` ${b.event} ${b.schema}.${b.table}${b.filter ? ' ' + b.filter : ''}`, 'mono'))
+        line.appendChild(el('span', ` ${b.event} ${b.schema}.${b.table}${b.filter ? ' ' + b.filter : ''};`, 'mono'))
       }
       if (ch.presence) line.appendChild(el('span', ` presence ${ch.presence_key}: ${JSON.stringify(ch.presence)}`, 'mono'))
       channels.appendChild(line)
@@ -60,7 +60,8 @@ async function refresh () {
     button.onclick = () => { $('explain-outbox').value = e.id; explain() }
     const l = e.latency_ms
     outbox.appendChild(row([e.id ?? '—', `${e.op || e.kind} ${e.schema || ''}.${e.table || ''}`,
-      ms(l.captured_to_picked_up), ms(l.picked_up_to_posted), ms(l.posted_to_acked),
+      ms(l.captured_to_picked_up), ms(l.picked_up_to_posted),
+      e.deliveries.length ? ms(l.posted_to_acked) : ms(l.picked_up_to_acked),
       e.deliveries.length ? list : el('span', 'none', 'muted'), button]))
   }
   const refusals = $('refusals').tBodies[0]
@@ -91,6 +92,9 @@ const push = (topic, event, payload) => {
 
 async function join () {
   leave()
+  $('join-log').replaceChildren()
+  $('join-status').textContent = 'joining…'
+  ref = 0
   let claims, bindings
   try {
     claims = JSON.parse($('join-claims').value || '{}')
