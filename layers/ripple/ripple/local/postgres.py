@@ -97,6 +97,8 @@ class LocalPostgres:
         readable = stat.S_IRGRP | stat.S_IROTH
         ensure_folder_permissions(POSTGRES_BIN_PATH, readable | stat.S_IXGRP | stat.S_IXOTH)
         ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", readable)
+        if entry is None:
+            raise RuntimeError(f"could not create the system user {SYSTEM_USER}")
         for path in [self.data_dir, *self.data_dir.rglob("*")]:
             if path.stat().st_uid != entry.pw_uid:
                 os.chown(path, entry.pw_uid, entry.pw_gid)

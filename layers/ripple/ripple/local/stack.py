@@ -79,6 +79,8 @@ def load_handler(name: str) -> ModuleType:
     """functions/<name>/app.py, loaded the way Lambda loads it (its own module)."""
     path = ROOT / "functions" / name / "app.py"
     spec = importlib.util.spec_from_file_location(f"ripple_function_{name}", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -151,14 +153,17 @@ class Stack:
 
     @property
     def ws_url(self) -> str:
+        assert self.gateway is not None, "start() first"
         return self.gateway.ws_url
 
     @property
     def api_url(self) -> str:
+        assert self.gateway is not None, "start() first"
         return self.gateway.url
 
     @property
     def mail_url(self) -> str:
+        assert self.mailbox is not None, "start() first"
         return self.mailbox.url
 
     @property
@@ -204,6 +209,7 @@ class Stack:
             EmailIdentity=MAIL_DOMAIN)
 
     async def _start_async(self) -> None:
+        assert self.db_url is not None
         connect, router, disconnect, fanout, broadcast, notify, api = (
             load_handler(n)
             for n in ("connect", "router", "disconnect", "fanout", "broadcast", "notify", "api"))

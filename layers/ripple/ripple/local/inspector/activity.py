@@ -207,13 +207,14 @@ Handler = Callable[[dict, Any], dict]
 def observed(handler: Handler, db_url: str, activity: Activity) -> Handler:
     """The fanout handler, with each run reported to `activity`: the outbox rows pending when it
     started and gone when it finished are the ones it drained."""
-    state: dict[str, psycopg.Connection] = {}
+    state: dict[str, psycopg.Connection[Any]] = {}
 
     def query(sql: str, params: tuple = ()) -> list[dict[str, Any]]:
         conn = state.get("conn")
         if conn is None or conn.closed:
             conn = state["conn"] = psycopg.connect(db_url, autocommit=True, row_factory=dict_row)
-        return conn.execute(sql, params).fetchall()
+        rows: list[dict[str, Any]] = conn.execute(sql, params).fetchall()
+        return rows
 
     def run(event: dict, context: Any) -> dict:
         try:

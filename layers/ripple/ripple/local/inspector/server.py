@@ -167,7 +167,7 @@ class Inspector:
 
             return explain(change, self._store(), authorize)
 
-    def _change(self, conn: psycopg.Connection, body: dict[str, Any]) -> Change:
+    def _change(self, conn: psycopg.Connection[Any], body: dict[str, Any]) -> Change:
         if body.get("outbox_id") is not None:
             return self._outbox_change(conn, body["outbox_id"])
         schema, table = body.get("schema") or "public", body.get("table")
@@ -195,8 +195,9 @@ class Inspector:
         return hypothetical(schema, table, op, record, old_record,
                             [{"name": c["name"], "type": c["type"]} for c in columns])
 
-    def _outbox_change(self, conn: psycopg.Connection, outbox_id: Any) -> Change:
+    def _outbox_change(self, conn: psycopg.Connection[Any], outbox_id: Any) -> Change:
         entry = self.activity.entry_by_id(int(outbox_id))
+        row: dict[str, Any] | None
         if entry is not None and entry.kind == "change":
             row = {"id": entry.id, "schema_name": entry.schema, "table_name": entry.table,
                    "op": entry.op, "record": entry.record, "old_record": entry.old_record}
