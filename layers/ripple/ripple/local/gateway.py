@@ -46,7 +46,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from aiohttp import WebSocketError, WSCloseCode, WSMsgType, web
+from aiohttp import WSMsgType, web
+
+from ripple.local.connection import Connection, now_ms
+from ripple.local.frame_meter import FrameMeter
 
 logger = logging.getLogger("ripple.local.gateway")
 
@@ -59,14 +62,6 @@ CLOSE_HANDSHAKE_SECONDS = 2.0
 HANDLER_TIMEOUT_SECONDS = 29.0
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-_CLOSE_REASONS = {
-    1000: "Connection Closed Normally",
-    1001: "Going away",
-    1003: "Unsupported data",
-    1005: "Client-side close frame status not set",
-    1006: "Connection was closed abnormally",
-    1009: "Message too big",
-}
 
 
 class Tap(Protocol):
@@ -122,10 +117,6 @@ def new_id() -> str:
     return base64.urlsafe_b64encode(secrets.token_bytes(11)).decode()
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 def _request_time(epoch_ms: int) -> str:
     at = datetime.fromtimestamp(epoch_ms / 1000, UTC)
     return f"{at.day:02d}/{_MONTHS[at.month - 1]}/{at.year}:{at:%H:%M:%S} +0000"
@@ -151,120 +142,6 @@ def _aws_error(status: int, error_type: str, message: str | None) -> web.Respons
     return web.json_response(
         {"message": message}, status=status, headers={"x-amzn-ErrorType": error_type}
     )
-
-
-class FrameMeter:
-    """Reads client frame headers off the raw stream, ahead of aiohttp's WebSocket parser,
-    and fails the socket with 1009 at the first data frame whose payload exceeds `limit`.
-
-    It stands in for the parser on the connection's protocol and forwards every byte to it;
-    only the headers are read here, payloads are skipped by length.
-    """
-
-    def __init__(self, parser: Any, queue: Any, limit: int):
-        self.parser = parser
-        self.queue = queue
-        self.limit = limit
-        self.header = bytearray()  # a header split across reads
-        self.skip = 0  # payload bytes of the current frame still to come
-        self.failed = False
-
-    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
-        if self.failed:
-            return True, b""
-        if self._oversize(data):
-            self.failed = True
-            self.queue.set_exception(WebSocketError(
-                WSCloseCode.MESSAGE_TOO_BIG, f"Frame exceeds the {self.limit}-byte frame quota"))
-            return True, b""
-        return self.parser.feed_data(data)
-
-    def feed_eof(self) -> None:
-        self.parser.feed_eof()
-
-    def _oversize(self, data: bytes) -> bool:
-        at, end = 0, len(data)
-        while at < end:
-            if self.skip:
-                step = min(self.skip, end - at)
-                self.skip -= step
-                at += step
-                continue
-            self.header.append(data[at])
-            at += 1
-            if len(self.header) < 2:
-                continue
-            flag = self.header[1] & 0x7F
-            need = 2 + (2 if flag == 126 else 8 if flag == 127 else 0) + (4 if self.header[1] & 0x80 else 0)
-            if len(self.header) < need:
-                continue
-            length = (int.from_bytes(self.header[2:4], "big") if flag == 126
-                      else int.from_bytes(self.header[2:10], "big") if flag == 127 else flag)
-            opcode = self.header[0] & 0x0F
-            self.header.clear()
-            if opcode in (0x0, 0x1, 0x2) and length > self.limit:
-                return True
-            self.skip = length
-        return False
-
-
-class Connection:
-    """One accepted socket: what events and GetConnection report about it, and its send order."""
-
-    def __init__(self, connection_id: str, *, source_ip: str, user_agent: str, domain: str):
-        self.id = connection_id
-        self.source_ip = source_ip
-        self.user_agent = user_agent
-        self.domain = domain
-        self.connected_at = _now_ms()
-        self.last_active_at = self.connected_at
-        self.opened = time.monotonic()
-        self.active = self.opened
-        self.ws: web.WebSocketResponse | None = None
-        self.inbox: asyncio.Queue[str | None] = asyncio.Queue()
-        self.close_code: int | None = None
-        self.close_reason = ""
-        self.finished = asyncio.Event()
-        # FIFO lock: posts reach the client in the order they arrived, never interleaved.
-        self.send_lock = asyncio.Lock()
-
-    @property
-    def gone(self) -> bool:
-        """True once the connection started closing for any reason."""
-        return self.close_code is not None
-
-    def touch(self) -> None:
-        self.active = time.monotonic()
-        self.last_active_at = _now_ms()
-
-    def ended(self, code: int, reason: str | None = None) -> None:
-        """Record why the connection ends; the first cause wins."""
-        if self.close_code is None:
-            self.close_code = code
-            self.close_reason = _CLOSE_REASONS.get(code, "") if reason is None else reason
-
-    async def send(self, data: bytes) -> bool:
-        """Send `data` as a text frame (binary if it is not UTF-8); False if the socket is gone."""
-        async with self.send_lock:
-            ws = self.ws
-            if self.gone or ws is None or not ws.prepared or ws.closed:
-                return False
-            try:
-                text = data.decode("utf-8")
-            except UnicodeDecodeError:
-                text = None
-            try:
-                await (ws.send_bytes(data) if text is None else ws.send_str(text))
-            except ConnectionError:
-                return False
-            self.touch()
-            return True
-
-    async def close(self, code: int, reason: str | None = None) -> None:
-        """Close the socket with `code`; the reader notices and the gateway runs $disconnect."""
-        self.ended(code, reason)
-        if self.ws is not None and self.ws.prepared:
-            await self.ws.close(code=code, message=self.close_reason.encode())
 
 
 class Gateway:
@@ -347,7 +224,7 @@ class Gateway:
         return await asyncio.to_thread(handler, event, context)
 
     def _request_context(self, conn: Connection, route_key: str, event_type: str) -> dict:
-        now = _now_ms()
+        now = now_ms()
         request_id = new_id()
         return {
             "routeKey": route_key,
@@ -476,8 +353,6 @@ class Gateway:
             kind = msg.type
             if kind is WSMsgType.TEXT:
                 conn.touch()
-                if self.tap is not None:
-                    self.tap.received(conn.id, msg.data)
                 conn.inbox.put_nowait(msg.data)
             elif kind is WSMsgType.PING:
                 conn.touch()
@@ -501,6 +376,8 @@ class Gateway:
     async def _work(self, conn: Connection) -> None:
         """Hand one connection's messages to $default one at a time, in arrival order."""
         while (body := await conn.inbox.get()) is not None:
+            if self.tap is not None:
+                self.tap.received(conn.id, body)
             event = self._message_event(conn, body)
             try:
                 await self._invoke(self.routes.default, event, "default")

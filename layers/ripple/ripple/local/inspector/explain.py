@@ -14,12 +14,11 @@ import time
 from typing import Any
 
 from ripple import codec
-from ripple.changes.binding import Binding
 from ripple.changes.change import Change, commit_timestamp
-from ripple.changes.fanout import Authorizer, _authorize, _matches, _principal, plan
+from ripple.changes.plan import Authorizer, _authorize, _matches, _principal, plan
 from ripple.local.inspector.store_view import bindings_on, sub_of
 from ripple.protocol.serializer import V1, V2, decode
-from ripple.store import Store
+from ripple.store import Binding, DynamoDBStore
 
 OPS = ("INSERT", "UPDATE", "DELETE")
 
@@ -46,7 +45,7 @@ def hypothetical(schema: str, table: str, op: str, record: dict[str, Any] | None
                   commit_timestamp=commit_timestamp(dt.datetime.now(dt.UTC)))
 
 
-def explain(change: Change, store: Store, authorize: Authorizer, now: float | None = None
+def explain(change: Change, store: DynamoDBStore, authorize: Authorizer, now: float | None = None
             ) -> dict[str, Any]:
     """`{"change": …, "subscribers": [...]}`: per binding, `receives` (what `plan` decided) and
     the checks behind it — event, filter, token, rls, columns — each `{"ok", "detail"}`."""

@@ -30,12 +30,12 @@ from psycopg.rows import dict_row
 from ripple import codec
 from ripple.auth.jwt import KNOWN_ROLES
 from ripple.changes.change import Change, commit_timestamp
-from ripple.changes.fanout import AUTHORIZE
 from ripple.local.inspector.activity import Activity
 from ripple.local.inspector.explain import ExplainError, explain, hypothetical
 from ripple.local.inspector.store_view import connections
 from ripple.local.token import user_token
-from ripple.store import Store
+from ripple.outbox.drain import AUTHORIZE
+from ripple.store import DynamoDBStore
 
 logger = logging.getLogger("ripple.local.inspector")
 STATIC = Path(__file__).parent / "static"
@@ -66,7 +66,7 @@ class Settings:
 class Inspector:
     """The aiohttp server behind the Inspector and the demo page."""
 
-    def __init__(self, settings: Settings, activity: Activity, store: Callable[[], Store], *,
+    def __init__(self, settings: Settings, activity: Activity, store: Callable[[], DynamoDBStore], *,
                  host: str = "127.0.0.1", port: int = 54323):
         self.settings, self.activity, self._store = settings, activity, store
         self.host, self.port = host, port

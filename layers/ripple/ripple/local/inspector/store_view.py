@@ -6,12 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 from ripple import codec
-from ripple.changes.binding import Binding
-from ripple.channels.member import Member
-from ripple.store import PRESENCE_HOLDERS, REGISTRY_SK, Store, _is_binding, _is_member, _plain
+from ripple.store import PRESENCE_HOLDERS, REGISTRY_SK, Binding, DynamoDBStore, Member
+from ripple.store.dynamodb import _is_binding, _is_member, _plain
 
 
-def _scan(store: Store, table: str) -> list[dict[str, Any]]:
+def _scan(store: DynamoDBStore, table: str) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     kwargs: dict[str, Any] = {"TableName": table, "ConsistentRead": True}
     while True:
@@ -22,20 +21,20 @@ def _scan(store: Store, table: str) -> list[dict[str, Any]]:
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
-def bindings_and_members(store: Store) -> tuple[list[Binding], list[Member]]:
+def bindings_and_members(store: DynamoDBStore) -> tuple[list[Binding], list[Member]]:
     """Every stored binding and channel membership."""
     bindings, members = [], []
     for row in _scan(store, store.bindings_table):
         if row["sk"] == REGISTRY_SK or row["pk"] == PRESENCE_HOLDERS:
             continue
         if _is_member(row):
-            members.append(Store._member(row))
+            members.append(DynamoDBStore._member(row))
         elif _is_binding(row):
-            bindings.append(Store._binding(row))
+            bindings.append(DynamoDBStore._binding(row))
     return bindings, members
 
 
-def bindings_on(store: Store, schema: str, table: str) -> list[Binding]:
+def bindings_on(store: DynamoDBStore, schema: str, table: str) -> list[Binding]:
     """Every binding a change to schema.table could concern: that table's, its schema's `*`, `*.*`."""
     return [b for b in bindings_and_members(store)[0]
             if b.schema in (schema, "*") and b.table in (table, "*")]
@@ -49,7 +48,7 @@ def sub_of(claims: str) -> str | None:
     return None if value is None else str(value)
 
 
-def connections(store: Store) -> list[dict[str, Any]]:
+def connections(store: DynamoDBStore) -> list[dict[str, Any]]:
     """Each open connection: role, `sub`, last heard, and its channels with bindings and presence."""
     bindings, members = bindings_and_members(store)
     out = []
