@@ -14,7 +14,7 @@ CHROMIUM ?= /usr/bin/chromium
 STATE_DIR := $(or $(RIPPLE_STATE_DIR),$(CURDIR)/.ripple)
 export PYTHONPATH := $(CURDIR)/layers/ripple
 
-.PHONY: dev test lint sam-check bench smoke keys clean token psql env explain demo chromium
+.PHONY: dev test lint sam-check bench smoke keys clean token psql env explain demo test-deps
 
 $(PY_STAMP): requirements-dev.txt layers/ripple/requirements.txt
 	@echo "==> Setting up $(VENV): Python packages from requirements-dev.txt (first run only, about a minute)"
@@ -35,16 +35,20 @@ $(WEB_STAMP): $(WEB_DIR)/package.json $(WEB_DIR)/package-lock.json
 	cd $(WEB_DIR) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-# The browser tests drive Debian's Chromium; installed here when missing (as root, as CI runs).
-chromium:
-	@command -v $(CHROMIUM) >/dev/null 2>&1 || { \
+# The browser tests drive Debian's Chromium and the README's examples use psql: both are
+# installed here when missing (as root, as CI runs), otherwise named.
+test-deps:
+	@missing=""; command -v $(CHROMIUM) >/dev/null 2>&1 || missing=" chromium"; \
+	command -v psql >/dev/null 2>&1 || missing="$$missing postgresql-client"; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "==> Installing Chromium for the browser tests (apt-get install chromium)"; \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) || exit 1; \
+	    echo "==> Installing$$missing for the browser tests and the README's examples (apt-get)"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) || exit 1; \
 	  else \
-	    echo "The browser tests need Chromium at $(CHROMIUM): sudo apt-get install chromium" \
-	         "(or set CHROMIUM=/path/to/chromium)" >&2; exit 1; \
-	  fi; }
+	    echo "The tests need:$$missing (sudo apt-get install$$missing, or set CHROMIUM=/path/to/chromium)" >&2; \
+	    exit 1; \
+	  fi; \
+	fi
 
 dev: $(PY_STAMP) $(WEB_STAMP)
 	@$(PY) -m ripple.local
@@ -71,7 +75,7 @@ explain: $(PY_STAMP)
 demo: $(PY_STAMP)
 	@$(PY) -m ripple.local.inspector.demo --env "$(STATE_DIR)/env"
 
-test: $(PY_STAMP) $(JS_STAMP) $(WEB_STAMP) chromium
+test: $(PY_STAMP) $(JS_STAMP) $(WEB_STAMP) test-deps
 	$(PY) -m pytest
 
 lint: $(PY_STAMP)

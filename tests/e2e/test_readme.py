@@ -148,3 +148,18 @@ def test_notifications_send_one(terminal) -> None:
             break
         time.sleep(0.5)
     assert [m["subject"] for m in messages] == ["Paid"], messages
+
+
+def test_make_demo_loads_the_school_crm_into_the_running_stack(terminal) -> None:
+    environ, _ = terminal
+    done = subprocess.run(["make", "-s", "demo"], cwd=ROOT, env=environ, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    env = environment_after(blocks()["schema"][1].split("\n")[0], environ)
+    assert f"{env['RIPPLE_INSPECTOR_URL']}/demo/?user=ada" in done.stdout
+    with urllib.request.urlopen(env["RIPPLE_INSPECTOR_URL"] + "/demo/") as page:
+        assert b"/vendor/supabase.js" in page.read()
+    with urllib.request.urlopen(env["RIPPLE_INSPECTOR_URL"] + "/vendor/supabase.js") as bundle:
+        assert b"createClient" in bundle.read()
+    rows = shell("make psql <<'SQL'\nselect count(*) as students from students;\nSQL", environ)
+    assert rows.returncode == 0 and " 4\n" in rows.stdout, rows.stdout
