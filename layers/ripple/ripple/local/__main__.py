@@ -16,7 +16,6 @@ from pathlib import Path
 warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
 
 from ripple.local.ports import PortInUse, Ports  # noqa: E402
-from ripple.local.stack import ROOT, Stack  # noqa: E402
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -26,9 +25,15 @@ def _interrupt(signum: int, frame: object) -> None:
 def main() -> int:
     # SIGTERM during start-up unwinds like Ctrl-C, so the stack stops what it started.
     signal.signal(signal.SIGTERM, _interrupt)
-    state_dir = Path(os.environ.get("RIPPLE_STATE_DIR") or ROOT / ".ripple")
     try:
         ports = Ports.from_env()
+        # Before the heavy imports, so a busy port is reported at once. The DB port is left to
+        # the stack: a server there may be its own, to adopt.
+        for name, port in ports.busy(skip=("db",)):
+            raise PortInUse(name, port)
+        from ripple.local.stack import ROOT, Stack
+
+        state_dir = Path(os.environ.get("RIPPLE_STATE_DIR") or ROOT / ".ripple")
         print("Starting the local stack (PostgreSQL, AWS APIs, gateway, Inspector) …", flush=True)
         stack = Stack(state_dir=state_dir, ports=ports,
                       db_url=os.environ.get("RIPPLE_DB_URL") or None).start()
