@@ -140,7 +140,7 @@ def _email_entry(item: Any, stamp: tuple[int, int]) -> dict | None:
         recipients = [a for addresses in item.destinations.values() for a in addresses]
         to = item.destinations.get("ToAddresses") or recipients
         is_html = bool(_HTML_TAG.search(item.body or ""))
-        fields = {"from": item.source, "to": ", ".join(to), "subject": item.subject,
+        fields: dict[str, Any] = {"from": item.source, "to": ", ".join(to), "subject": item.subject,
                   "html": item.body if is_html else None, "text": None if is_html else item.body,
                   "headers": {}}
     elif isinstance(item, RawMessage):

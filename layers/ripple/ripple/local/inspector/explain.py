@@ -54,7 +54,7 @@ def explain(change: Change, store: DynamoDBStore, authorize: Authorizer, now: fl
     bindings = bindings_on(store, change.schema, change.table)
     live = [b for b in bindings if b.live(now)]
     # RLS for every live binding, not only the matching ones: "would it pass if the filter did?"
-    verdicts, _, _ = _authorize([change], {change.id: live}, authorize)
+    verdicts, *_ = _authorize([change], {change.id: live}, authorize)
     subscribers = []
     for b in sorted(bindings, key=lambda b: (b.connection_id, b.topic, b.id)):
         checks = _checks(b, change, now, verdicts.get((change.id, _principal(b))))
