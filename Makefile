@@ -1,5 +1,5 @@
 # The two commands: `make dev` runs the local stack, `make test` runs the suite.
-# Both do their own set-up on a fresh machine (virtualenv, Python and Node deps).
+# Both do their own set-up on a fresh machine (virtualenv, Python and Node deps, Chromium).
 
 PYTHON ?= python3
 VENV := .venv
@@ -7,24 +7,75 @@ PY := $(VENV)/bin/python
 PY_STAMP := $(VENV)/.installed
 JS_DIR := tests/js
 JS_STAMP := $(JS_DIR)/node_modules/.installed
+WEB_DIR := web
+WEB_STAMP := $(WEB_DIR)/node_modules/.installed
+CHROMIUM ?= /usr/bin/chromium
+# Where `make dev` keeps its data and writes its URLs and keys (env).
+STATE_DIR := $(or $(RIPPLE_STATE_DIR),$(CURDIR)/.ripple)
 export PYTHONPATH := $(CURDIR)/layers/ripple
 
-.PHONY: dev test lint sam-check bench smoke keys clean
+.PHONY: dev test lint sam-check bench smoke keys clean token psql env explain demo test-deps
 
 $(PY_STAMP): requirements-dev.txt layers/ripple/requirements.txt
+	@echo "==> Setting up $(VENV): Python packages from requirements-dev.txt (first run only, about a minute)"
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -r requirements-dev.txt
+	$(VENV)/bin/pip install -q --disable-pip-version-check --upgrade pip
+	bash -o pipefail -c '$(VENV)/bin/pip install --disable-pip-version-check --progress-bar off \
+	  -r requirements-dev.txt | { grep --line-buffered -v "^Requirement already satisfied" || true; }'
+	@echo "==> $(VENV) is ready"
 	touch $@
 
 $(JS_STAMP): $(JS_DIR)/package.json $(JS_DIR)/package-lock.json
+	@echo "==> Installing the test suite's npm packages ($(JS_DIR))"
 	cd $(JS_DIR) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-dev: $(PY_STAMP)
-	$(PY) -m ripple.local
+$(WEB_STAMP): $(WEB_DIR)/package.json $(WEB_DIR)/package-lock.json
+	@echo "==> Installing supabase-js for the Inspector and demo pages ($(WEB_DIR))"
+	cd $(WEB_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
 
-test: $(PY_STAMP) $(JS_STAMP)
+# The browser tests drive Debian's Chromium and the README's examples use psql: both are
+# installed here when missing (as root, as CI runs), otherwise named.
+test-deps:
+	@missing=""; command -v $(CHROMIUM) >/dev/null 2>&1 || missing=" chromium"; \
+	command -v psql >/dev/null 2>&1 || missing="$$missing postgresql-client"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "==> Installing$$missing for the browser tests and the README's examples (apt-get)"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) || exit 1; \
+	  else \
+	    echo "The tests need:$$missing (sudo apt-get install$$missing, or set CHROMIUM=/path/to/chromium)" >&2; \
+	    exit 1; \
+	  fi; \
+	fi
+
+dev: $(PY_STAMP) $(WEB_STAMP)
+	@$(PY) -m ripple.local
+
+# make token SUB=<uuid> [ROLE=authenticated|anon|service_role] [CLAIMS='{"organization_id": "…"}']
+token: $(PY_STAMP)
+	@$(PY) -m ripple.local.token --sub "$$SUB" --role "$${ROLE:-authenticated}" --claims "$$CLAIMS"
+
+psql:
+	@command -v psql >/dev/null 2>&1 || { echo "make psql needs psql: apt-get install postgresql-client" >&2; exit 1; }
+	@test -f "$(STATE_DIR)/env" || { echo "make psql: no $(STATE_DIR)/env; start the stack with make dev" >&2; exit 1; }
+	@. "$(STATE_DIR)/env" && exec psql -v ON_ERROR_STOP=1 "$$DATABASE_URL"
+
+# eval "$(make -s env)": the running stack's URLs and keys, as `make dev` wrote them.
+env:
+	@test -f "$(STATE_DIR)/env" || { echo "make env: no $(STATE_DIR)/env; start the stack with make dev" >&2; exit 1; }
+	@cat "$(STATE_DIR)/env"
+
+# make explain TABLE=public.students WHERE='id=<uuid>' [TYPE=UPDATE] | ROW='{…}' | ID=<outbox id>
+explain: $(PY_STAMP)
+	@$(PY) -m ripple.local.inspector.cli --env "$(STATE_DIR)/env" --table "$$TABLE" --where "$$WHERE" \
+	  --row "$$ROW" --old "$$OLD" --type "$${TYPE:-INSERT}" --outbox-id "$$ID"
+
+demo: $(PY_STAMP)
+	@$(PY) -m ripple.local.inspector.demo --env "$(STATE_DIR)/env"
+
+test: $(PY_STAMP) $(JS_STAMP) $(WEB_STAMP) test-deps
 	$(PY) -m pytest
 
 lint: $(PY_STAMP)
@@ -61,4 +112,4 @@ keys: $(PY_STAMP)
 	@$(PY) -c 'import sys, time, jwt; now = int(time.time()); exp = now + int(sys.argv[2]) * 365 * 86400; [print(f"{r:<13} " + jwt.encode({"iss": "ripple", "role": r, "iat": now, "exp": exp}, sys.argv[1], algorithm="HS256")) for r in ("anon", "service_role")]' "$(SECRET)" "$(or $(YEARS),10)"
 
 clean:
-	rm -rf $(VENV) $(JS_DIR)/node_modules .aws-sam
+	rm -rf $(VENV) $(JS_DIR)/node_modules $(WEB_DIR)/node_modules .aws-sam

@@ -24,7 +24,7 @@ def stack() -> Stack:
     # Not under pytest's tmp dir: pytest resets its mode to 0700, which locks out the
     # unprivileged user the embedded Postgres runs as.
     state = Path(tempfile.mkdtemp(prefix="ripple-test-"))
-    running = Stack(state_dir=state, ports=Ports(api=0, db=free_port(), aws=0, mail=0), sweep_seconds=1.0).start()
+    running = Stack(state_dir=state, ports=Ports(api=0, db=free_port(), aws=0, mail=0, inspector=0), sweep_seconds=1.0).start()
     yield running
     running.stop()
     shutil.rmtree(state, ignore_errors=True)

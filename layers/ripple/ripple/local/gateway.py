@@ -65,7 +65,7 @@ from ripple.local.lambdas import (
     message_event,
     new_id,
 )
-from ripple.local.management import ManagementApi
+from ripple.local.management import ManagementApi, Tap
 
 __all__ = ["Gateway", "Handler", "LambdaContext", "Limits", "Routes", "new_id"]
 
@@ -98,6 +98,7 @@ class Gateway:
         ws_paths: tuple[str, ...] = ("/realtime/v1/websocket",),
         limits: Limits | None = None,
         ready: Callable[[], bool] = lambda: True,
+        tap: Tap | None = None,
     ):
         self.routes = routes
         self.host = host
@@ -106,6 +107,7 @@ class Gateway:
         self.ws_paths = tuple(ws_paths)
         self.limits = limits = limits or Limits()
         self.ready = ready
+        self.tap = tap
         self.app = web.Application(client_max_size=max(1024**2, limits.max_message_bytes + 1))
         self._connections: dict[str, Connection] = {}
         self.invoker = Invoker()
@@ -114,7 +116,7 @@ class Gateway:
 
         for path in sorted({p for raw in self.ws_paths for p in (raw, raw.rstrip("/") + "/")}):
             self.app.router.add_get(path, self._upgrade, allow_head=False)
-        ManagementApi(self._connections, limits.max_message_bytes).add_routes(self.app, stage)
+        ManagementApi(self._connections, limits.max_message_bytes, tap).add_routes(self.app, stage)
         self.app.router.add_get("/health", self._health)
 
     @property
@@ -172,6 +174,8 @@ class Gateway:
         if not 200 <= status < 300:
             logger.info("connection %s refused with %s", conn.id, status)
             body = response.get("body")
+            if self.tap is not None:
+                self.tap.connect_refused(status, body if isinstance(body, str) else None)
             return web.Response(status=status, text=body if isinstance(body, str) else None)
         if self._stopping:
             return web.json_response({"message": "Service Unavailable"}, status=503)
@@ -257,6 +261,8 @@ class Gateway:
     async def _work(self, conn: Connection) -> None:
         """Hand one connection's messages to $default one at a time, in arrival order."""
         while (body := await conn.inbox.get()) is not None:
+            if self.tap is not None:
+                self.tap.received(conn.id, body)
             event = message_event(conn, body, self.stage)
             try:
                 await self.invoker.invoke(self.routes.default, event, "default")
@@ -271,6 +277,8 @@ class Gateway:
 
     async def _disconnect(self, conn: Connection) -> None:
         logger.info("connection %s closed: %s %s", conn.id, conn.close_code, conn.close_reason)
+        if self.tap is not None:
+            self.tap.disconnected(conn.id)
         try:
             await self.invoker.invoke(
                 self.routes.disconnect, disconnect_event(conn, self.stage), "disconnect"

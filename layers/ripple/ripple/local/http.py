@@ -24,7 +24,8 @@ def http_route(name: str, handler: Handler) -> Callable[[web.Request], Awaitable
             body, encoded = base64.b64encode(raw).decode(), True
         request_id = str(uuid.uuid4())
         now = time.time()
-        route_key = f"{request.method} {request.match_info.route.resource.canonical}"
+        resource = request.match_info.route.resource
+        route_key = f"{request.method} {resource.canonical if resource else request.path}"
         event = {
             "version": "2.0",
             "routeKey": route_key,

