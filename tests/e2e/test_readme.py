@@ -35,12 +35,12 @@ def test_every_block_of_the_tested_sections_is_run_by_this_file() -> None:
     assert unmarked_blocks() == []
     names = set(blocks())
     assert {"dev", "schema", "token", "js-subscriber", "py-subscriber", "insert", "explain",
-            "js-room", "py-room", "notify"} <= names
+            "js-room", "py-room", "notify", "js-ws"} <= names
     assert names - {"deploy-only"} <= RUN
 
 
 RUN = {"dev", "schema", "token", "js-subscriber", "py-subscriber", "insert", "explain", "js-room",
-       "py-room", "notify"}
+       "py-room", "notify", "js-ws"}
 
 
 @pytest.fixture(scope="module")
@@ -85,23 +85,27 @@ def test_quick_start_to_the_first_event(terminal) -> None:
 
     js = node(save(scratch, "todos.mjs", "js-subscriber"), env)
     py = python(save(scratch, "todos.py", "py-subscriber"), env)
+    ws = node(save(scratch, "todos-ws.mjs", "js-ws"), env)  # the Node 20 `ws` transport
     try:
         js.wait_for("SUBSCRIBED")
         py.wait_for("SUBSCRIBED")
+        ws.wait_for("SUBSCRIBED")
         done = shell(blocks()["insert"][1], env)
         assert done.returncode == 0, done.stderr
         assert "hello" in js.wait_for("INSERT")
         assert "hello" in py.wait_for("INSERT")
+        assert "hello" in ws.wait_for("INSERT")
         # The other user's row, written in the same transaction, reached neither.
         assert not any("someone else" in line for line in js.output(settle=2) + py.output())
 
         explained = shell(blocks()["explain"][1], env)
         assert explained.returncode == 0, explained.stderr
         report = explained.stdout
-        assert "INSERT on public.todos: 0 of 2 bindings receive it" in report, report
-        assert report.count("filter   NO") == 2 and "may not read this row" in report, report
+        assert "INSERT on public.todos: 0 of 3 bindings receive it" in report, report  # js, py, ws
+        assert report.count("filter   NO") == 3 and "may not read this row" in report, report
     finally:
         js.stop()
+        ws.stop()
         py.stop()
 
 
