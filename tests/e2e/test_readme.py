@@ -35,12 +35,13 @@ def test_every_block_of_the_tested_sections_is_run_by_this_file() -> None:
     assert unmarked_blocks() == []
     names = set(blocks())
     assert {"dev", "schema", "token", "js-subscriber", "py-subscriber", "insert", "explain",
-            "js-room", "py-room", "notify", "js-ws"} <= names
+            "js-room", "py-room", "notify", "js-ws", "notify-rules", "js-badge",
+            "notify-webhook"} <= names
     assert names - {"deploy-only"} <= RUN
 
 
 RUN = {"dev", "schema", "token", "js-subscriber", "py-subscriber", "insert", "explain", "js-room",
-       "py-room", "notify", "js-ws"}
+       "py-room", "notify", "js-ws", "notify-rules", "js-badge", "notify-webhook"}
 
 
 @pytest.fixture(scope="module")
@@ -152,6 +153,38 @@ def test_notifications_send_one(terminal) -> None:
             break
         time.sleep(0.5)
     assert [m["subject"] for m in messages] == ["Paid"], messages
+
+
+def test_notification_rules_badge_and_webhook_blocks(terminal) -> None:
+    environ, scratch = terminal
+    env = environment_after(blocks()["schema"][1].split("\n")[0] + "\n" + blocks()["token"][1],
+                            environ)
+    done = shell(blocks()["notify"][1], env)  # Ada's profile, whom the rules block notifies
+    assert done.returncode == 0, done.stderr
+    done = shell(blocks()["notify-rules"][1], env)
+    assert done.returncode == 0, done.stderr
+    assert "notifications | deliveries" in done.stdout and "COMMIT" in done.stdout, done.stdout
+    done = shell(blocks()["notify-webhook"][1], env)
+    assert done.returncode == 0, done.stderr
+    badge = node(save(scratch, "badge.mjs", "js-badge"), env)
+    try:
+        badge.wait_for("SUBSCRIBED")
+        done = shell("make psql <<SQL\ninsert into profiles (id, full_name, email) values "
+                     "('$USER_ID', 'Me', 'me@example.test') on conflict (id) do nothing;\n"
+                     "insert into notifications (user_id, type, title, message, delivery_method) "
+                     "values ('$USER_ID', 'hello', 'Hi', 'there', '{in_app,email}');\nSQL", env)
+        assert done.returncode == 0, done.stderr
+        assert "unseen 1 unread 1" in badge.wait_for("unseen")
+    finally:
+        badge.stop()
+    deadline = time.monotonic() + 30
+    while True:
+        with urllib.request.urlopen(env["RIPPLE_MAIL_URL"] + "/api/webhooks?name=readme") as r:
+            calls = json.load(r)
+        if calls or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert calls and calls[-1]["headers"]["Ripple-Event"] == "delivery.sent", calls
 
 
 def test_make_demo_loads_the_school_crm_into_the_running_stack(terminal) -> None:
