@@ -71,6 +71,45 @@ def committed_max(conn) -> int:
     return conn.execute("select coalesce(max(id), 0) from public.churn").fetchone()[0]
 
 
+class Churner:
+    """Joins a fresh channel, stays a moment, checks what arrived, leaves; again and again."""
+
+    def __init__(self, stack, k: int):
+        self.stack, self.k = stack, k
+        self.sock = Socket(stack)
+        self.cycles = 0
+        self.left: dict[str, int] = {}  # topic -> the last id committed when its leave was answered
+        self.problems: list[str] = []
+
+    def received(self, topic: str) -> set[int]:
+        return set(self.sock.changes.get(topic, ()))
+
+    def cycle(self, conn) -> None:
+        topic = f"realtime:churn-{self.k}-{self.cycles}"
+        self.sock.join(topic)
+        after = committed_max(conn)  # every later id must reach this channel
+        self.sock.until(lambda: False, timeout=0.05 + 0.05 * (self.cycles % 5))
+        wanted = set(range(after + 1, committed_max(conn) + 1))
+        if not self.sock.until(lambda: wanted <= self.received(topic), timeout=15):
+            self.problems.append(f"{topic} missed {sorted(wanted - self.received(topic))}")
+        self.sock.leave(topic)
+        self.left[topic] = committed_max(conn)
+        self.cycles += 1
+
+    def run(self, stop: threading.Event) -> None:
+        with psycopg.connect(self.stack.db_url, autocommit=True) as conn:
+            while not stop.is_set():
+                self.cycle(conn)
+        self.sock.until(lambda: False, timeout=1.0)
+        for topic, last in self.left.items():
+            ids = self.sock.changes.get(topic, [])
+            if late := [i for i in ids if i > last]:
+                self.problems.append(f"{topic} received {late} after its leave was answered")
+            if len(ids) != len(set(ids)):
+                self.problems.append(f"{topic} received duplicates")
+        self.sock.wire.close()
+
+
 def test_joins_and_leaves_under_streaming_changes_miss_nothing(stack, churn):
     control = Socket(stack)
     control.join("realtime:churn-control")
@@ -85,37 +124,9 @@ def test_joins_and_leaves_under_streaming_changes_miss_nothing(stack, churn):
                                .fetchone()[0])
                 time.sleep(0.01)
 
-    problems: list[str] = []
-    cycles = [0] * CHURNERS
-
-    def churner(k: int) -> None:
-        sock = Socket(stack)
-        left: dict[str, int] = {}  # topic -> the last id committed when its leave was answered
-        with psycopg.connect(stack.db_url, autocommit=True) as conn:
-            while not stop.is_set():
-                topic = f"realtime:churn-{k}-{cycles[k]}"
-                sock.join(topic)
-                after = committed_max(conn)  # every later id must reach this channel
-                sock.until(lambda: False, timeout=0.05 + 0.05 * (cycles[k] % 5))
-                before = committed_max(conn)
-                wanted = set(range(after + 1, before + 1))
-                if not sock.until(lambda: wanted <= set(sock.changes.get(topic, ())), timeout=15):
-                    problems.append(f"{topic} missed {sorted(wanted - set(sock.changes.get(topic, ())))}")
-                sock.leave(topic)
-                left[topic] = committed_max(conn)
-                cycles[k] += 1
-        sock.until(lambda: False, timeout=1.0)
-        for topic, last in left.items():
-            late = [i for i in sock.changes.get(topic, ()) if i > last]
-            if late:
-                problems.append(f"{topic} received {late} after its leave was answered")
-            ids = sock.changes.get(topic, [])
-            if len(ids) != len(set(ids)):
-                problems.append(f"{topic} received duplicates")
-        sock.wire.close()
-
-    threads = [threading.Thread(target=write)] + [threading.Thread(target=churner, args=(k,))
-                                                   for k in range(CHURNERS)]
+    churners = [Churner(stack, k) for k in range(CHURNERS)]
+    threads = [threading.Thread(target=write)] + [threading.Thread(target=c.run, args=(stop,))
+                                                   for c in churners]
     for t in threads:
         t.start()
     time.sleep(SECONDS)
@@ -127,7 +138,8 @@ def test_joins_and_leaves_under_streaming_changes_miss_nothing(stack, churn):
         assert control.until(lambda: len(control.changes.get("realtime:churn-control", ())) >= len(expected))
         # The control that stayed joined received every change, once, in commit order.
         assert control.changes["realtime:churn-control"] == expected
+        cycles = [c.cycles for c in churners]
         assert sum(cycles) >= 2 * CHURNERS, cycles  # the channels really did come and go
-        assert problems == []
+        assert [p for c in churners for p in c.problems] == []
     finally:
         control.wire.close()
