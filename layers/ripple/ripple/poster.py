@@ -96,7 +96,8 @@ class LeanPoster:
                                              keepalive_timeout=30, ttl_dns_cache=300)
             self._session = aiohttp.ClientSession(
                 connector=connector, timeout=aiohttp.ClientTimeout(total=self.timeout),
-                skip_auto_headers=("User-Agent",), auto_decompress=False)
+                skip_auto_headers=("User-Agent",), auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar())
             self._session_loop = loop
             atexit.register(self._close_at_exit, self._session, loop)
         return self._session

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
@@ -23,7 +24,7 @@ ALGORITHM = "AWS4-HMAC-SHA256"
 
 
 def _hmac(key: bytes, message: str) -> bytes:
-    return hmac.new(key, message.encode(), hashlib.sha256).digest()
+    return hmac.digest(key, message.encode(), "sha256")
 
 
 def signing_key(secret_key: str, date: str, region: str, service: str) -> bytes:
@@ -32,6 +33,7 @@ def signing_key(secret_key: str, date: str, region: str, service: str) -> bytes:
     return _hmac(_hmac(_hmac(k_date, region), service), "aws4_request")
 
 
+@lru_cache(maxsize=65536)
 def canonical_path(path: str) -> str:
     """The path as it enters the canonical request: dot segments and empty segments removed, then
     percent-encoded once more (non-S3 services sign the already-encoded path encoded again)."""
@@ -79,8 +81,8 @@ class Signer:
         scope = f"{date}/{self.region}/{self.service}/aws4_request"
         string_to_sign = "\n".join((ALGORITHM, stamp, scope,
                                     hashlib.sha256(canonical_request.encode()).hexdigest()))
-        signature = hmac.new(self._signing_key(creds.secret_key, date), string_to_sign.encode(),
-                             hashlib.sha256).hexdigest()
+        signature = hmac.digest(self._signing_key(creds.secret_key, date), string_to_sign.encode(),
+                                "sha256").hex()
         headers["Authorization"] = (f"{ALGORITHM} Credential={creds.access_key}/{scope}, "
                                     f"SignedHeaders={signed}, Signature={signature}")
         return headers
