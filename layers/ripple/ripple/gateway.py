@@ -139,11 +139,16 @@ class ConnectionsApi:
     # so its frames keep their order. Without it (replies, live relays) they are logged, dropped.
     keep_owed: bool = False
     owing: dict[str, list[str]] = field(default_factory=dict, repr=False)
-    poster: Poster = field(init=False, repr=False)
+    _poster: tuple[Any, Poster] | None = field(default=None, repr=False)
 
-    def __post_init__(self) -> None:
-        # boto3's client (or a double of it) has post_to_connection; a Poster has post.
-        self.poster = Boto3Poster(self.client) if hasattr(self.client, "post_to_connection") else self.client
+    @property
+    def poster(self) -> Poster:
+        """What posts for `client`: the client itself if it is a Poster, else boto3's client (or
+        a double of it, anything with post_to_connection) on a thread pool."""
+        if self._poster is None or self._poster[0] is not self.client:
+            client = self.client
+            self._poster = (client, Boto3Poster(client) if hasattr(client, "post_to_connection") else client)
+        return self._poster[1]
 
     def deliver(self, deliveries: list[Delivery]) -> Outcome:
         """Post every delivery: connections concurrently, each connection's frames in order."""

@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -250,7 +251,7 @@ class DynamoDBStore(Store):
                     registry[bucket] = entry.columns
         return found, registry
 
-    def _bucket(self, version: int, rows: list[dict[str, Any]]) -> Bucket:
+    def _bucket(self, version: str, rows: list[dict[str, Any]]) -> Bucket:
         bindings: list[Binding] = []
         columns: set[str] | None = None
         for row in rows:
@@ -260,9 +261,9 @@ class DynamoDBStore(Store):
                 bindings.append(self._binding(row))
         return Bucket(version, bindings, columns, time.monotonic())
 
-    def _versions(self, buckets: list[str]) -> dict[str, int]:
-        """Each bucket's version (0 if it has none yet): strongly consistent, 100 keys a request."""
-        versions = dict.fromkeys(buckets, 0)
+    def _versions(self, buckets: list[str]) -> dict[str, str]:
+        """Each bucket's version ("" if it has none): strongly consistent, 100 keys a request."""
+        versions = dict.fromkeys(buckets, "")
         for start in range(0, len(buckets), 100):
             keys: list[dict[str, Any]] = [{"pk": {"S": b}, "sk": {"S": VERSION_SK}}
                                           for b in buckets[start:start + 100]]
@@ -271,18 +272,24 @@ class DynamoDBStore(Store):
                 answer = self.client.batch_get_item(RequestItems={self.bindings_table: {
                     "Keys": keys, "ConsistentRead": True, "ProjectionExpression": "pk, v"}})
                 for item in answer.get("Responses", {}).get(self.bindings_table, ()):
-                    versions[item["pk"]["S"]] = int(item["v"]["N"])
+                    versions[item["pk"]["S"]] = item["v"]["S"]
                 keys = answer.get("UnprocessedKeys", {}).get(self.bindings_table, {}).get("Keys", [])
         return versions
 
     def _bump(self, buckets: set[str]) -> None:
-        """Tell warm readers these buckets' bindings changed (after the change is written)."""
+        """Tell warm readers these buckets' bindings changed (after the change is written).
+
+        A version is a fresh random value, never a count: one that TTL removed and writes
+        recreated cannot come back equal to one a reader holds. It outlives the rows written
+        before it (the same TTL, set later)."""
+        expires_at = {"N": str(int(time.time()) + settings().connection_ttl_seconds)}
         for bucket in sorted(buckets):
             self.calls += 1
             self.client.update_item(TableName=self.bindings_table,
                                     Key={"pk": {"S": bucket}, "sk": {"S": VERSION_SK}},
-                                    UpdateExpression="ADD v :one",
-                                    ExpressionAttributeValues={":one": {"N": "1"}})
+                                    UpdateExpression="SET v = :v, expires_at = :e",
+                                    ExpressionAttributeValues={":v": {"S": secrets.token_hex(8)},
+                                                               ":e": expires_at})
 
     # -- channel members ------------------------------------------------------------------------
     def put_member(self, member: Member, expires_at: int) -> None:

@@ -6,7 +6,8 @@ the buckets it needs (one strongly consistent BatchGetItem), takes the buckets w
 is unchanged from here, and Queries only the others. A version read before its Query can only
 make a warm entry look older than its rows, never newer, so a binding stored before the join
 reply is in every batch drained after it. Rows that DynamoDB's TTL removes bump nothing: an entry
-is also re-read once it is `max_age` seconds old.
+is also re-read once it is `max_age` seconds old. A version is an opaque random value ("" for a
+bucket that has none), compared for equality only.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ VERSION_SK = "~v"
 class Bucket:
     """One bucket's bindings (and, for a table bucket, its eq-indexed columns) at a version."""
 
-    version: int
+    version: str
     bindings: list[Binding]
     columns: set[str] | None
     read_at: float
@@ -37,7 +38,7 @@ class WarmBuckets:
     capacity: int = 4096
     _entries: OrderedDict[str, Bucket] = field(default_factory=OrderedDict)
 
-    def get(self, bucket: str, version: int, now: float | None = None) -> Bucket | None:
+    def get(self, bucket: str, version: str, now: float | None = None) -> Bucket | None:
         """The entry if it is at `version` and young enough, else None."""
         entry = self._entries.get(bucket)
         if entry is None or entry.version != version:
