@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
+import contextvars
 import os
 import threading
 from collections.abc import Coroutine
@@ -18,12 +20,14 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 from yarl import URL
 
+from ripple.aws import Call, observed, report
 from ripple.sigv4 import Signer
 
 T = TypeVar("T")
 
 # Error types come as "GoneException" or "GoneException:http://internal.amazon.com/...".
 ERROR_TYPE_HEADER = "x-amzn-ErrorType"
+OPERATIONS = {"POST": "PostToConnection", "DELETE": "DeleteConnection"}
 
 
 class BackgroundLoop:
@@ -48,12 +52,30 @@ class BackgroundLoop:
             return self._loop
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """The coroutine's result (or exception), run on the background loop."""
+        """The coroutine's result (or exception), run on the background loop in the caller's
+        context (its context variables: the invocation's logging and tracing keys)."""
         loop = self.loop
         if threading.current_thread() is self._thread:
             coro.close()
             raise RuntimeError("BackgroundLoop.run called from its own loop")
-        return asyncio.run_coroutine_threadsafe(coro, loop).result()
+        context = contextvars.copy_context()
+        result: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def start() -> None:
+            task = loop.create_task(coro, context=context)
+            task.add_done_callback(lambda done: _settle(result, done))
+
+        loop.call_soon_threadsafe(start)
+        return result.result()
+
+
+def _settle(result: concurrent.futures.Future, task: asyncio.Task) -> None:
+    if task.cancelled():
+        result.cancel()
+    elif (error := task.exception()) is not None:
+        result.set_exception(error)
+    else:
+        result.set_result(task.result())
 
 
 _background = BackgroundLoop()
@@ -76,6 +98,7 @@ class LeanPoster:
 
     def __init__(self, endpoint: str, signer: Signer, *, limit: int = 256, timeout: float = 5.0):
         parts = urlsplit(endpoint)
+        self.endpoint = endpoint
         self.signer = signer
         self.limit = limit
         self.timeout = timeout
@@ -111,6 +134,8 @@ class LeanPoster:
         return await self._request("DELETE", connection_id, b"")
 
     async def _request(self, method: str, connection_id: str, body: bytes) -> tuple[int, str]:
+        if observed():
+            report(Call("execute-api", OPERATIONS[method], {"ConnectionId": connection_id}, self.endpoint))
         session = self._session_here()
         path = self.path(connection_id)
         headers = self.signer.headers(method, self._host, path, body)
