@@ -97,6 +97,7 @@ sam-check: $(PY_STAMP) $(SAM)
 	SAM_CLI_TELEMETRY=0 $(SAM) build
 
 bench: $(PY_STAMP)
+	$(PY) bench/versus.py
 	$(PY) bench/fanout.py
 	$(PY) bench/rls.py
 	$(PY) bench/broadcast.py

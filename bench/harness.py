@@ -140,14 +140,17 @@ def wait_for_cleanup(aws_url: str, timeout: float = 120.0) -> int:
 
     from ripple.local.stack import BINDINGS_TABLE, CONNECTIONS_TABLE, REGION
     from ripple.store import REGISTRY_SK
+    from ripple.store.warm import VERSION_SK
 
     ddb = boto3.client("dynamodb", endpoint_url=aws_url, region_name=REGION)
 
     def left() -> int:
         connections = ddb.scan(TableName=CONNECTIONS_TABLE, Select="COUNT")["Count"]
-        # The eq registry row stays by design; only per-connection rows must go.
-        bindings = ddb.scan(TableName=BINDINGS_TABLE, Select="COUNT", FilterExpression="sk <> :r",
-                            ExpressionAttributeValues={":r": {"S": REGISTRY_SK}})["Count"]
+        # The eq registry and bucket version rows stay by design; only per-connection rows must go.
+        bindings = ddb.scan(TableName=BINDINGS_TABLE, Select="COUNT",
+                            FilterExpression="sk <> :r AND sk <> :v",
+                            ExpressionAttributeValues={":r": {"S": REGISTRY_SK},
+                                                       ":v": {"S": VERSION_SK}})["Count"]
         return connections + bindings
 
     deadline = time.monotonic() + timeout

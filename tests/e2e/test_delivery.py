@@ -130,8 +130,14 @@ def test_cost_per_batch_is_queries_on_derived_keys_and_constant_round_trips(stac
     db.execute("grant select on public.inbox to anon")
     db.execute("""do $$ begin if not exists (select 1 from pg_publication_tables where tablename = 'inbox')
                   then alter publication supabase_realtime add table public.inbox; end if; end $$""")
-    scans = []
+    scans, queried = [], []
     store().client.meta.events.register("before-call.dynamodb.Scan", lambda **kw: scans.append(kw))
+
+    def bucket_query(params, **_):
+        if params.get("KeyConditionExpression") == "pk = :pk":
+            queried.append(params["ExpressionAttributeValues"][":pk"]["S"])
+
+    store().client.meta.events.register("before-parameter-build.dynamodb.Query", bucket_query)
     users = [str(uuid.uuid4()) for _ in range(20)]
     wires = [Wire(stack.ws_url, stack.key("anon")) for _ in users]
     try:
@@ -139,24 +145,40 @@ def test_cost_per_batch_is_queries_on_derived_keys_and_constant_round_trips(stac
             wire.join("realtime:mine", [{"event": "INSERT", "schema": "public", "table": "inbox",
                                          "filter": f"user_id=eq.{user}"}])
         stack.bridge.results.clear()
+        queried.clear()
         db.execute("insert into inbox (user_id, title) values (%s, 'one')", (users[0],))
         assert wires[0].recv()["payload"]["data"]["record"]["title"] == "one"
+        assert wait_until(lambda: len(stack.bridge.results) >= 1)
+        first_queries = list(queried)
+        db.execute("insert into inbox (user_id, title) values (%s, 'again')", (users[0],))
+        assert wires[0].recv()["payload"]["data"]["record"]["title"] == "again"
+        assert wait_until(lambda: len(stack.bridge.results) >= 2)
+        again_queries = queried[len(first_queries):]
         with db.transaction():
             for user in users:
                 db.execute("insert into inbox (user_id, title) values (%s, 'batch')", (user,))
         for wire in wires:
             assert wire.recv()["payload"]["data"]["record"]["title"] == "batch"
-        assert wait_until(lambda: len(stack.bridge.results) >= 2)
-        single, batch = list(stack.bridge.results)
-        # one change: three table buckets (inbox, public.*, *.*) + the one user_id bucket
-        assert single["changes"] == 1 and single["dynamodb_calls"] == 4
+        assert wait_until(lambda: len(stack.bridge.results) >= 3)
+        batch_queries = queried[len(first_queries) + len(again_queries):]
+        single, again, batch = list(stack.bridge.results)
+        inbox, eq0 = "public.inbox", f"public.inbox|user_id={users[0]}"
+        # one change: a version read of the three table buckets (inbox, public.*, *.*), one of the
+        # user_id bucket, and a Query of each bucket whose bindings changed since it was last read
+        # (here the inbox bucket, whose registry gained user_id, and the user's bucket, at least)
+        assert {inbox, eq0} <= set(first_queries) <= {inbox, eq0, "public.*", "*.*"}
+        assert single["changes"] == 1 and single["dynamodb_calls"] == 2 + len(first_queries)
         # drain lock, pending rows, one batched authorization, ack
         assert single["pg_round_trips"] == 4 and single["posts"] == 1
-        # twenty changes in one batch: the same three table buckets once + one Query per user value
-        assert batch["changes"] == 20 and batch["dynamodb_calls"] == 3 + 20
+        # the same audience again: the two version reads and no Query
+        assert again_queries == [] and again["dynamodb_calls"] == 2 and again["posts"] == 1
+        # twenty changes in one batch: the version reads, and a Query per user bucket not yet read
+        assert sorted(batch_queries) == sorted(f"public.inbox|user_id={u}" for u in users[1:])
+        assert batch["changes"] == 20 and batch["dynamodb_calls"] == 2 + 19
         assert batch["pg_round_trips"] == 4 and batch["posts"] == 20
         assert scans == []
     finally:
+        store().client.meta.events.unregister("before-parameter-build.dynamodb.Query", bucket_query)
         for wire in wires:
             wire.close()
 

@@ -47,15 +47,24 @@ def observe_calls(observer: CallObserver) -> Callable[[], None]:
     return lambda: _observers.remove(observer)
 
 
+def report(call: Call) -> None:
+    """Tell the observers about an operation made without boto3 (the lean `@connections` poster)."""
+    for observer in list(_observers):
+        observer(call)
+
+
+def observed() -> bool:
+    """Whether anything observes calls (so a hot path can skip building them)."""
+    return bool(_observers)
+
+
 def _report(client: Any) -> Any:
     signing = client.meta.service_model.signing_name
     endpoint = client.meta.endpoint_url
 
     def before_parameter_build(params, model, **_: Any) -> None:
         if _observers:
-            call = Call(signing, model.name, dict(params), endpoint)
-            for observer in list(_observers):
-                observer(call)
+            report(Call(signing, model.name, dict(params), endpoint))
 
     # Fired once per API call with the caller's parameters (botocore's retries do not repeat it).
     client.meta.events.register("before-parameter-build", before_parameter_build)

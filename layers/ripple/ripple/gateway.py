@@ -4,21 +4,29 @@ A post either lands, finds the connection gone (410), fails for that frame alone
 logged, the connection's later frames still go), or cannot get through (429, 5xx, a connection
 error) after retries with backoff: then the frame and every later frame owed to that connection
 come back as `owed`, in order, for the caller to keep and retry later.
+
+Posts go out through a poster: the lean one (`ripple.poster`, SigV4-signed aiohttp requests,
+`RIPPLE_POSTER=lean`, the default) or boto3's `apigatewaymanagementapi` (`RIPPLE_POSTER=boto3`).
+Either way they run on one background event loop, many connections at once
+(`RIPPLE_POST_CONCURRENCY`), each connection's frames one after another.
 """
 from __future__ import annotations
 
+import asyncio
 import random
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ripple.aws import clients
 from ripple.config import settings
 from ripple.log import logger
+from ripple.poster import LeanPoster, background_loop
+from ripple.sigv4 import Signer
 
 
 class Gone(Exception):
@@ -61,12 +69,66 @@ class Outcome:
     retries: int = 0
 
 
+class Poster(Protocol):
+    """One request to `@connections/{id}`: (HTTP status, error type); status 0 if no answer came."""
+
+    async def post(self, connection_id: str, data: bytes) -> tuple[int, str]: ...
+
+    async def delete(self, connection_id: str) -> tuple[int, str]: ...
+
+
+class Boto3Poster:
+    """A boto3 `apigatewaymanagementapi` client (or anything shaped like it) as a Poster; its
+    blocking calls run on `threads` threads."""
+
+    def __init__(self, client: Any, threads: int = 32):
+        self.client = client
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ripple-boto3-post")
+
+    async def post(self, connection_id: str, data: bytes) -> tuple[int, str]:
+        return await asyncio.get_running_loop().run_in_executor(
+            self._pool, self._call, self.client.post_to_connection,
+            {"ConnectionId": connection_id, "Data": data})
+
+    async def delete(self, connection_id: str) -> tuple[int, str]:
+        return await asyncio.get_running_loop().run_in_executor(
+            self._pool, self._call, self.client.delete_connection, {"ConnectionId": connection_id})
+
+    def _call(self, operation: Any, params: dict) -> tuple[int, str]:
+        try:
+            operation(**params)
+            return 200, ""
+        except self.client.exceptions.GoneException:
+            return 410, "GoneException"
+        except ClientError as exc:
+            return (exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 400,
+                    exc.response.get("Error", {}).get("Code", ""))
+        except BotoCoreError as exc:
+            # Connection errors and timeouts: the request may not have left, or its answer was lost.
+            return 0, type(exc).__name__
+
+
+def _check(status: int, error_type: str, connection_id: str, size: int) -> None:
+    """Nothing for a 2xx; otherwise the exception that says what the answer means."""
+    if 200 <= status < 300:
+        return
+    if status == 410 or error_type == "GoneException":
+        raise Gone(connection_id)
+    if status == 0 or status == 429 or status >= 500 or error_type in RETRYABLE_CODES:
+        raise Unreachable(error_type or str(status))
+    logger.warning("post_to_connection refused", extra={"connection_id": connection_id, "status": status,
+                                                        "error": error_type, "bytes": size})
+    raise Refused(error_type or str(status))
+
+
 @dataclass
 class ConnectionsApi:
-    """PostToConnection over boto3's `apigatewaymanagementapi`; `posts` counts calls."""
+    """PostToConnection and DeleteConnection through a poster (`client`: a Poster, or a boto3
+    `apigatewaymanagementapi` client); `posts` counts the posts made, retries included."""
 
     client: Any
     posts: int = 0
+    # Posts in flight at once (one per connection being served).
     concurrency: int = 32
     # Tries per frame before it is owed, and the backoff between them (seconds).
     attempts: int = 5
@@ -77,7 +139,16 @@ class ConnectionsApi:
     # so its frames keep their order. Without it (replies, live relays) they are logged, dropped.
     keep_owed: bool = False
     owing: dict[str, list[str]] = field(default_factory=dict, repr=False)
-    _pool: ThreadPoolExecutor | None = field(default=None, repr=False)
+    _poster: tuple[Any, Poster] | None = field(default=None, repr=False)
+
+    @property
+    def poster(self) -> Poster:
+        """What posts for `client`: the client itself if it is a Poster, else boto3's client (or
+        a double of it, anything with post_to_connection) on a thread pool."""
+        if self._poster is None or self._poster[0] is not self.client:
+            client = self.client
+            self._poster = (client, Boto3Poster(client) if hasattr(client, "post_to_connection") else client)
+        return self._poster[1]
 
     def deliver(self, deliveries: list[Delivery]) -> Outcome:
         """Post every delivery: connections concurrently, each connection's frames in order."""
@@ -89,14 +160,7 @@ class ConnectionsApi:
         deliveries = [d for d in deliveries if d.connection_id not in self.owing]
         if not deliveries:
             return outcome
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=self.concurrency)
-        for result in self._pool.map(self._post_all, deliveries):
-            outcome.delivered += result.delivered
-            outcome.failed += result.failed
-            outcome.retries += result.retries
-            outcome.gone.extend(result.gone)
-            outcome.owed.extend(result.owed)
+        background_loop().run(self._deliver(deliveries, outcome))
         for delivery in outcome.owed[len(held):]:
             if self.keep_owed:
                 self.owing.setdefault(delivery.connection_id, []).extend(delivery.frames)
@@ -111,11 +175,29 @@ class ConnectionsApi:
         owing, self.owing = self.owing, {}
         return owing
 
-    def _post_all(self, delivery: Delivery) -> Outcome:
+    async def _deliver(self, deliveries: list[Delivery], outcome: Outcome) -> None:
+        """Post `deliveries`, adding what happened to `outcome`, connection by connection in order."""
+        results: list[Outcome] = [Outcome()] * len(deliveries)
+        pending = iter(enumerate(deliveries))
+
+        async def serve() -> None:
+            # Workers share one iterator: each takes the next connection once its last is done.
+            for index, delivery in pending:
+                results[index] = await self._post_all(delivery)
+
+        await asyncio.gather(*(serve() for _ in range(min(self.concurrency, len(deliveries)))))
+        for result in results:
+            outcome.delivered += result.delivered
+            outcome.failed += result.failed
+            outcome.retries += result.retries
+            outcome.gone.extend(result.gone)
+            outcome.owed.extend(result.owed)
+
+    async def _post_all(self, delivery: Delivery) -> Outcome:
         result = Outcome()
         for index, frame in enumerate(delivery.frames):
             try:
-                result.retries += self._post_retrying(delivery.connection_id, frame)
+                result.retries += await self._post_retrying(delivery.connection_id, frame)
                 result.delivered += 1
             except Gone:
                 result.gone.append(delivery.connection_id)
@@ -127,50 +209,44 @@ class ConnectionsApi:
                 break
         return result
 
-    def _post_retrying(self, connection_id: str, frame: str) -> int:
+    async def _post_retrying(self, connection_id: str, frame: str) -> int:
         """Post one frame, retrying while it is Unreachable; returns how many retries it took."""
+        data = frame.encode()
         for attempt in range(self.attempts):
             try:
-                self.post(connection_id, frame)
+                await self._post(connection_id, data)
                 return attempt
             except Unreachable:
                 if attempt + 1 == self.attempts:
                     raise
                 # Full jitter: a throttled burst spreads out instead of retrying in lockstep.
-                time.sleep(random.uniform(0, min(self.max_backoff, self.base_backoff * 2 ** attempt)))
+                await asyncio.sleep(random.uniform(0, min(self.max_backoff, self.base_backoff * 2 ** attempt)))
         raise AssertionError("unreachable")
+
+    async def _post(self, connection_id: str, data: bytes) -> None:
+        self.posts += 1
+        status, error_type = await self.poster.post(connection_id, data)
+        _check(status, error_type, connection_id, len(data))
 
     @classmethod
     def from_settings(cls) -> ConnectionsApi:
-        endpoint = settings().connections_endpoint
+        config = settings()
+        endpoint = config.connections_endpoint
         if not endpoint:
             raise RuntimeError("RIPPLE_CONNECTIONS_ENDPOINT is not set")
-        return cls(clients().connections_api(endpoint), concurrency=settings().post_concurrency)
+        if config.poster == "boto3":
+            return cls(clients().connections_api(endpoint), concurrency=config.post_concurrency)
+        return cls(lean_poster(endpoint, limit=config.post_concurrency), concurrency=config.post_concurrency)
 
     def post(self, connection_id: str, data: str) -> None:
         """Send one text frame once; raises Gone (410), Refused (another 4xx) or Unreachable."""
-        self.posts += 1
-        try:
-            self.client.post_to_connection(ConnectionId=connection_id, Data=data.encode())
-        except self.client.exceptions.GoneException:
-            raise Gone(connection_id) from None
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-            if code in RETRYABLE_CODES or status == 429 or status >= 500:
-                raise Unreachable(f"{code or status}") from None
-            logger.warning("post_to_connection refused", extra={"connection_id": connection_id,
-                                                                "error": code, "bytes": len(data)})
-            raise Refused(code) from None
-        except BotoCoreError as exc:
-            # Connection errors and timeouts: the request may not have left, or its answer was lost.
-            raise Unreachable(type(exc).__name__) from None
+        background_loop().run(self._post(connection_id, data.encode()))
 
     def send(self, connection_id: str, data: str) -> bool:
         """Post one frame that nothing keeps if it cannot get through (a reply, a notice):
         retried while Unreachable; False if it never landed. Raises Gone."""
         try:
-            self._post_retrying(connection_id, data)
+            background_loop().run(self._post_retrying(connection_id, data))
             return True
         except (Refused, Unreachable) as exc:
             logger.warning("frame not delivered", extra={"connection_id": connection_id,
@@ -178,11 +254,28 @@ class ConnectionsApi:
             return False
 
     def close(self, connection_id: str) -> None:
-        """Close a client's socket (DeleteConnection); a gone connection is not an error."""
+        """Close a client's socket (DeleteConnection); a gone connection is not an error, another
+        failure raises Refused or Unreachable."""
+        status, error_type = background_loop().run(self.poster.delete(connection_id))
         try:
-            self.client.delete_connection(ConnectionId=connection_id)
-        except self.client.exceptions.GoneException:
+            _check(status, error_type, connection_id, 0)
+        except Gone:
             pass
+
+
+def lean_poster(endpoint: str, limit: int = 256) -> LeanPoster:
+    """A LeanPoster for `endpoint`, signing with credentials from botocore's provider chain and
+    the region it resolves (else the endpoint's, `{api}.execute-api.{region}.amazonaws.com`)."""
+    import botocore.session
+
+    session = botocore.session.get_session()
+    credentials = session.get_credentials()
+    if credentials is None:
+        raise RuntimeError("no AWS credentials for signing @connections requests")
+    host = (urlsplit(endpoint).hostname or "").split(".")
+    region = session.get_config_variable("region") or (
+        host[2] if len(host) > 3 and host[1] == "execute-api" else "us-east-1")
+    return LeanPoster(endpoint, Signer(credentials, region, "execute-api"), limit=limit)
 
 
 @lru_cache(maxsize=1)

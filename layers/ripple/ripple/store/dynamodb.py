@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,7 @@ from ripple.store.bindings import REGISTRY_SK, Binding
 from ripple.store.connections import Connection, last_heard
 from ripple.store.exceptions import NoConnection, TooManyChannels
 from ripple.store.members import PRESENCE_HOLDERS, TOPIC_PREFIX, Member, topic_key
+from ripple.store.warm import VERSION_SK, Bucket, WarmBuckets
 
 _ser = TypeSerializer()
 _de = TypeDeserializer()
@@ -48,6 +50,9 @@ class DynamoDBStore(Store):
     calls: int = field(default=0)
     # Bucket Queries of one batch run concurrently.
     query_concurrency: int = 16
+    # Buckets read before, reused while their version stands (bindings_under).
+    warm: WarmBuckets = field(default_factory=WarmBuckets, repr=False)
+    _pool: ThreadPoolExecutor | None = field(default=None, repr=False)
 
     @classmethod
     def from_settings(cls) -> DynamoDBStore:
@@ -174,20 +179,27 @@ class DynamoDBStore(Store):
                                 Key=_item({"connection_id": connection_id}))
         rows = self._rows_of(connection_id)
         self._delete_keys([{"pk": row["pk"], "sk": row["sk"]} for row in rows])
+        self._bump({row["pk"] for row in rows if _is_binding(row)})
         return [self._member(row) for row in rows if _is_member(row)]
 
     # -- bindings -------------------------------------------------------------------------------
     def add_bindings(self, bindings: list[Binding], indexed: dict[str, set[str]], expires_at: int) -> None:
         """Store a new channel's bindings; `indexed` maps table buckets to the eq columns they add."""
+        grown = set()
         for bucket, columns in indexed.items():
             self.calls += 1
-            self.client.update_item(
+            before = self.client.update_item(
                 TableName=self.bindings_table,
                 Key=_item({"pk": bucket, "sk": REGISTRY_SK}),
                 UpdateExpression="ADD #c :c",
                 ExpressionAttributeNames={"#c": "columns"},
                 ExpressionAttributeValues={":c": {"SS": sorted(columns)}},
-            )
+                ReturnValues="UPDATED_OLD",
+            ).get("Attributes", {}).get("columns", {}).get("SS", [])
+            if not columns <= set(before):
+                grown.add(bucket)
+        # The registry is part of its table bucket as readers keep it warm.
+        self._bump(grown)
         self.put_bindings(bindings, expires_at)
 
     def remove_channel(self, connection_id: str, topic: str) -> Member | None:
@@ -195,6 +207,7 @@ class DynamoDBStore(Store):
         membership it had, read by the same Query that found the rows."""
         rows = self._rows_of(connection_id, topic)
         self._delete_keys([{"pk": row["pk"], "sk": row["sk"]} for row in rows])
+        self._bump({row["pk"] for row in rows if _is_binding(row)})
         return next((self._member(row) for row in rows if _is_member(row)), None)
 
     def channel(self, connection_id: str, topic: str) -> tuple[Member | None, list[Binding]]:
@@ -208,23 +221,75 @@ class DynamoDBStore(Store):
         with self._batch() as batch:
             for b in bindings:
                 batch.put_item(Item=_item(self._binding_row(b, expires_at)))
+        # After the rows: a reader that sees the new version then finds them (store.warm).
+        self._bump({b.bucket for b in bindings})
 
     def bindings_under(self, buckets: Iterable[str]) -> tuple[dict[str, list[Binding]], dict[str, set[str]]]:
-        """Bindings per bucket, and the eq-indexed columns registered under table buckets."""
+        """Bindings per bucket, and the eq-indexed columns registered under table buckets.
+
+        One BatchGetItem reads the buckets' versions; only buckets changed since this container
+        last read them are Queried (store.warm). The lists returned are shared: do not modify."""
         wanted = sorted(set(buckets))
         found: dict[str, list[Binding]] = {}
         registry: dict[str, set[str]] = {}
         if not wanted:
             return found, registry
-        with ThreadPoolExecutor(max_workers=min(self.query_concurrency, len(wanted))) as pool:
-            for bucket, rows in zip(wanted, pool.map(self._query_bucket, wanted)):
-                found[bucket] = []
-                for row in rows:
-                    if row["sk"] == REGISTRY_SK:
-                        registry[bucket] = set(row.get("columns", ()))
-                    else:
-                        found[bucket].append(self._binding(row))
+        versions = self._versions(wanted)
+        entries: dict[str, Bucket | None] = {b: self.warm.get(b, versions[b]) for b in wanted}
+        stale = [b for b, entry in entries.items() if entry is None]
+        if stale:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=self.query_concurrency,
+                                                thread_name_prefix="ripple-store-query")
+            for bucket, rows in zip(stale, self._pool.map(self._query_bucket, stale)):
+                entries[bucket] = fresh = self._bucket(versions[bucket], rows)
+                self.warm.put(bucket, fresh)
+        for bucket, entry in entries.items():
+            if entry is not None:
+                found[bucket] = entry.bindings
+                if entry.columns is not None:
+                    registry[bucket] = entry.columns
         return found, registry
+
+    def _bucket(self, version: str, rows: list[dict[str, Any]]) -> Bucket:
+        bindings: list[Binding] = []
+        columns: set[str] | None = None
+        for row in rows:
+            if row["sk"] == REGISTRY_SK:
+                columns = set(row.get("columns", ()))
+            elif row["sk"] != VERSION_SK:
+                bindings.append(self._binding(row))
+        return Bucket(version, bindings, columns, time.monotonic())
+
+    def _versions(self, buckets: list[str]) -> dict[str, str]:
+        """Each bucket's version ("" if it has none): strongly consistent, 100 keys a request."""
+        versions = dict.fromkeys(buckets, "")
+        for start in range(0, len(buckets), 100):
+            keys: list[dict[str, Any]] = [{"pk": {"S": b}, "sk": {"S": VERSION_SK}}
+                                          for b in buckets[start:start + 100]]
+            while keys:
+                self.calls += 1
+                answer = self.client.batch_get_item(RequestItems={self.bindings_table: {
+                    "Keys": keys, "ConsistentRead": True, "ProjectionExpression": "pk, v"}})
+                for item in answer.get("Responses", {}).get(self.bindings_table, ()):
+                    versions[item["pk"]["S"]] = item["v"]["S"]
+                keys = answer.get("UnprocessedKeys", {}).get(self.bindings_table, {}).get("Keys", [])
+        return versions
+
+    def _bump(self, buckets: set[str]) -> None:
+        """Tell warm readers these buckets' bindings changed (after the change is written).
+
+        A version is a fresh random value, never a count: one that TTL removed and writes
+        recreated cannot come back equal to one a reader holds. It outlives the rows written
+        before it (the same TTL, set later)."""
+        expires_at = {"N": str(int(time.time()) + settings().connection_ttl_seconds)}
+        for bucket in sorted(buckets):
+            self.calls += 1
+            self.client.update_item(TableName=self.bindings_table,
+                                    Key={"pk": {"S": bucket}, "sk": {"S": VERSION_SK}},
+                                    UpdateExpression="SET v = :v, expires_at = :e",
+                                    ExpressionAttributeValues={":v": {"S": secrets.token_hex(8)},
+                                                               ":e": expires_at})
 
     # -- channel members ------------------------------------------------------------------------
     def put_member(self, member: Member, expires_at: int) -> None:
