@@ -452,7 +452,7 @@ def _is_member(row: dict[str, Any]) -> bool:
 
 def _is_binding(row: dict[str, Any]) -> bool:
     # A connection's other rows: its memberships and its entries under the presence holders.
-    return not _is_member(row) and row["pk"] != PRESENCE_HOLDERS
+    return not _is_member(row) and row["pk"] != PRESENCE_HOLDERS and row["sk"] not in (REGISTRY_SK, VERSION_SK)
 
 
 def _known(value: Any) -> bool | None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ripple import codec
-from ripple.store import PRESENCE_HOLDERS, REGISTRY_SK, Binding, DynamoDBStore, Member
+from ripple.store import Binding, DynamoDBStore, Member
 from ripple.store.dynamodb import _is_binding, _is_member, _plain
 
 
@@ -25,8 +25,6 @@ def bindings_and_members(store: DynamoDBStore) -> tuple[list[Binding], list[Memb
     """Every stored binding and channel membership."""
     bindings, members = [], []
     for row in _scan(store, store.bindings_table):
-        if row["sk"] == REGISTRY_SK or row["pk"] == PRESENCE_HOLDERS:
-            continue
         if _is_member(row):
             members.append(DynamoDBStore._member(row))
         elif _is_binding(row):
