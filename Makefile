@@ -75,7 +75,8 @@ explain: $(PY_STAMP)
 demo: $(PY_STAMP)
 	@$(PY) -m ripple.local.inspector.demo --env "$(STATE_DIR)/env"
 
-test: $(PY_STAMP) $(JS_STAMP) $(WEB_STAMP) test-deps
+# The suite starts with the linters: ruff, mypy and cfn-lint are clean or nothing runs.
+test: lint $(JS_STAMP) $(WEB_STAMP) test-deps
 	$(PY) -m pytest
 
 lint: $(PY_STAMP)
