@@ -29,10 +29,12 @@ from ripple.db import Database, await_commit
 from ripple.gateway import ConnectionsApi
 from ripple.log import logger
 from ripple.metrics import record_fanout
+from ripple.outbox.log import expire
 from ripple.store import DynamoDBStore, Store
 
 DRAIN_LOCK = "select pg_advisory_xact_lock(hashtext('realtime.drain'))"
-PENDING = "select * from realtime.pending(%s)"
+# realtime.pending with each row's log position (sql/012_message_log.sql).
+PENDING = "select * from realtime.pending_positioned(%s)"
 ACK = "select realtime.ack(%s)"
 OWE = "select realtime.owe(%s::jsonb)"
 AUTHORIZE = "select * from realtime.authorize(%s::jsonb)"
@@ -75,6 +77,8 @@ class Stats:
     authorize_seconds: float = 0.0
     sizes: list[int] = field(default_factory=list)
     lags: list[float] = field(default_factory=list)
+    # Day partitions of the message log dropped past the retention window (by the sweep).
+    expired_partitions: int = 0
 
 
 @dataclass
@@ -188,7 +192,8 @@ class Fanout:
             elif kind == "owed":
                 pass  # posted above, ahead of everything newer
             elif kind == "broadcast":
-                posts = relay_outbox(self.store, self.api, [r["payload"] for r in group]).deliveries
+                posts = relay_outbox(self.store, self.api, [r["payload"] for r in group],
+                                     [str(r["position"]) for r in group]).deliveries
                 stats.deliveries += posts
             budget -= posts
             taken += count

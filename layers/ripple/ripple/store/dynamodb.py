@@ -303,7 +303,7 @@ class DynamoDBStore(Store):
             "private": member.private, "can_broadcast": member.can_broadcast,
             "can_track": member.can_track, "sees_broadcast": member.sees_broadcast,
             "sees_presence": member.sees_presence, "refused": member.refused,
-            "role": member.role, "claims": member.claims,
+            "log_ids": member.log_ids, "role": member.role, "claims": member.claims,
             "exp": member.exp, "expires_at": expires_at}))
 
     def member(self, connection_id: str, topic: str) -> Member | None:
@@ -364,7 +364,7 @@ class DynamoDBStore(Store):
             presence=codec.loads(presence) if presence else None, private=bool(row.get("private")),
             can_broadcast=_known(row.get("can_broadcast")), can_track=_known(row.get("can_track")),
             sees_broadcast=bool(row.get("sees_broadcast", True)), sees_presence=bool(row.get("sees_presence", True)),
-            refused=row.get("refused"),
+            refused=row.get("refused"), log_ids=bool(row.get("log_ids")),
             role=row.get("role", "anon"), claims=row.get("claims", "{}"), exp=int(row.get("exp", 0)))
 
     # -- internals ------------------------------------------------------------------------------
