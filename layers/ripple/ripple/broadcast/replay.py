@@ -5,7 +5,8 @@ Unlike Supabase (newest 25, reversed, silently dropping the oldest when more wer
 first, up to MAX_REPLAY_LIMIT, and a `system` message says how many the limit left out and where
 to ask again. A window holds the drain lock from before the member is stored until the replay is
 posted: every message is then either in the replay (delivered before the join) or live (after),
-never both and never neither.
+never both and never neither. A request reaching back past the retention window is told so
+(`replay_expired`) before the part that is still kept.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ class Window:
 
     db: Database
     conn: Any
+    horizon: dict[str, Any]
 
     def replay(self, api: ConnectionsApi, member: Member, options: ReplayOptions) -> int:
         """Post the topic's missed messages to `member`, then the truncation notice if the limit
@@ -40,6 +42,8 @@ class Window:
         read the topic's broadcasts."""
         if not member.sees_broadcast:
             raise unauthorized_read(member.channel)
+        if self._expired(options):
+            api.send(member.connection_id, encode(expired(member, self.horizon), member.vsn))
         rows = self.db.execute(self.conn, REPLAY, (member.channel, member.private, options.since,
                                                    options.after, options.limit))
         for row in rows:
@@ -50,6 +54,24 @@ class Window:
         if left > 0:
             api.send(member.connection_id, encode(truncated(member, left, rows[-1]["position"]), member.vsn))
         return len(rows)
+
+    def _expired(self, options: ReplayOptions) -> bool:
+        """Whether the request reaches back past what expiry has already removed."""
+        if options.after is not None and options.after < self.horizon["horizon_position"]:
+            return True
+        return options.since is not None and options.since < self.horizon["horizon_at"].timestamp() * 1000
+
+
+def expired(member: Member, horizon: dict[str, Any]) -> m.Message:
+    """The `system` message of a replay asking from before the retention window: what follows is
+    not the whole history, the app must refetch."""
+    start = horizon["horizon_at"].isoformat()
+    msg = m.system(member.topic, "broadcast", "ok",
+                   f"Replay incomplete: messages before {start} (id {horizon['horizon_position']}) "
+                   f"have expired; refetch the state, then follow the replay", member.join_ref)
+    msg.payload.update({"code": "replay_expired", "horizon_id": str(horizon["horizon_position"]),
+                        "horizon_at": start})
+    return msg
 
 
 def truncated(member: Member, left: int, last: int) -> m.Message:
@@ -72,6 +94,7 @@ def window(db: Callable[[], Database], options: ReplayOptions | None) -> Iterato
     database = db()
     with database.transaction() as conn:
         database.execute(conn, DRAIN_LOCK)
-        if not database.execute(conn, HORIZON)[0]["retained"]:
+        horizon = database.execute(conn, HORIZON)[0]
+        if not horizon["retained"]:
             raise ChannelError("ReplayUnavailable", "this server keeps no message log (log_retention_hours is 0)")
-        yield Window(database, conn)
+        yield Window(database, conn, horizon)
