@@ -35,8 +35,10 @@ revoke all on realtime.log from public;
 -- ack never fails; log_maintain expires them with a DELETE.
 create table if not exists realtime.log_default partition of realtime.log default;
 
--- The one index replays read; each index is paid for on every ack.
+-- Every index is paid for on each ack: a b-tree for a topic's broadcasts, and a BRIN on position
+-- (positions only grow, so it stays a few pages and almost free to keep) for change replays.
 create index if not exists log_topic on realtime.log (topic, position) where kind = 'broadcast';
+create index if not exists log_position on realtime.log using brin (position);
 
 -- One row: the last position handed out, and the horizon (what expiry has removed: positions up
 -- to horizon_position, times before horizon_at). A replay asking from before the horizon is told
@@ -174,4 +176,46 @@ language sql stable set search_path = '' as $$
     and (after is null or l.position > after)
   order by l.position
   limit max_rows
+$$;
+
+-- Logged changes of the given tables ([{"schema", "table"}], "*" for any) after position `after`
+-- (and/or captured at or after since_ms), up to position `upto`, oldest first, at most max_rows;
+-- shaped like realtime.pending's rows (id is the position) so the live planner takes them as
+-- they are. `total` counts every match, so the caller can say how many the limit left out.
+create or replace function realtime.replay_changes(tables jsonb, after bigint,
+                                                   since_ms double precision, upto bigint,
+                                                   max_rows integer)
+returns table (id bigint, kind text, schema_name text, table_name text, op text, record jsonb,
+               old_record jsonb, payload jsonb, captured_at timestamptz, columns jsonb,
+               "position" bigint, total bigint)
+language sql stable set search_path = '' as $$
+  with wanted as (
+    select w ->> 'schema' as s, w ->> 'table' as t from jsonb_array_elements(tables) w
+  ),
+  taken as (
+    select l.*, count(*) over () as total
+    from realtime.log l
+    where l.kind = 'change' and l.position <= upto
+      and (after is null or l.position > after)
+      and (since_ms is null or l.captured_at >= to_timestamp(since_ms / 1000.0))
+      and exists (select 1 from wanted w where (w.s = '*' or w.s = l.schema_name)
+                                           and (w.t = '*' or w.t = l.table_name))
+    order by l.position
+    limit max_rows
+  ),
+  cols as (
+    select tb.schema_name, tb.table_name,
+           jsonb_agg(jsonb_build_object('name', a.attname, 'type', ty.typname) order by a.attnum) as columns
+    from (select distinct t.schema_name, t.table_name from taken t) tb
+    join pg_namespace n on n.nspname = tb.schema_name
+    join pg_class c on c.relnamespace = n.oid and c.relname = tb.table_name
+    join pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
+    join pg_type ty on ty.oid = a.atttypid
+    group by tb.schema_name, tb.table_name
+  )
+  select t.position, t.kind, t.schema_name, t.table_name, t.op, t.record, t.old_record, t.payload,
+         t.captured_at, coalesce(c.columns, '[]'::jsonb), t.position, t.total
+  from taken t
+  left join cols c on c.schema_name = t.schema_name and c.table_name = t.table_name
+  order by t.position
 $$;

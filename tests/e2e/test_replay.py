@@ -135,7 +135,7 @@ def test_realtime_py_replays_the_oldest_first_and_says_how_many_the_limit_left_o
         assert [g["payload"]["n"] for g in got] == list(range(25))
         assert all(g["meta"]["replayed"] is True for g in got)
         notice = cut.system.get(timeout=20)
-        assert notice.status == "ok" and "75 more message(s)" in notice.message
+        assert notice.status == "ok" and "75 more after position" in notice.message
     finally:
         cut.close()
     whole = PyReplay(stack, topic, {"since": since, "limit": 100}, token)

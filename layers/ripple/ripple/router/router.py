@@ -16,6 +16,7 @@ from ripple import codec
 from ripple.auth.jwt import AuthError, Claims, verify
 from ripple.broadcast import replay as broadcast_replay
 from ripple.broadcast.client import broadcast
+from ripple.changes import replay as changes_replay
 from ripple.changes.subscription import (
     Subscriber,
     Subscription,
@@ -27,6 +28,7 @@ from ripple.changes.subscription import (
 from ripple.channels.closing import drop_channel
 from ripple.channels.context import Context, Frame
 from ripple.channels.lifecycle import depart
+from ripple.channels.window import window
 from ripple.config import settings
 from ripple.db import Database, database
 from ripple.events import MessageEvent, response
@@ -85,17 +87,20 @@ class Router(Context):
         # that then fails leaves nothing subscribed, and its tracked presence is announced gone.
         drop_channel(self.store, self.api, frame.connection_id, msg.topic)
         payload = JoinPayload.parse(msg.payload)
-        replay = payload.config.broadcast.replay
-        if replay is not None and not self.store.spend(frame.connection_id, self.config.max_events_per_second,
-                                                       time.time()):
+        wants = payload.config.broadcast
+        replaying = wants.replay is not None or wants.replay_changes is not None
+        if replaying and not self.store.spend(frame.connection_id, self.config.max_events_per_second,
+                                              time.time()):
             # A replay posts many frames for one: it counts as a message against the rate limit.
             raise ChannelError("MessagePerSecondRateLimitReached", "Too many messages per second")
         # With a replay, the drain is held from before the member is stored until the replay is
         # posted: each message arrives exactly once, replayed or live.
-        with broadcast_replay.window(self.db, replay) as window:
+        with window(self.db, replaying) as open_window:
             member, sub, failure = self._join(frame, payload)
-            if window is not None and replay is not None:
-                window.replay(self.api, member, replay)
+            if open_window is not None and wants.replay is not None:
+                broadcast_replay.replay(open_window, self.api, member, wants.replay)
+            if open_window is not None and wants.replay_changes is not None:
+                changes_replay.replay(open_window, self.api, sub, member, wants.replay_changes)
         self._announce(frame, member, sub, failure)
         if payload.config.broadcast.replication_ready:
             # The bindings are stored with consistent writes: the next change will find them.
@@ -116,6 +121,8 @@ class Router(Context):
             if payload.config.broadcast.replay is not None and not member.sees_broadcast:
                 raise unauthorized_read(member.channel)
             sub, failure = self._subscribe(payload.config.postgres_changes, member)
+            if sub is not None and payload.config.broadcast.replay_changes is not None:
+                sub.bindings = [replace(b, positions=True) for b in sub.bindings]
             if failure is not None:
                 member = replace(member, refused=codec.dumps(payload.config.postgres_changes))
             self.store.add_bindings(sub.bindings if sub else [], sub.indexed if sub else {},

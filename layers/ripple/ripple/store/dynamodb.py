@@ -419,7 +419,7 @@ class DynamoDBStore(Store):
             "event": b.event, "schema": b.schema, "table": b.table, "filter": b.filter,
             "select": codec.dumps(list(b.select)) if b.select is not None else None,
             "vsn": b.vsn, "role": b.role, "claims": b.claims, "join_ref": b.join_ref,
-            "exp": b.exp, "expires_at": expires_at,
+            "exp": b.exp, "positions": b.positions, "expires_at": expires_at,
         }
 
     @staticmethod
@@ -431,7 +431,7 @@ class DynamoDBStore(Store):
             vsn=row["vsn"], filter=row.get("filter"),
             select=tuple(codec.loads(select)) if select else None,
             role=row.get("role", "anon"), claims=row.get("claims", "{}"), join_ref=row.get("join_ref"),
-            exp=int(row.get("exp", 0)),
+            exp=int(row.get("exp", 0)), positions=bool(row.get("positions")),
         )
 
 
