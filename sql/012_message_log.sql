@@ -87,7 +87,13 @@ returns void language sql set search_path = '' as $$
     returning o.*, a.rn
   ),
   state as (
-    update realtime.log_state s set last_position = s.last_position + (select count(*) from acked)
+    -- With the log off nothing is kept, so the horizon follows: a replay spanning that time is
+    -- told its history is incomplete instead of silently missing it.
+    update realtime.log_state s
+    set last_position = s.last_position + (select count(*) from acked),
+        horizon_position = case when realtime.log_retention() > interval '0' then s.horizon_position
+                                else s.last_position + (select count(*) from acked) end,
+        horizon_at = case when realtime.log_retention() > interval '0' then s.horizon_at else now() end
     returning s.last_position - (select count(*) from acked) as base
   )
   insert into realtime.log (position, kind, topic, private, schema_name, table_name, op, record,

@@ -212,7 +212,11 @@ def test_supabase_js_gets_every_change_missed_while_disconnected_exactly_once(st
         assert len(expected) > 100
         got: list[int] = []
         while len(got) < len(expected):
-            line = js.next_change()
+            try:
+                line = js.next_change()
+            except TimeoutError as exc:
+                missing = sorted(set(expected) - set(got))
+                raise AssertionError(f"{len(got)} of {len(expected)}; missing {missing[:20]}") from exc
             if line["payload"]["new"].get("title", line["payload"]["old"].get("title", "")).startswith(tag) \
                     or line["payload"]["eventType"] == "DELETE":
                 got.append(line["position"])
@@ -238,7 +242,7 @@ class PyResume:
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self.loop.run_forever, daemon=True).start()
         subscribed: queue.Queue = queue.Queue()
-        resume = {"after": after}
+        resume = {"after": after, "limit": 1000}
 
         def on_change(payload: dict) -> None:
             # The app's whole resume logic: remember the last position seen.

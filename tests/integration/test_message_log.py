@@ -67,6 +67,9 @@ def test_retention_zero_keeps_nothing_and_replay_is_refused(stack, retention):
     db.execute("update realtime.settings set value = '0' where key = 'log_retention_hours'")
     send_many(db, topic, 2)
     assert db.execute("select count(*) from realtime.log where topic = %s", (topic,)).fetchone()[0] == 0
+    # What went unlogged is behind the horizon: a replay spanning it is told so.
+    horizon, last = db.execute("select horizon_position, last_position from realtime.log_state").fetchone()
+    assert horizon == last
     wire = Wire(stack.ws_url, user_token(1))
     try:
         reply, _ = wire.join(f"realtime:{topic}", [], private=True, broadcast={"replay": {"since": 0}})

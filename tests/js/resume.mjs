@@ -12,7 +12,7 @@ const out = (line) => process.stdout.write(JSON.stringify(line) + '\n')
 const supabase = createClient(url, key, { auth: { persistSession: false, autoRefreshToken: false } })
 if (userJwt) await supabase.realtime.setAuth(userJwt)
 
-const resume = { after: Number(after) }
+const resume = { after: Number(after), limit: 1000 }
 let channel = supabase.channel(channelName, { config: { broadcast: { replay_changes: resume } } })
 JSON.parse(spec).forEach((binding) => {
   channel = channel.on('postgres_changes', binding, (payload) => {

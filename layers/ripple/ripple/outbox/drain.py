@@ -77,7 +77,7 @@ class Stats:
     authorize_seconds: float = 0.0
     sizes: list[int] = field(default_factory=list)
     lags: list[float] = field(default_factory=list)
-    # Day partitions of the message log dropped past the retention window (by the sweep).
+    # Day partitions of the message log dropped past the retention window (by an hourly sweep).
     expired_partitions: int = 0
 
 
@@ -92,6 +92,9 @@ class Fanout:
     max_posts_per_batch: int = 10_000
     # How long a connection may stay unreachable before it is closed (it reconnects and rejoins).
     owed_deadline_seconds: float = 120.0
+    # How often a sweep also keeps the message log (partitions made ahead, expired ones dropped).
+    log_upkeep_seconds: float = 3600.0
+    _log_upkeep_due: float = field(default=0.0, init=False, repr=False)
 
     def run(self, wake: WakeEvent, budget_seconds: float = 50.0) -> Stats:
         """Drain until the outbox is empty or the time budget is spent."""
@@ -134,6 +137,10 @@ class Fanout:
                 break
         stats.dynamodb_calls = self.store.calls - calls0
         stats.pg_round_trips = self.db.round_trips - trips0
+        if wake.sweep and time.monotonic() >= self._log_upkeep_due:
+            # Upkeep, not drain work: after the counters, so a batch's statements stay its own.
+            self._log_upkeep_due = time.monotonic() + self.log_upkeep_seconds
+            stats.expired_partitions += expire(self.db)
         stats.posts = self.api.posts - posts0
         return stats
 
