@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import queue
-import subprocess
 import threading
 import time
 import urllib.parse
@@ -17,7 +15,7 @@ import uuid
 
 import pytest
 
-from tests.e2e.clients import JS_DIR, JsListener
+from tests.e2e.clients import JsListener, _node
 from tests.e2e.test_authorization import DOCS, drain, tenants, user_token  # noqa: F401  (fixture)
 from tests.e2e.test_delivery import wait_until
 from tests.e2e.wire import Wire
@@ -135,16 +133,10 @@ def test_a_limit_says_how_many_changes_it_left_out(stack, tenants):
 class JsResume(JsListener):
     """supabase-js that keeps its last position in the channel config (tests/js/resume.mjs)."""
 
-    def __init__(self, api_url: str, key: str, channel: str, bindings: list[dict], after: int, user_jwt: str):
-        self.proc = subprocess.Popen(
-            ["node", "--experimental-websocket", "--no-warnings", str(JS_DIR / "resume.mjs"),
-             api_url, key, channel, json.dumps(bindings), str(after), user_jwt],
-            cwd=JS_DIR, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env=dict(os.environ))
-        self.lines = queue.Queue()
-        self.skipped = []
+    def __init__(self, api_url: str, key: str, channel: str, bindings: list[dict], after: int, user_jwt: str,
+                 client: str = "current"):
         self.statuses: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
+        self._start(_node("resume.mjs", [api_url, key, channel, json.dumps(bindings), str(after), user_jwt], client))
 
     def next_change(self, timeout: float = 30.0) -> dict:
         """The next change; statuses on the way (a reconnect's CHANNEL_ERROR, then SUBSCRIBED

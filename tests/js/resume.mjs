@@ -3,11 +3,12 @@
 // client's own automatic rejoin asks for exactly what it missed. Prints each change and status
 // as one JSON line. Exits when stdin closes.
 // usage: node --experimental-websocket resume.mjs <supabaseUrl> <key> <channel> '<bindings json>' <after> [userJwt]
-import { createClient } from '@supabase/supabase-js'
+import { createClient, version } from './supabase.mjs'
 import readline from 'node:readline'
 
 const [url, key, channelName, spec, after, userJwt] = process.argv.slice(2)
 const out = (line) => process.stdout.write(JSON.stringify(line) + '\n')
+out({ kind: 'client', version })
 
 const supabase = createClient(url, key, { auth: { persistSession: false, autoRefreshToken: false } })
 if (userJwt) await supabase.realtime.setAuth(userJwt)
