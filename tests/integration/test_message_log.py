@@ -123,3 +123,21 @@ def test_a_replay_from_before_the_horizon_is_told_its_history_is_incomplete(stac
         assert [f["event"] for f in got] == ["broadcast", "broadcast"]
     finally:
         wire.close()
+
+
+def test_the_fanouts_sweep_runs_the_log_upkeep(stack, db):
+    from ripple.outbox.drain import WakeEvent, fanout
+
+    old = dt.datetime.now(dt.UTC) - dt.timedelta(days=20)
+    db.execute("select realtime.log_maintain(%s)", (old,))
+    assert f"log_{old:%Y%m%d}" in partitions(db)
+    running = fanout()
+    running._log_upkeep_due = 0.0  # as in a fresh container
+    stats = running.run(WakeEvent(sweep=True), budget_seconds=5)
+    assert stats.expired_partitions >= 3
+    assert f"log_{old:%Y%m%d}" not in partitions(db)
+    # Control: within the hour the next sweep leaves the log alone.
+    db.execute("select realtime.log_maintain(%s)", (old,))
+    assert running.run(WakeEvent(sweep=True), budget_seconds=5).expired_partitions == 0
+    assert f"log_{old:%Y%m%d}" in partitions(db)
+    db.execute("select realtime.log_maintain()")
