@@ -184,12 +184,12 @@ def write_concurrently(stack, tag: str, writers: int = 4, each: int = 50) -> Non
         t.join(timeout=60)
 
 
-def test_supabase_js_gets_every_change_missed_while_disconnected_exactly_once(stack, tenants):
+def test_supabase_js_gets_every_change_missed_while_disconnected_exactly_once(stack, tenants, supabase_js):
     db = tenants
     start = last_position(db)
     tag = f"js-resume-{uuid.uuid4()}"
     before = set(stack.gateway._connections)
-    js = JsResume(stack.api_url, stack.key("anon"), "docs-resume", [DOCS], start, user_token(1))
+    js = JsResume(stack.api_url, stack.key("anon"), "docs-resume", [DOCS], start, user_token(1), client=supabase_js)
     try:
         js.wait_for("status", status="SUBSCRIBED")
         js.statuses.append("SUBSCRIBED")

@@ -40,12 +40,13 @@ def send_many(db, topic: str, count: int, private: bool = True) -> int:
     return since
 
 
-def test_supabase_js_replays_the_oldest_first_and_says_how_many_the_limit_left_out(stack, readable):
+def test_supabase_js_replays_the_oldest_first_and_says_how_many_the_limit_left_out(stack, readable, supabase_js):
     topic = f"replay-{uuid.uuid4()}"
     since = send_many(readable, topic, 100)
     token = user_token(1)
     first = JsReplay(stack.api_url, stack.key("anon"), topic,
-                     {"private": True, "broadcast": {"replay": {"since": since, "limit": 25}}}, user_jwt=token)
+                     {"private": True, "broadcast": {"replay": {"since": since, "limit": 25}}}, user_jwt=token,
+                     client=supabase_js)
     try:
         got = [first.wait_for("broadcast")["message"] for _ in range(25)]
         assert [g["payload"]["n"] for g in got] == list(range(25))
@@ -64,7 +65,8 @@ def test_supabase_js_replays_the_oldest_first_and_says_how_many_the_limit_left_o
     finally:
         first.close()
     everything = JsReplay(stack.api_url, stack.key("anon"), topic,
-                          {"private": True, "broadcast": {"replay": {"since": since, "limit": 101}}}, user_jwt=token)
+                          {"private": True, "broadcast": {"replay": {"since": since, "limit": 101}}}, user_jwt=token,
+                          client=supabase_js)
     try:
         got = [everything.wait_for("broadcast")["message"] for _ in range(101)]
         assert [g["payload"]["n"] for g in got] == list(range(101))

@@ -10,8 +10,10 @@ const [url, key, channelName, spec, after, userJwt] = process.argv.slice(2)
 const out = (line) => process.stdout.write(JSON.stringify(line) + '\n')
 out({ kind: 'client', version })
 
-const supabase = createClient(url, key, { auth: { persistSession: false, autoRefreshToken: false } })
-if (userJwt) await supabase.realtime.setAuth(userJwt)
+// The user's token through supabase-js's `accessToken` option, so every rejoin after a reconnect
+// carries it (a token handed to realtime.setAuth is replaced by the session's on reconnect).
+const supabase = createClient(url, key, userJwt ? { accessToken: async () => userJwt } : {})
+await supabase.realtime.setAuth()  // the first join carries it too
 
 const resume = { after: Number(after), limit: 1000 }
 let channel = supabase.channel(channelName, { config: { broadcast: { replay_changes: resume } } })
