@@ -102,6 +102,7 @@ bench: $(PY_STAMP)
 	$(PY) bench/fanout.py
 	$(PY) bench/rls.py
 	$(PY) bench/broadcast.py
+	$(PY) bench/retention.py
 
 # `make smoke` explains itself; `make smoke ARGS="--local"` checks `make dev`; docs/deploy.md
 # shows the call against a deployed stack.

@@ -114,6 +114,16 @@ class JsTopic(JsListener):
         self._start(_node("topic.mjs", [api_url, anon_key, topic, user_jwt], client))
 
 
+class JsReplay(JsListener):
+    """supabase-js on one broadcast channel with `config` (e.g. a replay); reports broadcast and
+    system messages and the subscribe status (tests/js/replay.mjs)."""
+
+    def __init__(self, api_url: str, key: str, channel: str, config: dict, *, user_jwt: str | None = None,
+                 client: str = "current"):
+        self._start(_node("replay.mjs", [api_url, key, channel, *([user_jwt] if user_jwt else [])], client,
+                          {"RIPPLE_CHANNEL_CONFIG": json.dumps(config)}))
+
+
 class PyListener:
     """realtime-py (the `realtime` package) subscribed to postgres_changes, on its own loop thread."""
 

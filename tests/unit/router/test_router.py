@@ -248,3 +248,18 @@ def test_joins_per_second_are_limited_with_supabases_code(router, client, monkey
     for n in range(3):
         join(router, "a", f"realtime:{n}")
     assert reasons(client.take("a")) == ["ClientJoinRateLimitReached: Too many joins per second"]
+
+
+def test_a_replay_join_counts_against_the_message_rate(router, client, monkeypatch):
+    join(router, "a", "realtime:room", {"broadcast": {"ack": True}})
+    client.take("a")
+    now = [1_000_000.5]
+    monkeypatch.setattr(time, "time", lambda: now[0])
+    for n in range(3):
+        router.handle("a", frame("realtime:room", "broadcast", {"type": "broadcast", "event": "e"}, str(n)))
+    client.take("a")
+    join(router, "a", "realtime:other", {"broadcast": {"replay": {"since": 0}}})
+    assert reasons(client.take("a")) == ["MessagePerSecondRateLimitReached: Too many messages per second"]
+    # Control: the same join without a replay is not a message and goes through.
+    join(router, "a", "realtime:other")
+    assert [f["payload"]["status"] for f in client.take("a")] == ["ok"]

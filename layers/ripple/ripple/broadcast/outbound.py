@@ -77,8 +77,11 @@ class Sent:
     oversize: int = 0
 
 
-def send(store: Store, api: ConnectionsApi, messages: list[OutboundMessage]) -> Sent:
-    """Deliver each message to the members of `realtime:<topic>` joined with the same `private`.
+def send(store: Store, api: ConnectionsApi, messages: list[OutboundMessage],
+         ids: list[str] | None = None) -> Sent:
+    """Deliver each message to the members of `realtime:<topic>` joined with the same `private`;
+    with `ids` (their message-log positions), pushes to members that joined with a replay config
+    carry `meta: {"id": ...}`.
 
     A message too large for API Gateway is not sent: it is logged as an error with its topic and
     counted in `oversize` (the REST API refuses such requests before they get here).
@@ -94,19 +97,28 @@ def send(store: Store, api: ConnectionsApi, messages: list[OutboundMessage]) -> 
             continue
         topic = f"realtime:{message.topic}"
         members = [m for m in store.members(topic) if m.private == message.private and m.sees_broadcast]
-        outcome = deliver(store, api, members, broadcast(topic, message.event, message.payload))
         sent.messages += 1
-        sent.deliveries += outcome.delivered
+        # Only members that joined with a replay config read ids; the rest get Supabase's
+        # plain push.
+        tagged = [x for x in members if x.log_ids] if ids is not None else []
+        plain = [x for x in members if not x.log_ids] if ids is not None else members
+        if tagged:
+            meta = {"id": ids[index]} if ids is not None else None
+            sent.deliveries += deliver(store, api, tagged, broadcast(topic, message.event, message.payload,
+                                                                     meta)).delivered
+        if plain:
+            sent.deliveries += deliver(store, api, plain, broadcast(topic, message.event, message.payload)).delivered
     return sent
 
 
-def relay_outbox(store: Store, api: ConnectionsApi, payloads: list[Any]) -> Sent:
-    """Deliver `realtime.send` messages drained from the outbox; a malformed one is logged and
-    skipped, never holding up the rest."""
-    messages = []
-    for payload in payloads:
+def relay_outbox(store: Store, api: ConnectionsApi, payloads: list[Any], ids: list[str]) -> Sent:
+    """Deliver `realtime.send` messages drained from the outbox, each tagged with its log position
+    (`ids`); a malformed one is logged and skipped, never holding up the rest."""
+    messages, kept = [], []
+    for payload, position in zip(payloads, ids):
         try:
             messages.append(OutboundMessage.model_validate(payload))
+            kept.append(position)
         except ValueError:
             logger.warning("dropping malformed realtime.send message", extra={"payload": payload})
-    return send(store, api, messages)
+    return send(store, api, messages, kept)

@@ -31,13 +31,16 @@ class Change:
     old_record: dict[str, Any] | None
     columns: list[dict[str, str]]
     commit_timestamp: str
+    # Its place in the message log (the drain order); 0 when not known.
+    position: int = 0
     _data: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_outbox(cls, row: dict[str, Any]) -> Change:
         return cls(id=row["id"], schema=row["schema_name"], table=row["table_name"], type=row["op"],
                    record=row["record"], old_record=row["old_record"], columns=row["columns"],
-                   commit_timestamp=commit_timestamp(row["captured_at"]))
+                   commit_timestamp=commit_timestamp(row["captured_at"]),
+                   position=int(row.get("position") or 0))
 
     @cached_property
     def types(self) -> dict[str, str]:

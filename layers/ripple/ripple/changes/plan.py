@@ -70,12 +70,12 @@ def plan(changes: list[Change], store: Store, authorize: Authorizer) -> Plan:
                                   encode(_policy_error(binding, change, verdict.error), binding.vsn))
             if verdict.allowed:
                 view = (binding.select, verdict.hidden, verdict.show_old)
-                matched[(binding.connection_id, binding.topic, view, binding.vsn)].add(binding.id)
+                matched[(binding.connection_id, binding.topic, view, binding.vsn, binding.positions)].add(binding.id)
         frames = []
-        for (connection_id, topic, view, vsn), ids in matched.items():
-            key = (change.id, topic, view, vsn, tuple(sorted(ids)))
+        for (connection_id, topic, view, vsn, positions), ids in matched.items():
+            key = (change.id, topic, view, vsn, positions, tuple(sorted(ids)))
             if key not in encoded:
-                encoded[key] = _frame(change, topic, view, vsn, list(key[4]))
+                encoded[key] = _frame(change, topic, view, vsn, list(key[5]), positions)
             frames.append((connection_id, encoded[key]))
         out.append(frames)
     return Plan(out, expired, principals, checks, errors, list(refused.values()))
@@ -92,16 +92,28 @@ def _policy_error(binding: Binding, change: Change, code: str) -> Message:
 View = tuple[tuple[str, ...] | None, frozenset[str], bool]
 
 
-def _frame(change: Change, topic: str, view: View, vsn: str, ids: list[int]) -> str:
+def _frame(change: Change, topic: str, view: View, vsn: str, ids: list[int], positions: bool) -> str:
     """The encoded push; a change too large for one API Gateway message is sent cut, as
-    Supabase does (see Change.data)."""
+    Supabase does (see Change.data). With `positions`, `errors` leads with "position:<n>"."""
     select, hidden, show_old = view
-    frame = encode(Message(topic=topic, event="postgres_changes",
-                           payload={"ids": ids, "data": change.data(select, hidden, show_old)}), vsn)
+    data = _positioned(change, change.data(select, hidden, show_old), positions)
+    frame = encode(Message(topic=topic, event="postgres_changes", payload={"ids": ids, "data": data}), vsn)
     if len(frame.encode()) <= MAX_FRAME_BYTES:
         return frame
-    return encode(Message(topic=topic, event="postgres_changes",
-                          payload={"ids": ids, "data": change.data(select, hidden, show_old, cut=True)}), vsn)
+    data = _positioned(change, change.data(select, hidden, show_old, cut=True), positions)
+    return encode(Message(topic=topic, event="postgres_changes", payload={"ids": ids, "data": data}), vsn)
+
+
+def position_tag(position: int) -> str:
+    """The log position as the first entry of `errors`: the one field of `data`, besides the
+    row itself, that realtime-js and realtime-py both hand to the callback unmodified."""
+    return f"position:{position}"
+
+
+def _positioned(change: Change, data: dict[str, Any], positions: bool) -> dict[str, Any]:
+    if not positions:
+        return data
+    return {**data, "errors": [position_tag(change.position), *(data["errors"] or [])]}
 
 
 def _candidates(changes: list[Change], store: Store

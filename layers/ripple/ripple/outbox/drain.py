@@ -29,10 +29,12 @@ from ripple.db import Database, await_commit
 from ripple.gateway import ConnectionsApi
 from ripple.log import logger
 from ripple.metrics import record_fanout
+from ripple.outbox.log import expire
 from ripple.store import DynamoDBStore, Store
 
 DRAIN_LOCK = "select pg_advisory_xact_lock(hashtext('realtime.drain'))"
-PENDING = "select * from realtime.pending(%s)"
+# realtime.pending with each row's log position (sql/012_message_log.sql).
+PENDING = "select * from realtime.pending_positioned(%s)"
 ACK = "select realtime.ack(%s)"
 OWE = "select realtime.owe(%s::jsonb)"
 AUTHORIZE = "select * from realtime.authorize(%s::jsonb)"
@@ -75,6 +77,8 @@ class Stats:
     authorize_seconds: float = 0.0
     sizes: list[int] = field(default_factory=list)
     lags: list[float] = field(default_factory=list)
+    # Day partitions of the message log dropped past the retention window (by an hourly sweep).
+    expired_partitions: int = 0
 
 
 @dataclass
@@ -88,6 +92,9 @@ class Fanout:
     max_posts_per_batch: int = 10_000
     # How long a connection may stay unreachable before it is closed (it reconnects and rejoins).
     owed_deadline_seconds: float = 120.0
+    # How often a sweep also keeps the message log (partitions made ahead, expired ones dropped).
+    log_upkeep_seconds: float = 3600.0
+    _log_upkeep_due: float = field(default=0.0, init=False, repr=False)
 
     def run(self, wake: WakeEvent, budget_seconds: float = 50.0) -> Stats:
         """Drain until the outbox is empty or the time budget is spent."""
@@ -130,6 +137,10 @@ class Fanout:
                 break
         stats.dynamodb_calls = self.store.calls - calls0
         stats.pg_round_trips = self.db.round_trips - trips0
+        if wake.sweep and time.monotonic() >= self._log_upkeep_due:
+            # Upkeep, not drain work: after the counters, so a batch's statements stay its own.
+            self._log_upkeep_due = time.monotonic() + self.log_upkeep_seconds
+            stats.expired_partitions += expire(self.db)
         stats.posts = self.api.posts - posts0
         return stats
 
@@ -188,7 +199,8 @@ class Fanout:
             elif kind == "owed":
                 pass  # posted above, ahead of everything newer
             elif kind == "broadcast":
-                posts = relay_outbox(self.store, self.api, [r["payload"] for r in group]).deliveries
+                posts = relay_outbox(self.store, self.api, [r["payload"] for r in group],
+                                     [str(r["position"]) for r in group]).deliveries
                 stats.deliveries += posts
             budget -= posts
             taken += count

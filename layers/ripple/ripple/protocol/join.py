@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ripple.protocol.errors import ChannelError
 
 
 class _Options(BaseModel):
-    # Clients send more than Ripple reads (replay, replication_ready, ...): ignored, not refused.
+    # Clients send more than Ripple reads: ignored, not refused.
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
     @field_validator("*", mode="before")
@@ -25,11 +25,50 @@ class _Options(BaseModel):
         return value
 
 
+# A replay returns at most this many messages or changes (Supabase: 25). While it is posted the
+# drain waits, so this also bounds how long one join can delay live traffic.
+MAX_REPLAY_LIMIT = 1000
+
+
+class ReplayOptions(_Options):
+    """`config.broadcast.replay`: Supabase's `{since, limit}` (since: epoch milliseconds), or
+    Ripple's `after` (the `meta.id` of the last message the client saw)."""
+
+    since: int | None = Field(None, ge=0, strict=True)
+    after: int | None = Field(None, ge=0)
+    limit: int = Field(25, ge=1, le=MAX_REPLAY_LIMIT, strict=True)
+
+    @model_validator(mode="after")
+    def _needs_a_start(self) -> ReplayOptions:
+        if self.since is None and self.after is None:
+            raise ValueError("replay needs `since` (epoch milliseconds) or `after` (a message id)")
+        return self
+
+
+class ChangesReplayOptions(_Options):
+    """`config.broadcast.replay_changes`: replay the channel's postgres_changes after log
+    position `after` (the last `position:<n>` the app saw) or captured since `since` (epoch
+    milliseconds), at most `limit`. Under `broadcast` because that is the part of `config`
+    realtime-js and realtime-py send as the app gave it."""
+
+    after: int | None = Field(None, ge=0)
+    since: int | None = Field(None, ge=0, strict=True)
+    limit: int = Field(100, ge=1, le=MAX_REPLAY_LIMIT, strict=True)
+
+    @model_validator(mode="after")
+    def _needs_a_start(self) -> ChangesReplayOptions:
+        if self.since is None and self.after is None:
+            raise ValueError("replay_changes needs `after` (a position) or `since` (epoch milliseconds)")
+        return self
+
+
 class BroadcastOptions(_Options):
     echo_self: bool = Field(False, alias="self")
     ack: bool = False
     # realtime-js asks for a `system` message once changes will really flow.
     replication_ready: bool = False
+    replay: ReplayOptions | None = None
+    replay_changes: ChangesReplayOptions | None = None
 
 
 class PresenceOptions(_Options):

@@ -50,10 +50,13 @@ def system(topic: str, extension: str, status: str, text: str, join_ref: str | N
     )
 
 
-def broadcast(topic: str, event: str, payload: Any) -> Message:
-    """The `broadcast` push every client library understands."""
-    return Message(topic=topic, event="broadcast",
-                   payload={"type": "broadcast", "event": event, "payload": payload})
+def broadcast(topic: str, event: str, payload: Any, meta: dict[str, Any] | None = None) -> Message:
+    """The `broadcast` push every client library understands; `meta` ({"id"}, and
+    {"replayed": True} on a replay) as Supabase sends it for messages sent from the database."""
+    body = {"type": "broadcast", "event": event, "payload": payload}
+    if meta is not None:
+        body["meta"] = meta
+    return Message(topic=topic, event="broadcast", payload=body)
 
 
 def presence_diff(topic: str, payload: dict[str, Any]) -> Message:

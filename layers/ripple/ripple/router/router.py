@@ -14,7 +14,9 @@ from functools import lru_cache
 
 from ripple import codec
 from ripple.auth.jwt import AuthError, Claims, verify
+from ripple.broadcast import replay as broadcast_replay
 from ripple.broadcast.client import broadcast
+from ripple.changes import replay as changes_replay
 from ripple.changes.subscription import (
     Subscriber,
     Subscription,
@@ -26,14 +28,16 @@ from ripple.changes.subscription import (
 from ripple.channels.closing import drop_channel
 from ripple.channels.context import Context, Frame
 from ripple.channels.lifecycle import depart
+from ripple.channels.window import window
 from ripple.config import settings
+from ripple.db import Database, database
 from ripple.events import MessageEvent, response
 from ripple.gateway import Gone, connections_api
 from ripple.log import logger
 from ripple.metrics import record_frame
 from ripple.presence.tracking import presence
 from ripple.protocol import message as m
-from ripple.protocol.errors import ChannelError
+from ripple.protocol.errors import ChannelError, unauthorized_read
 from ripple.protocol.join import JoinPayload
 from ripple.protocol.presence import new_ref, state
 from ripple.protocol.serializer import V1, V2, FrameError, decode
@@ -42,6 +46,8 @@ from ripple.store import Connection, Member, NoConnection, TooManyChannels, stor
 
 @dataclass
 class Router(Context):
+    db: Callable[[], Database] = database
+
     def handle(self, connection_id: str, body: str | None) -> None:
         text = body or ""
         vsn = V2 if text.lstrip().startswith("[") else V1
@@ -81,13 +87,42 @@ class Router(Context):
         # that then fails leaves nothing subscribed, and its tracked presence is announced gone.
         drop_channel(self.store, self.api, frame.connection_id, msg.topic)
         payload = JoinPayload.parse(msg.payload)
+        wants = payload.config.broadcast
+        replaying = wants.replay is not None or wants.replay_changes is not None
+        if replaying and not self.store.spend(frame.connection_id, self.config.max_events_per_second,
+                                              time.time()):
+            # A replay posts many frames for one: it counts as a message against the rate limit.
+            raise ChannelError("MessagePerSecondRateLimitReached", "Too many messages per second")
+        # With a replay, the drain is held from before the member is stored until the replay is
+        # posted: each message arrives exactly once, replayed or live.
+        with window(self.db, replaying) as open_window:
+            member, sub, failure = self._join(frame, payload)
+            if open_window is not None and wants.replay is not None:
+                broadcast_replay.replay(open_window, self.api, member, wants.replay)
+            if open_window is not None and wants.replay_changes is not None:
+                changes_replay.replay(open_window, self.api, sub, member, wants.replay_changes)
+        self._announce(frame, member, sub, failure)
+        if payload.config.broadcast.replication_ready:
+            # The bindings are stored with consistent writes: the next change will find them.
+            self.reply(frame, m.system(msg.topic, "system", "ok", "Replication connection established",
+                                       msg.join_ref))
+
+    def _join(self, frame: Frame, payload: JoinPayload
+              ) -> tuple[Member, Subscription | None, str | None]:
+        """Store the channel's membership and bindings, and answer the join (with the presence
+        state when asked); returns them and why bindings were refused, if they were."""
+        msg = frame.msg
         shown = echo(payload.config.postgres_changes)
         connection = self._enter(frame)
         try:
             if not self.store.spend(frame.connection_id, self.config.max_joins_per_second, time.time(), "join"):
                 raise ChannelError("ClientJoinRateLimitReached", "Too many joins per second")
             member = self._member(frame, payload, connection)
+            if payload.config.broadcast.replay is not None and not member.sees_broadcast:
+                raise unauthorized_read(member.channel)
             sub, failure = self._subscribe(payload.config.postgres_changes, member)
+            if sub is not None and payload.config.broadcast.replay_changes is not None:
+                sub.bindings = [replace(b, positions=True) for b in sub.bindings]
             if failure is not None:
                 member = replace(member, refused=codec.dumps(payload.config.postgres_changes))
             self.store.add_bindings(sub.bindings if sub else [], sub.indexed if sub else {},
@@ -102,11 +137,7 @@ class Router(Context):
                        if x.presence is not None and x.private == member.private]
             self.reply(frame, m.Message(topic=msg.topic, event="presence_state", payload=state(tracked),
                                         join_ref=msg.join_ref))
-        self._announce(frame, member, sub, failure)
-        if payload.config.broadcast.replication_ready:
-            # The bindings are stored with consistent writes: the next change will find them.
-            self.reply(frame, m.system(msg.topic, "system", "ok", "Replication connection established",
-                                       msg.join_ref))
+        return member, sub, failure
 
     def _announce(self, frame: Frame, member: Member, sub: Subscription | None, failure: str | None) -> None:
         """Tell the client how its postgres_changes bindings fared, as Supabase's `system` message."""
@@ -140,7 +171,8 @@ class Router(Context):
             broadcast_ack=config.broadcast.ack, presence_key=config.presence.key or new_ref(),
             private=config.private, role=claims.role, claims=codec.dumps(claims.raw), exp=claims.exp,
             # Writing to a private channel is checked on the first send, as Supabase does.
-            can_broadcast=None if config.private else True, can_track=None if config.private else True)
+            can_broadcast=None if config.private else True, can_track=None if config.private else True,
+            log_ids=config.broadcast.replay is not None)
         return self.with_reads(member)
 
     def _subscribe(self, params: list[dict], member: Member) -> tuple[Subscription | None, str | None]:

@@ -42,6 +42,8 @@ class Binding:
     join_ref: str | None = None
     # The subscriber's token expiry (epoch seconds); past it the binding receives nothing.
     exp: int = 0
+    # Joined with `config.broadcast.replay_changes`: its pushes carry their log position.
+    positions: bool = False
 
     @property
     def sort_key(self) -> str:

@@ -303,7 +303,7 @@ class DynamoDBStore(Store):
             "private": member.private, "can_broadcast": member.can_broadcast,
             "can_track": member.can_track, "sees_broadcast": member.sees_broadcast,
             "sees_presence": member.sees_presence, "refused": member.refused,
-            "role": member.role, "claims": member.claims,
+            "log_ids": member.log_ids, "role": member.role, "claims": member.claims,
             "exp": member.exp, "expires_at": expires_at}))
 
     def member(self, connection_id: str, topic: str) -> Member | None:
@@ -364,7 +364,7 @@ class DynamoDBStore(Store):
             presence=codec.loads(presence) if presence else None, private=bool(row.get("private")),
             can_broadcast=_known(row.get("can_broadcast")), can_track=_known(row.get("can_track")),
             sees_broadcast=bool(row.get("sees_broadcast", True)), sees_presence=bool(row.get("sees_presence", True)),
-            refused=row.get("refused"),
+            refused=row.get("refused"), log_ids=bool(row.get("log_ids")),
             role=row.get("role", "anon"), claims=row.get("claims", "{}"), exp=int(row.get("exp", 0)))
 
     # -- internals ------------------------------------------------------------------------------
@@ -419,7 +419,7 @@ class DynamoDBStore(Store):
             "event": b.event, "schema": b.schema, "table": b.table, "filter": b.filter,
             "select": codec.dumps(list(b.select)) if b.select is not None else None,
             "vsn": b.vsn, "role": b.role, "claims": b.claims, "join_ref": b.join_ref,
-            "exp": b.exp, "expires_at": expires_at,
+            "exp": b.exp, "positions": b.positions, "expires_at": expires_at,
         }
 
     @staticmethod
@@ -431,7 +431,7 @@ class DynamoDBStore(Store):
             vsn=row["vsn"], filter=row.get("filter"),
             select=tuple(codec.loads(select)) if select else None,
             role=row.get("role", "anon"), claims=row.get("claims", "{}"), join_ref=row.get("join_ref"),
-            exp=int(row.get("exp", 0)),
+            exp=int(row.get("exp", 0)), positions=bool(row.get("positions")),
         )
 
 

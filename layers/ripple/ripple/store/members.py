@@ -39,6 +39,8 @@ class Member:
     # postgres_changes bindings refused at join (JSON), subscribed again at the next valid
     # access_token: a client often joins before its user's token has reached it.
     refused: str | None = None
+    # Joined with `config.broadcast.replay`: its `realtime.send` pushes carry `meta: {id}`.
+    log_ids: bool = False
     role: str = "anon"
     claims: str = "{}"
     exp: int = 0

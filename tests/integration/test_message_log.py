@@ -1,0 +1,143 @@
+"""The message log (sql/012_message_log.sql) under the real fanout: delivered rows are kept with
+positions in drain order, retention '0' keeps nothing, and expiry drops whole day partitions and
+moves the horizon a replay is checked against."""
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+
+import psycopg
+import pytest
+
+from tests.e2e.test_authorization import drain, user_token
+from tests.e2e.test_delivery import wait_until
+from tests.e2e.test_replay import POLICY, send_many
+from tests.e2e.wire import Wire
+
+
+def drained(db) -> bool:
+    return wait_until(lambda: db.execute("select count(*) from realtime.outbox").fetchone()[0] == 0)
+
+
+@pytest.fixture
+def retention(db):
+    yield db
+    db.execute("update realtime.settings set value = '72' where key = 'log_retention_hours'")
+
+
+def test_positions_follow_the_drain_order_not_the_write_order(stack, db):
+    topic = f"order-{uuid.uuid4()}"
+    slow = psycopg.connect(stack.db_url)
+    try:
+        # Written first (the lower outbox id) but committed, and so drained, second.
+        slow.execute("select realtime.send('{\"n\": \"first written\"}'::jsonb, 'e', %s, false)", (topic,))
+        db.execute("select realtime.send('{\"n\": \"first committed\"}'::jsonb, 'e', %s, false)", (topic,))
+        assert drained(db)
+        slow.commit()
+        assert drained(db)
+    finally:
+        slow.close()
+    rows = db.execute("select payload -> 'payload' ->> 'n', position from realtime.log "
+                      "where topic = %s order by position", (topic,)).fetchall()
+    assert [n for n, _ in rows] == ["first committed", "first written"]
+    last = db.execute("select last_position from realtime.log_state").fetchone()[0]
+    assert rows[-1][1] <= last
+    everything = [p for (p,) in db.execute("select position from realtime.log order by position")]
+    assert len(everything) == len(set(everything))
+
+
+def test_changes_and_broadcasts_are_logged_with_their_row_images(stack, db):
+    db.execute("create table if not exists public.logged (id bigint primary key, body text)")
+    db.execute("alter publication supabase_realtime add table public.logged")
+    key = int(time.time() * 1000) % 1_000_000_000
+    db.execute("insert into public.logged values (%s, 'a')", (key,))
+    db.execute("delete from public.logged where id = %s", (key,))
+    assert drained(db)
+    rows = db.execute("select op, record, old_record from realtime.log where kind = 'change' "
+                      "and table_name = 'logged' and coalesce(record, old_record) ->> 'id' = %s "
+                      "order by position", (str(key),)).fetchall()
+    assert rows == [("INSERT", {"id": key, "body": "a"}, None), ("DELETE", None, {"id": key, "body": "a"})]
+
+
+def test_retention_zero_keeps_nothing_and_replay_is_refused(stack, retention):
+    db = retention
+    db.execute(POLICY)
+    topic = f"replay-{uuid.uuid4()}"
+    db.execute("update realtime.settings set value = '0' where key = 'log_retention_hours'")
+    send_many(db, topic, 2)
+    assert db.execute("select count(*) from realtime.log where topic = %s", (topic,)).fetchone()[0] == 0
+    # What went unlogged is behind the horizon: a replay spanning it is told so.
+    horizon, last = db.execute("select horizon_position, last_position from realtime.log_state").fetchone()
+    assert horizon == last
+    wire = Wire(stack.ws_url, user_token(1))
+    try:
+        reply, _ = wire.join(f"realtime:{topic}", [], private=True, broadcast={"replay": {"since": 0}})
+        assert reply["payload"]["response"]["reason"].startswith("ReplayUnavailable")
+        # Control: with retention back on, what is sent from now on is kept.
+        db.execute("update realtime.settings set value = '72' where key = 'log_retention_hours'")
+        send_many(db, topic, 1)
+        assert db.execute("select count(*) from realtime.log where topic = %s", (topic,)).fetchone()[0] == 1
+    finally:
+        wire.close()
+
+
+def partitions(db) -> set[str]:
+    return {name for (name,) in db.execute(
+        "select c.relname from pg_inherits i join pg_class c on c.oid = i.inhrelid "
+        "where i.inhparent = 'realtime.log'::regclass")}
+
+
+def test_expiry_drops_whole_day_partitions_and_moves_the_horizon(stack, db):
+    old = dt.datetime.now(dt.UTC) - dt.timedelta(days=10)
+    db.execute("select realtime.log_maintain(%s)", (old,))
+    day = f"log_{old:%Y%m%d}"
+    assert day in partitions(db)
+    db.execute("insert into realtime.log (position, kind, topic, private, payload, captured_at, logged_at) "
+               "values (0, 'broadcast', 'ancient', false, '{}', %s, %s)", (old, old))
+    dropped = db.execute("select realtime.log_maintain()").fetchone()[0]
+    assert dropped >= 3
+    left = partitions(db)
+    assert day not in left and f"log_{dt.datetime.now(dt.UTC):%Y%m%d}" in left
+    assert db.execute("select count(*) from realtime.log where topic = 'ancient'").fetchone()[0] == 0
+    horizon = db.execute("select horizon_at from realtime.log_state").fetchone()[0]
+    assert horizon >= dt.datetime.combine((old + dt.timedelta(days=3)).date(), dt.time(), dt.UTC)
+
+
+def test_a_replay_from_before_the_horizon_is_told_its_history_is_incomplete(stack, db):
+    db.execute(POLICY)
+    topic = f"replay-{uuid.uuid4()}"
+    since = send_many(db, topic, 2)
+    horizon = db.execute("select horizon_at from realtime.log_state").fetchone()[0]
+    before = int(horizon.timestamp() * 1000) - 1
+    wire = Wire(stack.ws_url, user_token(1))
+    try:
+        reply, _ = wire.join(f"realtime:{topic}", [], private=True, broadcast={"replay": {"since": before}})
+        assert reply["payload"]["status"] == "ok"
+        got = drain(wire)
+        assert got[0]["event"] == "system" and got[0]["payload"]["code"] == "replay_expired"
+        assert [f["payload"]["payload"]["n"] for f in got[1:]] == [0, 1]
+        # Control: asking from inside the window gets the messages and no such notice.
+        reply, _ = wire.join(f"realtime:{topic}", [], private=True, broadcast={"replay": {"since": since}})
+        got = drain(wire)
+        assert [f["event"] for f in got] == ["broadcast", "broadcast"]
+    finally:
+        wire.close()
+
+
+def test_the_fanouts_sweep_runs_the_log_upkeep(stack, db):
+    from ripple.outbox.drain import WakeEvent, fanout
+
+    old = dt.datetime.now(dt.UTC) - dt.timedelta(days=20)
+    db.execute("select realtime.log_maintain(%s)", (old,))
+    assert f"log_{old:%Y%m%d}" in partitions(db)
+    running = fanout()
+    running._log_upkeep_due = 0.0  # as in a fresh container
+    stats = running.run(WakeEvent(sweep=True), budget_seconds=5)
+    assert stats.expired_partitions >= 3
+    assert f"log_{old:%Y%m%d}" not in partitions(db)
+    # Control: within the hour the next sweep leaves the log alone.
+    db.execute("select realtime.log_maintain(%s)", (old,))
+    assert running.run(WakeEvent(sweep=True), budget_seconds=5).expired_partitions == 0
+    assert f"log_{old:%Y%m%d}" in partitions(db)
+    db.execute("select realtime.log_maintain()")
