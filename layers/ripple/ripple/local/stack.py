@@ -180,8 +180,11 @@ class Stack:
     def write_env(self, path: Path) -> Path:
         """`env()` as a shell file (`source .ripple/env`), readable only by its owner."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(f"export {k}='{v}'\n" for k, v in self.env().items()))
-        path.chmod(0o600)
+        # Written aside and renamed: whoever waits for the file never reads it half written.
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text("".join(f"export {k}='{v}'\n" for k, v in self.env().items()))
+        partial.chmod(0o600)
+        partial.replace(path)
         return path
 
     def key(self, role: str) -> str:
