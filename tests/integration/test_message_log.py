@@ -73,7 +73,7 @@ def test_retention_zero_keeps_nothing_and_replay_is_refused(stack, retention):
     wire = Wire(stack.ws_url, user_token(1))
     try:
         reply, _ = wire.join(f"realtime:{topic}", [], private=True, broadcast={"replay": {"since": 0}})
-        assert reply["payload"]["response"]["reason"].startswith("ReplayUnavailable")
+        assert reply["payload"]["response"]["reason"].startswith("UnableToReplayMessages")
         # Control: with retention back on, what is sent from now on is kept.
         db.execute("update realtime.settings set value = '72' where key = 'log_retention_hours'")
         send_many(db, topic, 1)

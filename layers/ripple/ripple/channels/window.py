@@ -75,5 +75,5 @@ def window(db: Callable[[], Database], wanted: bool) -> Iterator[Window | None]:
         database.execute(conn, DRAIN_LOCK)
         horizon = database.execute(conn, HORIZON)[0]
         if not horizon["retained"]:
-            raise ChannelError("ReplayUnavailable", "this server keeps no message log (log_retention_hours is 0)")
+            raise ChannelError("UnableToReplayMessages", "this server keeps no message log (log_retention_hours is 0)")
         yield Window(database, conn, horizon)
