@@ -152,45 +152,10 @@ create event trigger realtime_capture_drop on sql_drop
   when tag in ('DROP PUBLICATION')
   execute function realtime.on_ddl();
 
--- Drain, in two steps inside one transaction that holds the drain lock: `pending` reads up to
--- max_rows committed outbox rows in write order, each with its table's columns as the
--- postgres_changes payload lists them; `ack` removes the ones delivered. A single drainer keeps
--- per-row order: two writes to one row serialize on the row lock, so the later one is always
--- written, committed and drained after the earlier.
+-- The drain's statements (`realtime.pending`, `realtime.ack`) are defined once, with the frames
+-- owed to unreachable connections, in 009_owed_frames.sql; 012_message_log.sql numbers and keeps
+-- what is acked.
 drop function if exists realtime.drain(integer);
-
-create or replace function realtime.pending(max_rows integer default 500)
-returns table (id bigint, kind text, schema_name text, table_name text, op text, record jsonb,
-               old_record jsonb, payload jsonb, captured_at timestamptz, columns jsonb)
-language sql stable set search_path = '' as $$
-  with taken as (
-    -- Notification rows belong to the delivery function, which drains them itself.
-    select o.* from realtime.outbox o where o.kind <> 'notification' order by o.id limit max_rows
-  ),
-  tables as (
-    select distinct t.schema_name, t.table_name from taken t where t.kind = 'change'
-  ),
-  cols as (
-    select tb.schema_name, tb.table_name,
-           jsonb_agg(jsonb_build_object('name', a.attname, 'type', ty.typname) order by a.attnum) as columns
-    from tables tb
-    join pg_namespace n on n.nspname = tb.schema_name
-    join pg_class c on c.relnamespace = n.oid and c.relname = tb.table_name
-    join pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
-    join pg_type ty on ty.oid = a.atttypid
-    group by tb.schema_name, tb.table_name
-  )
-  select t.id, t.kind, t.schema_name, t.table_name, t.op, t.record, t.old_record, t.payload,
-         t.captured_at, coalesce(c.columns, '[]'::jsonb)
-  from taken t
-  left join cols c on c.schema_name = t.schema_name and c.table_name = t.table_name
-  order by t.id
-$$;
-
-create or replace function realtime.ack(ids bigint[])
-returns void language sql set search_path = '' as $$
-  delete from realtime.outbox where id = any (ids)
-$$;
 
 -- Columns of the tables a subscription names, whether each is published, and whether the
 -- subscriber's role may read it at all; one round trip per join.

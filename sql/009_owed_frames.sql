@@ -17,6 +17,11 @@ returns void language sql set search_path = '' as $$
   from jsonb_to_recordset(entries) as e(connection_id text, frames jsonb, since double precision)
 $$;
 
+-- Drain, in two steps inside one transaction that holds the drain lock: `pending` reads up to
+-- max_rows rows — owed frames first, then committed outbox rows in write order, each change with
+-- its table's columns as the postgres_changes payload lists them; `ack` removes the ones
+-- delivered. A single drainer keeps per-row order: two writes to one row serialize on the row
+-- lock, so the later one is always written, committed and drained after the earlier.
 create or replace function realtime.pending(max_rows integer default 500)
 returns table (id bigint, kind text, schema_name text, table_name text, op text, record jsonb,
                old_record jsonb, payload jsonb, captured_at timestamptz, columns jsonb)

@@ -42,8 +42,9 @@ class FailingPosts:
         return await self._poster.delete(connection_id)
 
 
-def _connection_id(wire: Wire, topic: str) -> str:
-    (member,) = [m for m in store().members(topic)]
+def _connection_id(topic: str) -> str:
+    """The connection of a topic's only member."""
+    (member,) = store().members(topic)
     return member.connection_id
 
 
@@ -65,7 +66,7 @@ def test_posts_failing_past_their_retries_are_owed_and_arrive_in_order(stack, fa
     binding = [{"event": "INSERT", "schema": "public", "table": "faults"}]
     try:
         subject.join(f"realtime:faults-{status}", binding)
-        target = _connection_id(subject, f"realtime:faults-{status}")
+        target = _connection_id(f"realtime:faults-{status}")
         control.join(f"realtime:faults-control-{status}", binding)
         # Seven failures: the first frame's five tries are spent (its batch owes every frame of
         # this subscriber), and the next drain's retry fails twice more before it gets through.
@@ -89,7 +90,7 @@ def test_a_connection_unreachable_past_the_deadline_is_closed(stack, faults_tabl
     binding = [{"event": "INSERT", "schema": "public", "table": "faults"}]
     try:
         subject.join("realtime:faults-gone", binding)
-        target = _connection_id(subject, "realtime:faults-gone")
+        target = _connection_id("realtime:faults-gone")
         control.join("realtime:faults-gone-control", binding)
         drainer.api.client = FailingPosts(drainer.api.poster, target, -1, 429, "LimitExceededException")
         drainer.owed_deadline_seconds = 1.0

@@ -176,7 +176,7 @@ class Fanout:
         least one row); return how many rows that was. Frames owed from earlier batches go first;
         every change of the batch is matched and authorized together (one round trip); runs of one
         kind are posted in outbox order."""
-        self._retry_owed([r for r in rows if r["kind"] == "owed"], stats, retried)
+        self._retry_owed(rows, stats, retried)
         changes = [Change.from_outbox(r) for r in rows if r["kind"] == "change"]
         planned = plan(changes, self.store, authorize)
         frames = dict(zip((c.id for c in changes), planned.frames))
@@ -212,16 +212,10 @@ class Fanout:
         delivery.tell(self.store, self.api, planned.refused)
         return taken
 
-
     def _retry_owed(self, rows: list[dict[str, Any]], stats: Stats, retried: set[str]) -> None:
         """Post each connection's owed frames, in order, once per drain. A connection unreachable
         for longer than owed_deadline_seconds is closed and departs: its client reconnects."""
-        frames: dict[str, list[str]] = {}
-        since: dict[str, float] = {}
-        for row in rows:
-            cid = row["payload"]["connection_id"]
-            frames.setdefault(cid, []).extend(row["payload"]["frames"])
-            since[cid] = min(since.get(cid, float("inf")), float(row["payload"]["since"]))
+        frames, since = _owed(rows)
         for cid in set(frames) & retried:
             self.api.owing.setdefault(cid, []).extend(frames.pop(cid))
         retried.update(frames)
@@ -248,13 +242,21 @@ def _pairs(frames: dict[str, list[str]]):
             yield cid, frame
 
 
-def _owed_entries(rows: list[dict[str, Any]], owing: dict[str, list[str]]) -> list[dict[str, Any]]:
-    """What realtime.owe stores: per connection its frames and when it first owed them."""
+def _owed(rows: list[dict[str, Any]]) -> tuple[dict[str, list[str]], dict[str, float]]:
+    """The owed rows among `rows`, per connection: its frames in order, and when it first owed."""
+    frames: dict[str, list[str]] = {}
     since: dict[str, float] = {}
     for row in rows:
         if row["kind"] == "owed":
             cid = row["payload"]["connection_id"]
+            frames.setdefault(cid, []).extend(row["payload"]["frames"])
             since[cid] = min(since.get(cid, float("inf")), float(row["payload"]["since"]))
+    return frames, since
+
+
+def _owed_entries(rows: list[dict[str, Any]], owing: dict[str, list[str]]) -> list[dict[str, Any]]:
+    """What realtime.owe stores: per connection its frames and when it first owed them."""
+    since = _owed(rows)[1]
     now = time.time()
     return [{"connection_id": cid, "frames": frames, "since": since.get(cid, now)}
             for cid, frames in owing.items()]

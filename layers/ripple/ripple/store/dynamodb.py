@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -83,25 +83,9 @@ class DynamoDBStore(Store):
         BatchGetItem, 100 keys a request; eventually consistent, which is at most one
         heartbeat behind.
         """
-        wanted = sorted(set(connection_ids))
-        heard: dict[str, float] = {}
-        for start in range(0, len(wanted), 100):
-            pending = {self.connections_table: {
-                "Keys": [_item({"connection_id": cid}) for cid in wanted[start:start + 100]],
-                "ProjectionExpression": "connection_id, last_seen, connected_at"}}
-            for attempt in range(8):
-                self.calls += 1
-                answer = self.client.batch_get_item(RequestItems=pending)
-                for item in answer.get("Responses", {}).get(self.connections_table, ()):
-                    row = _plain(item)
-                    heard[row["connection_id"]] = last_heard(row)
-                pending = answer.get("UnprocessedKeys") or {}
-                if not pending:
-                    break
-                time.sleep(min(0.05 * 2 ** attempt, 1.0))
-            else:
-                raise RuntimeError("DynamoDB kept keys unprocessed after retries")
-        return heard
+        keys = [_item({"connection_id": cid}) for cid in sorted(set(connection_ids))]
+        return {row["connection_id"]: last_heard(row) for row in self._batch_get(
+            self.connections_table, keys, "connection_id, last_seen, connected_at")}
 
     def get_connection(self, connection_id: str) -> Connection | None:
         self.calls += 1
@@ -264,17 +248,28 @@ class DynamoDBStore(Store):
     def _versions(self, buckets: list[str]) -> dict[str, str]:
         """Each bucket's version ("" if it has none): strongly consistent, 100 keys a request."""
         versions = dict.fromkeys(buckets, "")
-        for start in range(0, len(buckets), 100):
-            keys: list[dict[str, Any]] = [{"pk": {"S": b}, "sk": {"S": VERSION_SK}}
-                                          for b in buckets[start:start + 100]]
-            while keys:
-                self.calls += 1
-                answer = self.client.batch_get_item(RequestItems={self.bindings_table: {
-                    "Keys": keys, "ConsistentRead": True, "ProjectionExpression": "pk, v"}})
-                for item in answer.get("Responses", {}).get(self.bindings_table, ()):
-                    versions[item["pk"]["S"]] = item["v"]["S"]
-                keys = answer.get("UnprocessedKeys", {}).get(self.bindings_table, {}).get("Keys", [])
+        keys = [{"pk": {"S": b}, "sk": {"S": VERSION_SK}} for b in buckets]
+        for row in self._batch_get(self.bindings_table, keys, "pk, v", consistent=True):
+            versions[row["pk"]] = row["v"]
         return versions
+
+    def _batch_get(self, table: str, keys: list[dict[str, Any]], projection: str,
+                   consistent: bool = False) -> Iterator[dict[str, Any]]:
+        """The items at `keys` that exist, as plain rows: BatchGetItem, 100 keys a request, keys
+        left unprocessed asked again with a doubling wait."""
+        for start in range(0, len(keys), 100):
+            pending = {table: {"Keys": keys[start:start + 100], "ProjectionExpression": projection,
+                               "ConsistentRead": consistent}}
+            for attempt in range(8):
+                self.calls += 1
+                answer = self.client.batch_get_item(RequestItems=pending)
+                yield from (_plain(item) for item in answer.get("Responses", {}).get(table, ()))
+                pending = answer.get("UnprocessedKeys") or {}
+                if not pending:
+                    break
+                time.sleep(min(0.05 * 2 ** attempt, 1.0))
+            else:
+                raise RuntimeError("DynamoDB kept keys unprocessed after retries")
 
     def _bump(self, buckets: set[str]) -> None:
         """Tell warm readers these buckets' bindings changed (after the change is written).
