@@ -14,7 +14,7 @@ CHROMIUM ?= /usr/bin/chromium
 STATE_DIR := $(or $(RIPPLE_STATE_DIR),$(CURDIR)/.ripple)
 export PYTHONPATH := $(CURDIR)/layers/ripple
 
-.PHONY: dev test lint sam-check bench smoke keys clean token psql env explain demo test-deps
+.PHONY: dev test lint sam-check bench smoke keys clean token psql env explain demo test-deps migrate
 
 $(PY_STAMP): requirements-dev.txt layers/ripple/requirements.txt
 	@echo "==> Setting up $(VENV): Python packages from requirements-dev.txt (first run only, about a minute)"
@@ -108,6 +108,12 @@ bench: $(PY_STAMP)
 # shows the call against a deployed stack.
 smoke: $(PY_STAMP)
 	$(PY) bench/smoke.py $(if $(ARGS),$(ARGS),--help)
+
+# Ripple's migrations (sql/*.sql, name order, one transaction each, a deadlock victim re-run):
+# make migrate DB_URL='postgresql://…'
+migrate: $(PY_STAMP)
+	@test -n "$(DB_URL)" || { echo "usage: make migrate DB_URL='postgresql://…'"; exit 2; }
+	@$(PY) -c 'import sys; from pathlib import Path; from ripple.local.postgres import migrate; [print("applied", name) for name in migrate(sys.argv[1], Path("sql"))]' "$(DB_URL)"
 
 # Production anon and service_role keys for the JWT secret: make keys SECRET='...' [YEARS=10]
 keys: $(PY_STAMP)

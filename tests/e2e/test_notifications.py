@@ -12,6 +12,7 @@ import jwt
 import pytest
 from botocore.stub import Stubber
 
+from ripple.local.postgres import apply_file
 from ripple.local.stack import DEV_JWT_SECRET, ROOT
 from ripple.notify.models import RenderedEmail
 from ripple.notify.providers import Mailer, SendError
@@ -20,7 +21,7 @@ from tests.e2e.wire import Wire
 
 @pytest.fixture
 def school(db):
-    db.execute((ROOT / "sql" / "examples" / "school_crm.sql").read_text())
+    apply_file(db, ROOT / "sql" / "examples" / "school_crm.sql")
     org = str(uuid.uuid4())
     admins = [str(uuid.uuid4()) for _ in range(2)]
     for n, admin in enumerate(admins):

@@ -10,14 +10,18 @@ import platform
 import stat
 import subprocess
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import psycopg
 
 from ripple.local.ports import PortInUse, bindable
 
 SYSTEM_USER = "embedded_postgres"
+T = TypeVar("T")
 
 
 def _bin(name: str) -> str:
@@ -120,12 +124,43 @@ def _as_root() -> bool:
     return platform.system() != "Windows" and os.geteuid() == 0
 
 
+# What a migration meets when it runs beside live functions: Postgres chose it as the victim of a
+# deadlock with a drain holding the tables it alters. The file rolled back whole, so it is re-run.
+_CONTENDED = (psycopg.errors.DeadlockDetected, psycopg.errors.LockNotAvailable)
+
+
+def retry_contended(run: Callable[[], T], *, attempts: int = 5, pause: float = 0.2) -> T:
+    """`run()` (one whole transaction), again after a pause each time Postgres picked it as a
+    deadlock victim; the last attempt's error is raised."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return run()
+        except _CONTENDED:
+            if attempt == attempts:
+                raise
+            time.sleep(pause * attempt)
+    raise AssertionError("unreachable")
+
+
+def apply_file(conn: psycopg.Connection, path: Path) -> None:
+    """One migration file in one transaction, as `migrate` runs it. Inside a caller's open
+    transaction it is a savepoint and not retried: the caller's own locks would meet the same
+    deadlock again, so the caller retries its whole transaction."""
+    def run() -> None:
+        with conn.transaction():
+            conn.execute(path.read_text())
+
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        run()
+    else:
+        retry_contended(run)
+
+
 def migrate(url: str, sql_dir: Path) -> list[str]:
     """Apply every `sql_dir/*.sql` in name order (each file is idempotent); returns the names."""
     applied = []
     with psycopg.connect(url, autocommit=True) as conn:
         for path in sorted(sql_dir.glob("*.sql")):
-            with conn.transaction():
-                conn.execute(path.read_text())
+            apply_file(conn, path)
             applied.append(path.name)
     return applied
