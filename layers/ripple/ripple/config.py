@@ -62,6 +62,16 @@ class Settings(BaseSettings):
     # requests, ~8x less CPU per post) or `boto3` (its apigatewaymanagementapi client).
     post_concurrency: int = 192
     poster: Literal["lean", "boto3"] = "lean"
+    # Sharded posting: a round of at least `shard_threshold` deliveries is split by a stable hash
+    # of the connection id across `poster_shards` posters (K) that post in parallel; the drain
+    # acks once every shard has answered. `process`: worker processes over pipes (one per vCPU
+    # of the fanout's container); `lambda`: parallel synchronous invocations of the poster
+    # function `poster_function`. K = 1 (or a smaller round) posts from the drainer itself.
+    poster_shards: int = Field(default=1, ge=1, le=64)
+    shard_threshold: int = Field(default=200, ge=1)
+    shard_transport: Literal["process", "lambda"] = "process"
+    poster_function: str | None = None
+    shard_timeout_seconds: float = Field(default=60.0, gt=0)
     # Notification delivery (SESv2 / SNS).
     mail_from: str = "Ripple <notifications@ripple.test>"
     ses_configuration_set: str | None = None

@@ -16,6 +16,7 @@ LAYERS: list[set[str]] = [
     {"codec", "config", "log", "observability", "metrics", "budget", "sigv4"},
     {"aws", "poster", "protocol", "auth", "events"},
     {"db", "gateway", "store"},
+    {"shards"},
     {"catalog"},
     {"channels"},
     {"changes", "broadcast", "presence", "notify"},
