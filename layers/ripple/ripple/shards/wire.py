@@ -1,4 +1,4 @@
-"""Sharded posting: one round of deliveries split across K posters by a stable hash of the
+"""The wire shape of sharded posting: one round of deliveries split across K posters by a stable hash of the
 connection id, posted in parallel, gathered before the caller goes on.
 
 A connection always lands in the same shard (`shard_of`), so its frames keep their order. The
