@@ -75,19 +75,23 @@ language sql stable set search_path = '' as $$
 $$;
 
 -- realtime.pending (009_owed_frames.sql), each outbox row numbered with the position it takes
--- when acked; owed frames (negative ids) have none.
+-- when acked; owed frames (negative ids) have none. pending returns the owed rows first, then the
+-- outbox rows in the order they are acked, so a row's position is the last one handed out plus
+-- its rank in that order, counted without a sort: its ordinal less the owed rows before it.
 create or replace function realtime.pending_positioned(max_rows integer default 500)
 returns table (id bigint, kind text, schema_name text, table_name text, op text, record jsonb,
                old_record jsonb, payload jsonb, captured_at timestamptz, columns jsonb,
                "position" bigint)
 language sql stable set search_path = '' as $$
-  select p.*,
-         case when p.kind <> 'owed' then
-           (select s.last_position from realtime.log_state s)
-           + row_number() over (partition by p.kind = 'owed' order by abs(p.id))
-         end
-  from realtime.pending(max_rows) p
-  order by p.kind <> 'owed', abs(p.id)
+  select p.id, p.kind, p.schema_name, p.table_name, p.op, p.record, p.old_record, p.payload,
+         p.captured_at, p.columns,
+         case when p.kind <> 'owed' then s.last_position + p.n - w.owed end
+  from realtime.pending(max_rows) with ordinality
+         as p(id, kind, schema_name, table_name, op, record, old_record, payload, captured_at,
+              columns, n)
+  cross join realtime.log_state s
+  cross join (select least(count(*), max_rows) as owed from realtime.owed) w
+  order by p.n
 $$;
 
 -- Delivered rows leave the outbox (into the log while retention is on), numbered in the order of
