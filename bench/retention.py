@@ -11,7 +11,8 @@ commit. Each drain transaction also reads the same rows with `realtime.pending` 
 read before the log, without positions), the two reads in alternating order. Per statement and
 setting it prints p50/p99 per batch over every round, µs per change, and on/off of the p50s;
 then the log's size: bytes per change (table and its indexes), MB per million changes, and rows
-per day at `--per-second` changes per second.
+per day at `--per-second` changes per second; and how long a rejoin's change replay takes
+against that log (from a position, and from a time).
 
 Run it from the repository root:
 
@@ -111,6 +112,36 @@ def report(batch: int, samples: dict[str, dict[str, list[float]]]) -> None:
         print(f"{label:42} | {cells(off, batch):>27} | {cells(on, batch):>27} | {ratio:6.2f}")
 
 
+def replays(conn: psycopg.Connection, calls: int = 20) -> None:
+    """The two change replays a rejoin asks for, against the log as the rounds left it: the 100
+    oldest of the last 1000 changes, asked from a position and from a time. First with the log as
+    the rounds left it (written seconds ago: not yet analyzed, and its BRIN ranges unsummarized,
+    so each is read whole), then as autovacuum leaves it: analyzed, each filled range
+    summarized (autosummarize)."""
+    last = conn.execute("select last_position from realtime.log_state").fetchone()[0]
+    since = conn.execute("select extract(epoch from captured_at) * 1000 from realtime.log "
+                         "where position = %s", (last - 999,)).fetchone()[0]
+    tables = '[{"schema": "public", "table": "bench_log"}]'
+    asks = (("from a position", (tables, last - 1000, None, last, 100)),
+            ("from a time", (tables, None, since, last, 100)))
+    for state in ("as written", "after autovacuum"):
+        if state == "after autovacuum":
+            conn.execute("analyze realtime.log")
+            conn.execute("select brin_summarize_new_values(c.oid) from pg_class c "
+                         "join pg_index x on x.indexrelid = c.oid join pg_am am on am.oid = c.relam "
+                         "where am.amname = 'brin' and x.indrelid in "
+                         "(select inhrelid from pg_inherits where inhparent = 'realtime.log'::regclass)")
+        for label, args in asks:
+            ms = []
+            for _ in range(calls):
+                started = time.perf_counter()
+                conn.execute("select * from realtime.replay_changes(%s::jsonb, %s, %s, %s, %s)", args).fetchall()
+                ms.append(elapsed_ms(started))
+            ms.sort()
+            print(f"replay_changes {label}, 100 of the last 1000, log {state}: "
+                  f"p50 {percentile(ms, 50):.2f} ms, p99 {percentile(ms, 99):.2f} ms over {calls} calls")
+
+
 def log_size(conn: psycopg.Connection, per_second: float) -> None:
     logged = conn.execute("select count(*) from realtime.log").fetchone()[0]
     size = int(conn.execute(
@@ -154,6 +185,7 @@ def main() -> int:
                             first += batch * args.batches
                     report(batch, samples)
                 log_size(conn, args.per_second)
+                replays(conn)
         finally:
             pg.stop()
     return 0
