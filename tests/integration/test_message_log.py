@@ -190,3 +190,31 @@ def test_an_upgrade_keeps_the_logged_history_and_its_positions(stack, db):
     assert after[:3] == [p for p, _ in before] and len(after) == 5 and after[3] > before[-1][0]
     everything = [p for (p,) in db.execute("select position from realtime.log order by position")]
     assert len(everything) == len(set(everything))
+
+
+def test_ack_logs_each_row_at_the_position_pending_gave_it_owed_frames_first(stack, db):
+    topic = f"numbered-{uuid.uuid4()}"
+    with psycopg.connect(stack.db_url) as drainer:
+        # Holding the drain lock, as the fanout does: the stack's own drain waits meanwhile.
+        drainer.execute("select pg_advisory_xact_lock(hashtext('realtime.drain'))")
+        for n in range(5):
+            db.execute("select realtime.send(%s::jsonb, 'e', %s, false)", (f'{{"n": {n}}}', topic))
+        drainer.execute("select realtime.owe(%s::jsonb)",
+                        ('[{"connection_id": "gone-1", "frames": ["a", "b"], "since": 0}]',))
+        rows = drainer.execute("select id, kind, payload, position from realtime.pending_positioned(500)").fetchall()
+        ours = [(i, p) for i, kind, payload, p in rows if kind == "broadcast" and payload["topic"] == topic]
+        assert rows[0][1] == "owed" and rows[0][3] is None and len(ours) == 5
+        positioned = [p for _, kind, _, p in rows if kind != "owed"]
+        assert positioned == list(range(positioned[0], positioned[0] + len(positioned)))
+        # A batch cut short: the owed frames and the first rows up to our third are acked...
+        cut = [i for i, *_ in rows].index(ours[2][0]) + 1
+        drainer.execute("select realtime.ack(%s)", ([i for i, *_ in rows[:cut]],))
+        assert drainer.execute("select count(*) from realtime.owed where connection_id = 'gone-1'").fetchone()[0] == 0
+        # ...and the next read numbers what is left right after them.
+        again = drainer.execute("select id, position from realtime.pending_positioned(500)").fetchall()
+        assert [i for i, _ in again][:2] == [i for i, _ in ours[3:]]
+        assert [p for _, p in again][:2] == [ours[2][1] + 1, ours[2][1] + 2]
+        drainer.execute("select realtime.ack(%s)", ([i for i, _ in again],))
+        drainer.commit()
+    logged = db.execute("select position from realtime.log where topic = %s order by position", (topic,)).fetchall()
+    assert [p for (p,) in logged] == [p for _, p in ours]
