@@ -5,14 +5,14 @@ Against the local stack's Postgres (embedded, migrated as on every start) and no
 the numbers are Ripple's own statements. For each batch size, rounds with `log_retention_hours`
 0 (off) and 72 (on) alternate, `--rounds` of each, so drift on a shared machine hits both alike.
 A round writes `--batches` batches through the capture trigger (one INSERT of `batch` rows of
-`public.bench_log`, ~100-byte text, in its own transaction: the writer's path), then drains them
-as the fanout does, one transaction per batch: drain lock, `realtime.pending_positioned`, `realtime.ack`,
-commit. Each drain transaction also reads the same rows with `realtime.pending` (the drain's
-read before the log, without positions), the two reads in alternating order. Per statement and
-setting it prints p50/p99 per batch over every round, µs per change, and on/off of the p50s;
-then the log's size: bytes per change (table and its indexes), MB per million changes, and rows
-per day at `--per-second` changes per second; and how long a rejoin's change replay takes
-against that log (from a position, and from a time).
+`public.bench_log`, ~100-byte text, in its own transaction: the writer's path), then drains
+them as the fanout does, one transaction per batch: drain lock, `realtime.pending_positioned`,
+`realtime.ack`, commit. Each drain transaction also reads the same rows with `realtime.pending`
+(the read without positions), the two reads in alternating order. Per statement and setting it
+prints p50/p99 per batch over every round, µs per change and on/off of the p50s, and the WAL
+the ack writes; then the log's size: bytes per change (table and its indexes), MB per million
+changes, and rows per day at `--per-second` changes per second; and how long a rejoin's change
+replay takes against that log (from a position, and from a time).
 
 Run it from the repository root:
 
@@ -74,9 +74,12 @@ def drain(conn: psycopg.Connection, batch: int, flip: bool, into: dict) -> int:
         times[name] = elapsed_ms(started)
         if name == "pending_positioned":
             ids = [r[0] for r in rows]
+    lsn = conn.execute("select pg_current_wal_insert_lsn()").fetchone()[0]
     started = time.perf_counter()
     conn.execute("select realtime.ack(%s)", (ids,))
     times["ack"] = elapsed_ms(started)
+    times["ack_wal"] = float(conn.execute("select pg_wal_lsn_diff(pg_current_wal_insert_lsn(), %s)",
+                                          (lsn,)).fetchone()[0])
     started = time.perf_counter()
     conn.execute("commit")
     times["commit"] = elapsed_ms(started)
@@ -110,6 +113,9 @@ def report(batch: int, samples: dict[str, dict[str, list[float]]]) -> None:
         off, on = samples["off"][key], samples["on"][key]
         ratio = percentile(sorted(on), 50) / percentile(sorted(off), 50)
         print(f"{label:42} | {cells(off, batch):>27} | {cells(on, batch):>27} | {ratio:6.2f}")
+    wal = {label: percentile(sorted(samples[label]["ack_wal"]), 50) for label, _ in SETTINGS}
+    print(f"{'WAL the ack writes, p50 KB per batch':42} | {wal['off'] / 1000:11.1f} {'':15} | "
+          f"{wal['on'] / 1000:11.1f} {'':15} | {wal['on'] / wal['off']:6.2f}")
 
 
 def replays(conn: psycopg.Connection, calls: int = 20) -> None:
