@@ -8,7 +8,9 @@ A round writes `--batches` batches through the capture trigger (one INSERT of `b
 `public.bench_log`, ~100-byte text, in its own transaction: the writer's path), then drains
 them as the fanout does, one transaction per batch: drain lock, `realtime.pending_positioned`,
 `realtime.ack`, commit. Each drain transaction also reads the same rows with `realtime.pending`
-(the read without positions), the two reads in alternating order. Per statement and setting it
+(the read without positions), the two reads in alternating order. A third, control setting
+has the log off and writes each batch's rows into a plain table shaped like the log, so the
+reads after it follow a write of the log's size without the log. Per statement and setting it
 prints p50/p99 per batch over every round, µs per change and on/off of the p50s, and the WAL
 the ack writes; then the log's size: bytes per change (table and its indexes), MB per million
 changes, and rows per day at `--per-second` changes per second; and how long a rejoin's change
@@ -32,7 +34,15 @@ import psycopg
 from harness import configure, counts, free_port, percentile, print_header
 
 ROOT = Path(__file__).resolve().parents[1]
-SETTINGS = (("off", "0"), ("on", "72"))
+# The third is a control for the reads: the log off, and each drain writes the rows it acks
+# into a plain table shaped like the log (untimed), so the next read follows a write of the
+# log's size without the log.
+SETTINGS = (("off", "0"), ("on", "72"), ("control", "0"))
+SCRATCH = ("create table if not exists public.bench_scratch "
+           "(like realtime.log including defaults including constraints)")
+SCRATCH_WRITE = ("insert into public.bench_scratch (position, kind, schema_name, table_name, op, record, "
+                 "old_record, payload, captured_at) select o.id, o.kind, o.schema_name, o.table_name, o.op, "
+                 "o.record, o.old_record, o.payload, o.captured_at from realtime.outbox o where o.id = any(%s)")
 # What each line measures, in the order printed.
 STATEMENTS = (
     ("writer", "writer INSERT (capture trigger), commit"),
@@ -59,7 +69,7 @@ def write(conn: psycopg.Connection, batch: int, batches: int, first: int, into: 
         into["writer"].append(elapsed_ms(started))
 
 
-def drain(conn: psycopg.Connection, batch: int, flip: bool, into: dict) -> int:
+def drain(conn: psycopg.Connection, batch: int, flip: bool, into: dict, scratch: bool) -> int:
     """One drain transaction as the fanout runs it, timed into `into` unless it found nothing;
     returns how many rows it acked."""
     reads = [("pending", "select id from realtime.pending(%s)"),
@@ -74,6 +84,8 @@ def drain(conn: psycopg.Connection, batch: int, flip: bool, into: dict) -> int:
         times[name] = elapsed_ms(started)
         if name == "pending_positioned":
             ids = [r[0] for r in rows]
+    if scratch:
+        conn.execute(SCRATCH_WRITE, (ids,))
     lsn = conn.execute("select pg_current_wal_insert_lsn()").fetchone()[0]
     started = time.perf_counter()
     conn.execute("select realtime.ack(%s)", (ids,))
@@ -89,14 +101,15 @@ def drain(conn: psycopg.Connection, batch: int, flip: bool, into: dict) -> int:
     return len(ids)
 
 
-def round_(conn: psycopg.Connection, batch: int, batches: int, retention: str, first: int,
+def round_(conn: psycopg.Connection, batch: int, batches: int, setting: tuple[str, str], first: int,
            into: dict) -> None:
+    label, retention = setting
     conn.execute("update realtime.settings set value = %s where key = 'log_retention_hours'", (retention,))
     conn.execute("truncate public.bench_log")
     write(conn, batch, batches, first, into)
     conn.execute("analyze realtime.outbox")
     flip = False
-    while drain(conn, batch, flip, into):
+    while drain(conn, batch, flip, into, scratch=label == "control"):
         flip = not flip
 
 
@@ -116,6 +129,11 @@ def report(batch: int, samples: dict[str, dict[str, list[float]]]) -> None:
     wal = {label: percentile(sorted(samples[label]["ack_wal"]), 50) for label, _ in SETTINGS}
     print(f"{'WAL the ack writes, p50 KB per batch':42} | {wal['off'] / 1000:11.1f} {'':15} | "
           f"{wal['on'] / 1000:11.1f} {'':15} | {wal['on'] / wal['off']:6.2f}")
+    control = samples["control"]
+    print("control, log off with the same rows written to a plain table after each drain's reads: "
+          + "; ".join(f"{key} p50 {percentile(sorted(control[key]), 50):.2f} ms, "
+                      f"{percentile(sorted(control[key]), 50) / percentile(sorted(samples['off'][key]), 50):.2f}"
+                      " × off" for key in ("pending_positioned", "pending")))
 
 
 def replays(conn: psycopg.Connection, calls: int = 20) -> None:
@@ -124,7 +142,7 @@ def replays(conn: psycopg.Connection, calls: int = 20) -> None:
     the rounds left it (written seconds ago: not yet analyzed, and its BRIN ranges unsummarized,
     so each is read whole), then as autovacuum leaves it: analyzed, each filled range
     summarized (autosummarize)."""
-    last = conn.execute("select last_position from realtime.log_state").fetchone()[0]
+    last = conn.execute("select max(position) from realtime.log").fetchone()[0]
     since = conn.execute("select extract(epoch from captured_at) * 1000 from realtime.log "
                          "where position = %s", (last - 999,)).fetchone()[0]
     tables = '[{"schema": "public", "table": "bench_log"}]'
@@ -181,13 +199,14 @@ def main() -> int:
             migrate(pg.url, ROOT / "sql")
             with psycopg.connect(pg.url, autocommit=True) as conn:
                 conn.execute(TABLE)
+                conn.execute(SCRATCH)
                 first = 0
                 for batch in args.batch_sizes:
                     samples: dict[str, dict[str, list[float]]] = {
                         label: defaultdict(list) for label, _ in SETTINGS}
                     for _ in range(args.rounds):
-                        for label, retention in SETTINGS:
-                            round_(conn, batch, args.batches, retention, first, samples[label])
+                        for setting in SETTINGS:
+                            round_(conn, batch, args.batches, setting, first, samples[setting[0]])
                             first += batch * args.batches
                     report(batch, samples)
                 log_size(conn, args.per_second)
