@@ -103,8 +103,9 @@ $$;
 create or replace function realtime.ack(ids bigint[])
 returns void language plpgsql set search_path = '' as $$
 declare
+  -- Each id once, where it first appears: a row is logged once, at one position.
   delivered bigint[] := array(select a.id from unnest(ids) with ordinality as a(id, n)
-                              where a.id > 0 order by a.n);
+                              where a.id > 0 group by a.id order by min(a.n));
   owed bigint[] := array(select -a.id from unnest(ids) as a(id) where a.id < 0);
   taken integer := cardinality(delivered);
   kept boolean := realtime.log_retention() > interval '0';
