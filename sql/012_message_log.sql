@@ -95,7 +95,8 @@ language sql stable set search_path = '' as $$
 $$;
 
 -- Delivered rows leave the outbox (into the log while retention is on), numbered in the order of
--- `ids` (the drain order); owed rows whose -id is listed are removed, as in 009_owed_frames.sql.
+-- `ids` (the drain order: pending's rows, each id once); owed rows whose -id is listed are
+-- removed, as in 009_owed_frames.sql.
 -- One range of positions per ack (one update of log_state), the setting read once, and every
 -- row found through the outbox's primary key: with the log off this is the plain delete of
 -- 009_owed_frames.sql; with it on, that delete's rows go straight into the log in one statement,
@@ -103,9 +104,8 @@ $$;
 create or replace function realtime.ack(ids bigint[])
 returns void language plpgsql set search_path = '' as $$
 declare
-  -- Each id once, where it first appears: a row is logged once, at one position.
   delivered bigint[] := array(select a.id from unnest(ids) with ordinality as a(id, n)
-                              where a.id > 0 group by a.id order by min(a.n));
+                              where a.id > 0 order by a.n);
   owed bigint[] := array(select -a.id from unnest(ids) as a(id) where a.id < 0);
   taken integer := cardinality(delivered);
   kept boolean := realtime.log_retention() > interval '0';
