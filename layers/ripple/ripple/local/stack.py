@@ -9,9 +9,11 @@ gateway answers 200 once all of them are ready.
 from __future__ import annotations
 
 import asyncio
+import errno
 import importlib.util
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -22,10 +24,12 @@ import jwt as pyjwt
 from ripple.local.aws import MotoServer
 from ripple.local.bridge import Bridge
 from ripple.local.gateway import Gateway, Limits, Routes
+from ripple.local.gatewayd import GatewayFailed, GatewayProcess
 from ripple.local.http import http_route
 from ripple.local.inspector.activity import Activity, observed
 from ripple.local.inspector.server import Inspector, Settings
 from ripple.local.mailbox import Mailbox
+from ripple.local.management import Tap
 from ripple.local.ports import PortInUse, Ports
 from ripple.local.postgres import LocalPostgres, migrate
 from ripple.local.token import DEV_JWT_SECRET
@@ -86,8 +90,35 @@ def load_handler(name: str) -> ModuleType:
     return module
 
 
+def local_gateway(*, port: int, host: str = "127.0.0.1", limits: Limits | None = None,
+                  ready: Callable[[], bool] = lambda: True, tap: Tap | None = None) -> Gateway:
+    """The stack's gateway, not yet started: the WebSocket routes to the connect, router and
+    disconnect handlers, plus the broadcast and REST routes, each handler loaded as Lambda does.
+    Built the same way in the stack's process and in `ripple.local.gatewayd`'s."""
+    connect, router, disconnect, broadcast, api = (
+        load_handler(n) for n in ("connect", "router", "disconnect", "broadcast", "api"))
+    gateway = Gateway(
+        Routes(connect=connect.handler, default=router.handler, disconnect=disconnect.handler),
+        host=host, port=port, limits=limits, ready=ready, tap=tap)
+    for path in ("/realtime/v1/api/broadcast", "/realtime/v1/api/broadcast/{topic}/events/{event}"):
+        gateway.app.router.add_post(path, http_route("broadcast", broadcast.handler))
+    gateway.app.router.add_route("*", "/api/{tail:.*}", http_route("api", api.handler))
+    return gateway
+
+
+def gateway_process_default() -> bool:
+    """RIPPLE_LOCAL_GATEWAY_PROCESS=1 runs the gateway in its own process (see `Stack`)."""
+    return os.environ.get("RIPPLE_LOCAL_GATEWAY_PROCESS", "").strip() == "1"
+
+
 @dataclass
 class Stack:
+    """The local stack. With `gateway_process` the gateway (WebSocket server, `@connections`,
+    the connect/router/disconnect handlers, the broadcast and REST routes) runs in a child
+    process (`ripple.local.gatewayd`) and `gateway` is its `GatewayProcess` handle; the fanout
+    and everything else stay here. The Inspector is not served then: its frame tap lives in the
+    gateway's process."""
+
     state_dir: Path
     ports: Ports = field(default_factory=Ports)
     db_url: str | None = None
@@ -95,9 +126,10 @@ class Stack:
     jwt_secret: str = DEV_JWT_SECRET
     limits: Limits = field(default_factory=Limits)
     sweep_seconds: float = 2.0
+    gateway_process: bool = field(default_factory=gateway_process_default)
 
     postgres: LocalPostgres | None = None
-    gateway: Gateway | None = None
+    gateway: Gateway | GatewayProcess | None = None
     bridge: Bridge | None = None
     mailbox: Mailbox | None = None
     inspector: Inspector | None = None
@@ -148,6 +180,8 @@ class Stack:
                 self._moto.stop()
                 self._moto = None
         finally:
+            if isinstance(self.gateway, GatewayProcess):
+                self.gateway.kill()  # a no-op once stopped; else the child must not outlive us
             if self.postgres is not None:
                 self.postgres.stop()
 
@@ -213,16 +247,14 @@ class Stack:
 
     async def _start_async(self) -> None:
         assert self.db_url is not None
-        connect, router, disconnect, fanout, broadcast, notify, api = (
-            load_handler(n)
-            for n in ("connect", "router", "disconnect", "fanout", "broadcast", "notify", "api"))
-        self.gateway = Gateway(
-            Routes(connect=connect.handler, default=router.handler, disconnect=disconnect.handler),
-            port=self.ports.api, limits=self.limits, ready=self._ready, tap=self.activity)
-        for path in ("/realtime/v1/api/broadcast", "/realtime/v1/api/broadcast/{topic}/events/{event}"):
-            self.gateway.app.router.add_post(path, http_route("broadcast", broadcast.handler))
-        self.gateway.app.router.add_route("*", "/api/{tail:.*}", http_route("api", api.handler))
-        await self.gateway.start()
+        fanout, notify = (load_handler(n) for n in ("fanout", "notify"))
+        if self.gateway_process:
+            self.gateway = GatewayProcess(port=self.ports.api, limits=self.limits)
+            await asyncio.to_thread(self._start_gateway_process, self.gateway)
+        else:
+            self.gateway = local_gateway(port=self.ports.api, limits=self.limits, ready=self._ready,
+                                         tap=self.activity)
+            await self.gateway.start()
         os.environ.update({
             "POWERTOOLS_SERVICE_NAME": "ripple",
             "RIPPLE_DB_URL": self.db_url,
@@ -233,9 +265,11 @@ class Stack:
             "RIPPLE_MAIL_FROM": f"Ripple <notifications@{MAIL_DOMAIN}>",
             "RIPPLE_PUBLIC_URL": self.gateway.url,
         })
+        if isinstance(self.gateway, GatewayProcess):
+            self.gateway.configure(dict(os.environ))
         self.mailbox = Mailbox(port=self.ports.mail, region=REGION)
         await self.mailbox.start()
-        if self.ports.inspector is not None:
+        if self.ports.inspector is not None and not self.gateway_process:
             self.inspector = Inspector(
                 Settings(api_url=self.gateway.url, anon_key=self.key("anon"), db_url=self.db_url,
                          jwt_secret=self.jwt_secret, vendor=SUPABASE_JS),
@@ -245,6 +279,16 @@ class Stack:
             "realtime_outbox": observed(fanout.handler, self.db_url, self.activity),
             "realtime_notifications": notify.handler}, self.sweep_seconds)
         await self.bridge.start()
+        if isinstance(self.gateway, GatewayProcess):
+            self.gateway.ready()
+
+    def _start_gateway_process(self, gateway: GatewayProcess) -> None:
+        try:
+            gateway.start()
+        except GatewayFailed as error:
+            if error.errno in (errno.EADDRINUSE, errno.EACCES):
+                raise PortInUse("api", self.ports.api, str(error)) from error
+            raise
 
     async def _stop_async(self) -> None:
         if self.bridge is not None:
