@@ -449,7 +449,8 @@ def main() -> None:
 
     results: list[Result] = []
     started = time.monotonic()
-    with local_stack() as stack:
+    # The router's counters are read in this process, so its gateway runs here too.
+    with local_stack(gateway_process=False) as stack:
         clients = None
         try:
             from ripple.store import store

@@ -142,7 +142,8 @@ def main() -> None:
                  f"{threads} threads for $disconnect")
     results: list[Result] = []
     started = time.monotonic()
-    with local_stack() as stack:
+    # The gateway's $disconnect route is wrapped in this process, so the gateway runs here.
+    with local_stack(gateway_process=False) as stack:
         clients = None
         try:
             prepare_table(stack.db_url)

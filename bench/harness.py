@@ -11,6 +11,7 @@ async methods are the commands the parent sends (`open`, `collect`, `close`, ...
 """
 from __future__ import annotations
 
+import argparse
 import asyncio
 import math
 import multiprocessing
@@ -75,14 +76,24 @@ class Clients:
 
 # -- the server's side ---------------------------------------------------------------------------
 
+GATEWAY_PROCESS = "RIPPLE_LOCAL_GATEWAY_PROCESS"
+
+
 @contextmanager
-def local_stack() -> Iterator:
+def local_stack(gateway_process: bool | None = None) -> Iterator:
     """The whole local stack on free ports in a temporary directory, stopped however the block
-    ends (including a start that fails halfway)."""
+    ends (including a start that fails halfway).
+
+    The gateway (WebSocket server, `@connections`, the route handlers) runs in a process of its
+    own unless `gateway_process` is False or RIPPLE_LOCAL_GATEWAY_PROCESS=0 (`--gateway-in-process`),
+    so that what is measured is Ripple's fanout, not its share of one interpreter lock."""
     from ripple.local.stack import Ports, Stack
 
+    if gateway_process is None:
+        gateway_process = os.environ.get(GATEWAY_PROCESS, "1").strip() != "0"
     with tempfile.TemporaryDirectory(prefix="ripple-bench-") as state:
-        stack = Stack(state_dir=Path(state), ports=Ports(api=0, db=free_port(), mail=0, aws=0))
+        stack = Stack(state_dir=Path(state), ports=Ports(api=0, db=free_port(), mail=0, aws=0),
+                      gateway_process=gateway_process)
         try:
             yield stack.start()
         finally:
@@ -189,6 +200,20 @@ def add_round_options(parser, *, sizes: str, sizes_help: str, interval_ms: float
     parser.add_argument("--timeout", type=float, default=30.0,
                         help="give up waiting for deliveries after this many seconds without one "
                              "(default: %(default)s)")
+    parser.add_argument("--gateway-in-process", action=GatewayInProcess,
+                        help="run the gateway and its handlers in the benchmark's process instead "
+                             f"of a process of its own (as {GATEWAY_PROCESS}=0 does)")
+
+
+class GatewayInProcess(argparse.Action):
+    """`--gateway-in-process`: sets RIPPLE_LOCAL_GATEWAY_PROCESS=0, which `local_stack()` reads."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        os.environ[GATEWAY_PROCESS] = "0"
+        setattr(namespace, self.dest, True)
 
 
 def latency_cells(sorted_ms: list[float]) -> str:
