@@ -17,9 +17,9 @@ Modes (`--mode`):
   matches one subscriber. This shows the equality index: DynamoDB requests per change stay
   flat as N grows, and there is one delivery per change.
 
-Everything runs on one machine: Postgres, moto (DynamoDB), the gateway and the fanout in this
-process, and the clients in a second process so their frame parsing does not share the
-server's interpreter lock. The request counts carry over to AWS; the latencies and rates are
+Everything runs on one machine: Postgres, moto (DynamoDB) and the fanout in this process, the
+gateway with its route handlers in a process of its own (`--gateway-in-process` keeps it here),
+and the clients in another so their frame parsing does not share the server's interpreter lock. The request counts carry over to AWS; the latencies and rates are
 those of the local stack on this machine.
 
 Run it from the repository root:

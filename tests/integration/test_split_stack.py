@@ -7,6 +7,7 @@ import json
 import os
 import queue
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -238,6 +239,7 @@ def test_the_environment_variable_turns_the_split_on(monkeypatch) -> None:
 
 def test_the_gateway_process_exits_when_its_parent_is_killed(state: Path) -> None:
     host = Host(state, split=True)
+    child = None
     try:
         up = host.next()
         child = up["gateway_pid"]
@@ -247,6 +249,8 @@ def test_the_gateway_process_exits_when_its_parent_is_killed(state: Path) -> Non
         assert wait_gone(child), f"gateway process {child} outlived its killed parent"
     finally:
         host.end()
+        if child is not None and alive(child):
+            os.kill(child, signal.SIGKILL)  # a failed test leaves no process behind
 
 
 def test_a_start_that_fails_after_the_gateway_process_started_leaves_no_child(state: Path) -> None:
