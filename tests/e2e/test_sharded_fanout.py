@@ -18,7 +18,7 @@ import pytest
 from aiohttp import web
 
 from ripple.gateway import lean_poster
-from ripple.outbox.drain import fanout
+from ripple.outbox.drain import WakeEvent, fanout
 from ripple.shards.api import ShardedApi
 from ripple.shards.process import ProcessTransport
 from ripple.shards.wire import shard_of
@@ -281,5 +281,28 @@ def test_small_rounds_are_posted_by_the_drainer_and_a_wide_one_by_the_posters(st
                 assert received(wire, table, 40) == list(range(40))
             assert wait_until(lambda: api.sharded_rounds >= 1)  # counted once every shard answered
             assert transport.started == 2 and transport.rounds >= 1
+    finally:
+        close(joined)
+
+
+def test_a_batch_no_poster_can_take_is_left_unacked_and_delivered_once_posters_work(stack, db, monkeypatch):
+    table = "sharded_broken"
+    published(db, table, "n int not null")
+    joined = subscribers(stack, table, 5)
+    try:
+        # Posters that cannot start (no endpoint to post to): every wide round fails.
+        monkeypatch.delenv("RIPPLE_CONNECTIONS_ENDPOINT")
+        with sharded_fanout(2, threshold=10):
+            insert(db, table, 10)  # 50 posts
+            # One wake takes the batch twice, then leaves it for the next wake or sweep.
+            stats = fanout().run(WakeEvent())
+            assert (stats.shard_failures, stats.batches, stats.changes) == (2, 0, 0)
+            pending = db.execute("select count(*) from realtime.outbox where table_name = %s", (table,))
+            assert pending.fetchone()[0] == 10  # not acked
+            monkeypatch.setenv("RIPPLE_CONNECTIONS_ENDPOINT", stack.api_url)  # new posters start
+            for wire, _ in joined:
+                assert received(wire, table, 10) == list(range(10))
+            for wire, _ in joined:
+                assert rest(wire, db, table) == []
     finally:
         close(joined)
