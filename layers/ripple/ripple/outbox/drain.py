@@ -109,7 +109,7 @@ class Fanout:
             # Inside the drain's budget, and a small share of it: changes come first. Its
             # requests are counted apart, so the drain's counters describe the drain alone.
             swept = self.store.calls
-            stats.gone += sweep(self.store, self.api, budget_seconds=budget_seconds / 10)
+            self._sweep(stats, budget_seconds / 10)
             stats.sweep_dynamodb_calls = self.store.calls - swept
         calls0, trips0, posts0 = self.store.calls, self.db.round_trips, self.api.posts
         if wake.xid:
@@ -142,6 +142,16 @@ class Fanout:
             stats.expired_partitions += expire(self.db)
         stats.posts = self.api.posts - posts0
         return stats
+
+    def _sweep(self, stats: Stats, budget_seconds: float) -> None:
+        """Depart silent presence holders. Their leaves are announced outside any drain
+        transaction, so a failed shard of such an announcement is not redone: logged, counted,
+        and the drain goes on."""
+        try:
+            stats.gone += sweep(self.store, self.api, budget_seconds=budget_seconds)
+        except ShardFailed as exc:
+            stats.shard_failures += 1
+            logger.warning("a shard of posters failed during the presence sweep", extra={"error": str(exc)})
 
     def _attempt(self, limit: int, stats: Stats, retried: set[str],
                  recovered: set[str]) -> tuple[int, list | None] | None:
