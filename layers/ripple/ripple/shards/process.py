@@ -90,7 +90,10 @@ class ProcessTransport:
     def _worker(self, index: int) -> subprocess.Popen:
         worker = self._workers[index]
         if worker is None or worker.poll() is not None:
-            worker = self._workers[index] = _spawn()
+            try:
+                worker = self._workers[index] = _spawn()
+            except OSError as exc:  # out of processes, memory or file descriptors
+                raise ShardFailed(f"shard {index}: no poster process could start: {exc}") from exc
             self.started += 1
         return worker
 
@@ -185,7 +188,8 @@ def _read(exchange: _Exchange) -> None:
         exchange.error = f"closed its pipe (exit code {code})"
         return
     exchange.received += chunk
-    if exchange.answered and exchange.received.count(b"\n") > 1:
+    end = chunk.find(b"\n")
+    if end != -1 and end != len(chunk) - 1:
         exchange.error = "answered more than one line"
 
 
