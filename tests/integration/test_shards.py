@@ -196,6 +196,18 @@ def test_a_worker_killed_mid_round_fails_the_round_and_is_replaced(endpoint, mad
         assert endpoint.accepted[delivery.connection_id][-5:] == delivery.frames
 
 
+def test_a_worker_dead_between_rounds_is_replaced_before_the_next(endpoint, made) -> None:
+    made.append(api := sharded(endpoint, 2))
+    deliveries = [Delivery(f"d{c}=", frames(f"d{c}=", 2)) for c in range(50)]
+    api.deliver(deliveries)
+    dead, well = transport(api).pids
+    os.kill(dead, signal.SIGKILL)
+    assert wait_until(lambda: not alive(dead))
+    assert api.deliver(deliveries).delivered == 100  # nothing was in flight: nothing fails
+    assert transport(api).pids[1] == well and dead not in transport(api).pids
+    assert transport(api).started == 3
+
+
 def test_a_worker_that_stops_answering_is_killed_at_the_deadline(endpoint, made) -> None:
     made.append(api := sharded(endpoint, 2))
     api.timeout = 2.0

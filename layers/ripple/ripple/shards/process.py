@@ -90,6 +90,8 @@ class ProcessTransport:
     def _worker(self, index: int) -> subprocess.Popen:
         worker = self._workers[index]
         if worker is None or worker.poll() is not None:
+            if worker is not None:
+                _kill(worker)  # died between rounds: its pipes are closed before it is replaced
             try:
                 worker = self._workers[index] = _spawn()
             except OSError as exc:  # out of processes, memory or file descriptors
