@@ -210,10 +210,10 @@ def test_a_worker_dead_between_rounds_is_replaced_before_the_next(endpoint, made
 
 def test_a_worker_that_stops_answering_is_killed_at_the_deadline(endpoint, made) -> None:
     made.append(api := sharded(endpoint, 2))
-    api.timeout = 2.0
     deliveries = [Delivery(f"t{c}=", frames(f"t{c}=", 2)) for c in range(50)]
-    api.deliver(deliveries)
+    api.deliver(deliveries)  # started and warm
     stuck, well = transport(api).pids
+    api.timeout = 2.0
     os.kill(stuck, signal.SIGSTOP)
     try:
         with pytest.raises(ShardFailed, match="no answer before the deadline"):
@@ -222,6 +222,7 @@ def test_a_worker_that_stops_answering_is_killed_at_the_deadline(endpoint, made)
     finally:
         if alive(stuck):
             os.kill(stuck, signal.SIGKILL)
+    api.timeout = 60  # the replacement starts within the round
     assert api.deliver(deliveries).delivered == 100
     assert transport(api).pids[1] == well and stuck not in transport(api).pids
 
