@@ -6,7 +6,7 @@ The sink runs in a process of its own (a minimal keep-alive HTTP/1.1 server answ
 what is measured is the posting side: `ShardedApi.deliver` of N connections x F frames, signed
 and sent by the lean poster. Per K it prints deliveries/s (wall clock over the measured rounds)
 and CPU µs per delivery of the posting side (the drainer process plus its workers, from their
-CPU times), with the sink's CPU apart. Worker start-up is left out: a warm-up round starts them.
+CPU times in /proc), with the sink's CPU apart. Worker start-up is left out: a warm-up round starts them.
 
     PYTHONPATH=layers/ripple .venv/bin/python bench/shards.py
     PYTHONPATH=layers/ripple .venv/bin/python bench/shards.py --connections 2000 --frames 5 --shards 1,2,3
@@ -20,8 +20,7 @@ import os
 import subprocess
 import sys
 import time
-
-import psutil
+from pathlib import Path
 
 from ripple.gateway import Delivery, lean_poster
 from ripple.shards.api import ShardedApi
@@ -55,9 +54,10 @@ async def _sink() -> None:
 
 # -- the posting side ----------------------------------------------------------------------------
 
-def _cpu(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return times.user + times.system
+def _cpu(pid: int) -> float:
+    """User + system CPU seconds of a live process, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _round(connections: int, frames: int, seq: int) -> list[Delivery]:
@@ -67,14 +67,14 @@ def _round(connections: int, frames: int, seq: int) -> list[Delivery]:
             for c in range(connections)]
 
 
-def measure(url: str, sink: psutil.Process, shards: int, connections: int, frames: int, rounds: int) -> dict:
+def measure(url: str, sink: int, shards: int, connections: int, frames: int, rounds: int) -> dict:
     transport = ProcessTransport(shards) if shards > 1 else None
     api = ShardedApi(lean_poster(url), concurrency=192, transport=transport, shards=shards, threshold=1)
     try:
         api.deliver(_round(connections, frames, 0))  # warm: workers started, pools open
         work = [_round(connections, frames, seq) for seq in range(1, rounds + 1)]
-        workers = [psutil.Process(pid) for pid in (transport.pids if transport else [])]
-        me = psutil.Process()
+        workers = transport.pids if transport else []
+        me = os.getpid()
         cpu0, sink0, workers0 = _cpu(me), _cpu(sink), [_cpu(w) for w in workers]
         started, delivered = time.perf_counter(), 0
         for deliveries in work:
@@ -85,7 +85,7 @@ def measure(url: str, sink: psutil.Process, shards: int, connections: int, frame
         parent = _cpu(me) - cpu0
         worker_cpu = sum(_cpu(w) - c for w, c in zip(workers, workers0))
         return {"K": shards, "posts": delivered, "seconds": wall, "rate": delivered / wall,
-                "drainer_us": parent / delivered * 1e6, "workers_us": worker_cpu / delivered * 1e6,
+                "fanout_us": parent / delivered * 1e6, "workers_us": worker_cpu / delivered * 1e6,
                 "total_us": (parent + worker_cpu) / delivered * 1e6,
                 "sink_us": (_cpu(sink) - sink0) / delivered * 1e6}
     finally:
@@ -112,11 +112,11 @@ def main() -> None:
                        "AWS_DEFAULT_REGION": "us-east-1", "RIPPLE_CONNECTIONS_ENDPOINT": url})
     print(f"# {os.cpu_count()} CPUs; {args.connections} connections x {args.frames} frames per round, "
           f"{args.rounds} rounds per K; sink {url}")
-    print(f"{'K':>2} {'posts':>7} {'posts/s':>9} {'µs/post drainer':>16} {'workers':>8} {'total':>7} {'sink':>6}")
+    print(f"{'K':>2} {'posts':>7} {'posts/s':>9} {'µs/post fanout':>16} {'workers':>8} {'total':>7} {'sink':>6}")
     try:
         for shards in (int(k) for k in args.shards.split(",")):
-            row = measure(url, psutil.Process(sink.pid), shards, args.connections, args.frames, args.rounds)
-            print(f"{row['K']:>2} {row['posts']:>7} {row['rate']:>9.0f} {row['drainer_us']:>16.1f} "
+            row = measure(url, sink.pid, shards, args.connections, args.frames, args.rounds)
+            print(f"{row['K']:>2} {row['posts']:>7} {row['rate']:>9.0f} {row['fanout_us']:>16.1f} "
                   f"{row['workers_us']:>8.1f} {row['total_us']:>7.1f} {row['sink_us']:>6.1f}", flush=True)
     finally:
         sink.stdin.close()
