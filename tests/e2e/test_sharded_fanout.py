@@ -284,7 +284,8 @@ def test_small_rounds_are_posted_by_the_drainer_and_a_wide_one_by_the_posters(st
             for wire, _ in joined:
                 assert received(wire, table, 40) == list(range(40))
             assert wait_until(lambda: api.sharded_rounds >= 1, timeout=30)  # counted once every shard answered
-            assert transport.started == 2 and transport.rounds >= 1
+            # One poster per shard that has work (three connections may all share one).
+            assert transport.started == len({shard_of(cid, 2) for _, cid in joined}) and transport.rounds >= 1
     finally:
         close(joined)
 
