@@ -173,7 +173,9 @@ def test_every_subscriber_gets_every_change_once_in_order_across_posters(stack, 
     published(db, table, "n int not null")
     joined = subscribers(stack, table, 24)
     try:
-        assert {shard_of(cid, shards) for _, cid in joined} == set(range(shards))
+        # Connection ids are random: the posters with work are those of the shards they land in.
+        busy = {shard_of(cid, shards) for _, cid in joined}
+        assert len(busy) > 1
         with sharded_fanout(shards, threshold=50) as api:
             insert(db, table, 40)  # one batch: 960 posts in one round
             for wire, _ in joined:
@@ -181,7 +183,7 @@ def test_every_subscriber_gets_every_change_once_in_order_across_posters(stack, 
             for wire, _ in joined:
                 assert rest(wire, db, table) == []  # none twice
             assert wait_until(lambda: api.sharded_rounds >= 1, timeout=30)  # counted once every shard answered
-            assert isinstance(api.transport, ProcessTransport) and api.transport.started == shards
+            assert isinstance(api.transport, ProcessTransport) and api.transport.started == len(busy)
     finally:
         close(joined)
 
