@@ -1,5 +1,5 @@
 """The whole local stack on loopback: Postgres, moto, the WebSocket gateway, the wake-up bridge,
-the mailbox and the Realtime Inspector.
+the mailbox, the Realtime Inspector, and the Lambda Invoke API for the poster function.
 
 `Stack(...).start()` probes every port first (PortInUse names a busy one and its setting), then
 brings every part up (in a background thread for the asyncio parts); if any part fails to
@@ -25,6 +25,7 @@ from ripple.local.gateway import Gateway, Limits, Routes
 from ripple.local.http import http_route
 from ripple.local.inspector.activity import Activity, observed
 from ripple.local.inspector.server import Inspector, Settings
+from ripple.local.lambda_api import LambdaApi
 from ripple.local.mailbox import Mailbox
 from ripple.local.ports import PortInUse, Ports
 from ripple.local.postgres import LocalPostgres, migrate
@@ -36,6 +37,8 @@ REGION = "us-east-1"
 CONNECTIONS_TABLE = "ripple-connections"
 BINDINGS_TABLE = "ripple-bindings"
 MAIL_DOMAIN = "ripple.test"
+# The poster function's name, as the fanout invokes it with RIPPLE_SHARD_TRANSPORT=lambda.
+POSTER_FUNCTION = "ripple-poster"
 # The browser bundle the Inspector and the demo page load, installed by `make dev` (web/).
 SUPABASE_JS = ROOT / "web" / "node_modules" / "@supabase" / "supabase-js" / "dist" / "umd" / "supabase.js"
 
@@ -101,6 +104,7 @@ class Stack:
     bridge: Bridge | None = None
     mailbox: Mailbox | None = None
     inspector: Inspector | None = None
+    functions: LambdaApi | None = None
     activity: Activity = field(default_factory=Activity)
     aws_url: str = ""
     _loop: asyncio.AbstractEventLoop | None = None
@@ -223,7 +227,12 @@ class Stack:
             self.gateway.app.router.add_post(path, http_route("broadcast", broadcast.handler))
         self.gateway.app.router.add_route("*", "/api/{tail:.*}", http_route("api", api.handler))
         await self.gateway.start()
+        # The functions Ripple invokes itself, behind the Lambda Invoke API.
+        self.functions = LambdaApi({POSTER_FUNCTION: load_handler("poster").handler})
+        await self.functions.start()
         os.environ.update({
+            "AWS_ENDPOINT_URL_LAMBDA": self.functions.url,
+            "RIPPLE_POSTER_FUNCTION": POSTER_FUNCTION,
             "POWERTOOLS_SERVICE_NAME": "ripple",
             "RIPPLE_DB_URL": self.db_url,
             "RIPPLE_JWT_SECRET": self.jwt_secret,
@@ -251,6 +260,8 @@ class Stack:
             await self.bridge.stop()
         if self.gateway is not None:
             await self.gateway.stop()
+        if self.functions is not None:
+            await self.functions.stop()
         if self.mailbox is not None:
             await self.mailbox.stop()
         if self.inspector is not None:
