@@ -32,8 +32,11 @@ _POST_CONFIG = Config(retries={"mode": "standard", "total_max_attempts": 1}, max
 # part of its shard posts it again, which at-least-once delivery allows. The read timeout
 # outlasts the shard timeout, so the transport's own deadline is what ends a slow shard, and a
 # read timeout is not retried (that poster may still be posting).
+# Invocations in flight at once: 64 shards (Settings.poster_shards' ceiling) and a few pieces of
+# shards over the payload quota.
+INVOKES_IN_FLIGHT = 96
 _INVOKE_CONFIG = Config(retries={"mode": "standard", "total_max_attempts": 3}, connect_timeout=5,
-                        max_pool_connections=64)
+                        max_pool_connections=INVOKES_IN_FLIGHT)
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ripple.aws import clients
+from ripple.aws import INVOKES_IN_FLIGHT, clients
 from ripple.codec import dumps, loads
 from ripple.gateway import Delivery, Outcome
 from ripple.log import logger
@@ -42,8 +42,6 @@ from ripple.shards.wire import ShardFailed, outcome_from, shard_payload
 # A synchronous invocation's request and response may each be 6 MB; what is owed comes back in
 # the answer, so a request stays well below that.
 MAX_PAYLOAD_BYTES = 5 * 1024 * 1024
-# Invocations in flight at once: 64 shards (Settings.poster_shards' ceiling) plus a few split ones.
-MAX_IN_FLIGHT = 96
 # How much of a poster's error message a ShardFailed (and its log line) repeats.
 REASON_CHARS = 200
 
@@ -110,7 +108,7 @@ class LambdaTransport:
         self.function_name = function_name
         self.payload_limit = payload_limit
         self._client = client
-        self._pool = ThreadPoolExecutor(max_workers=MAX_IN_FLIGHT, thread_name_prefix="ripple-shard-invoke")
+        self._pool = ThreadPoolExecutor(max_workers=INVOKES_IN_FLIGHT, thread_name_prefix="ripple-shard-invoke")
 
     @property
     def client(self) -> Any:
@@ -122,7 +120,7 @@ class LambdaTransport:
         """Each shard's (Outcome, posts), in the order given; raises ShardFailed if any shard
         failed or did not answer within `timeout` seconds."""
         deadline = time.monotonic() + timeout
-        runs = [(index, self._pool.submit(contextvars.copy_context().run, self._lane, index, lane))
+        runs = [(index, self._pool.submit(contextvars.copy_context().run, self._lane, lane))
                 for index, shard in enumerate(shards) if shard for lane in lanes(shard, self.payload_limit)]
         done, pending = concurrent.futures.wait([f for _, f in runs], timeout=max(0.0, deadline - time.monotonic()))
         failures = sorted({f"shard {index}: {_reason(future)}" for index, future in runs if future in done
@@ -146,12 +144,12 @@ class LambdaTransport:
         """Stop taking shards; invocations in flight finish on their own."""
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def _lane(self, shard: int, lane: Lane) -> _Part:
+    def _lane(self, lane: Lane) -> _Part:
         """Invoke the lane's payloads in order; once its connection is gone or owes frames, the
         later pieces are not posted (gone: dropped; owed: added to what is owed, in order)."""
         part = _Part()
         for position, deliveries in enumerate(lane):
-            outcome, posts = self._invoke(shard, deliveries)
+            outcome, posts = self._invoke(deliveries)
             _add(part.outcome, outcome)
             part.posts += posts
             if position + 1 < len(lane) and (outcome.gone or outcome.owed):
@@ -161,7 +159,7 @@ class LambdaTransport:
                 break
         return part
 
-    def _invoke(self, shard: int, deliveries: list[Delivery]) -> tuple[Outcome, int]:
+    def _invoke(self, deliveries: list[Delivery]) -> tuple[Outcome, int]:
         try:
             response = self.client.invoke(FunctionName=self.function_name, InvocationType="RequestResponse",
                                           Payload=dumps(shard_payload(deliveries)).encode())
