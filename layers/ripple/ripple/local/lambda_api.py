@@ -4,21 +4,26 @@
     api = LambdaApi({"ripple-poster": load_handler("poster").handler})
     await api.start()      # POST {api.url}/2015-03-31/functions/ripple-poster/invocations
 
-A synchronous (RequestResponse) invocation runs the handler on a worker thread and answers what
-it returned, as JSON; a handler that raises or runs past its timeout answers 200 with
+A synchronous (RequestResponse) invocation runs the handler on a worker thread of its own pool
+(so K posters run at once, apart from the gateway's handlers) and answers what it returned, as
+JSON; a handler that raises or runs past its timeout answers 200 with
 `X-Amz-Function-Error: Unhandled` and Lambda's error body (errorMessage, errorType, stackTrace).
+A timed-out handler's thread is left to finish on its own: unlike Lambda, a thread cannot be
+stopped.
 An unknown function is a 404 ResourceNotFoundException, a request over 6 MB a 413
 RequestTooLargeException, a body that is not JSON a 400 InvalidRequestContentException.
 """
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import time
 import traceback
 import uuid
 from collections import Counter
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
@@ -30,6 +35,8 @@ ARN_PREFIX = "arn:aws:lambda:us-east-1:000000000000:function:"
 # Lambda's quota for a synchronous invocation's request and response payloads.
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
 TIMEOUT_SECONDS = 30.0
+# Invocations running at once: as many as the transport keeps in flight (ripple.aws).
+THREADS = 96
 
 
 def function_name(reference: str) -> str:
@@ -62,6 +69,7 @@ class LambdaApi:
         self.app = web.Application(client_max_size=MAX_PAYLOAD_BYTES + 1024)
         self.app.router.add_post(INVOCATIONS_PATH, self._invoke)
         self._runner: web.AppRunner | None = None
+        self._pool = ThreadPoolExecutor(THREADS, thread_name_prefix="ripple-local-lambda")
 
     @property
     def url(self) -> str:
@@ -75,9 +83,11 @@ class LambdaApi:
         self.port = self._runner.addresses[0][1]
 
     async def stop(self) -> None:
+        """Stop serving; handlers still running finish on their threads."""
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        self._pool.shutdown(wait=False)
 
     async def _invoke(self, request: web.Request) -> web.Response:
         name = function_name(request.match_info["function"])
@@ -99,7 +109,9 @@ class LambdaApi:
         context = LambdaContext(name, request_id)
         context.deadline = time.monotonic() + self.timeout
         try:
-            result = await asyncio.wait_for(asyncio.to_thread(handler, event, context), self.timeout)
+            run = asyncio.get_running_loop().run_in_executor(
+                self._pool, contextvars.copy_context().run, handler, event, context)
+            result = await asyncio.wait_for(run, self.timeout)
         except TimeoutError:
             return _function_error(request_id, "Sandbox.Timedout", f"Task timed out after {self.timeout:.2f} seconds", [])
         except Exception as exc:
