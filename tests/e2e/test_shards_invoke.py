@@ -98,6 +98,23 @@ def test_each_shard_is_one_invocation_and_every_connection_gets_its_frames_in_or
             assert received(wire, 6) == list(range(6))
 
 
+def test_the_shards_invocations_run_at_the_same_time(stack):
+    real = load_handler("poster").handler
+    # Each poster waits for all K to have started: invoked one after another, the first would
+    # wait in vain and fail its shard.
+    started = threading.Barrier(4, timeout=20)
+
+    def together(event, context):
+        started.wait()
+        return real(event, context)
+
+    with subscribers(stack, 4, "shards-together") as subs, function(stack, "ripple-poster-together", together) as sent:
+        results = sent.post([[Delivery(cid, [frame(topic, 0)])] for _, topic, cid in subs], timeout=30)
+        assert [(outcome.delivered, posts) for outcome, posts in results] == [(1, 1)] * 4
+        for wire, _, _ in subs:
+            assert received(wire, 1) == [0]
+
+
 def test_a_gone_connection_is_reported_by_its_shard_and_the_others_are_delivered(stack, transport):
     ghost = new_id()
     with subscribers(stack, 2, "shards-gone") as subs:
