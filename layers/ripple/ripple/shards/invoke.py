@@ -18,9 +18,9 @@ again what it had already posted, which at-least-once delivery allows. Anything 
 poster raised (FunctionError) or refused its event, throttling outlasted the retries, the
 function does not exist, no answer within `timeout`, an answer that is not an outcome — raises
 ShardFailed naming the shard and the reason, once every invocation has answered or the time is
-up (so no part of a failed round is still being posted by this transport when the caller
-redelivers it). A poster still running past `timeout` is ended by its own function timeout,
-which template.yaml keeps below the shard timeout.
+up: a round that failed is not still being posted when the caller redelivers it, except by a
+poster running past `timeout`, which its own function timeout ends (template.yaml keeps that
+below the shard timeout).
 """
 from __future__ import annotations
 
