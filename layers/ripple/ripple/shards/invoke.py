@@ -46,6 +46,10 @@ MAX_PAYLOAD_BYTES = 5 * 1024 * 1024
 REASON_CHARS = 200
 
 Lane = list[list[Delivery]]
+# A lane as it is sent: each payload's deliveries and their encoded shard.
+Encoded = list[tuple[list[Delivery], bytes]]
+# The bytes of `{"deliveries":[]}` around a payload's deliveries.
+_WRAPPER = len(dumps(shard_payload([])).encode())
 
 
 @dataclass
@@ -60,19 +64,17 @@ def lanes(shard: list[Delivery], limit: int = MAX_PAYLOAD_BYTES) -> list[Lane]:
     """The invocations that post `shard`: lanes run in parallel, a lane's payloads one after
     another. Each connection is in one lane; only a connection owed more than `limit` bytes
     has a lane of several pieces, in its frames' order."""
-    if len(dumps(shard_payload(shard)).encode()) <= limit:
-        return [[shard]]
     out: list[Lane] = []
     batch: list[Delivery] = []
-    size = 0
+    size = _WRAPPER
     for delivery in shard:
         cost = len(dumps([delivery.connection_id, delivery.frames]).encode()) + 1
-        if cost > limit:
+        if _WRAPPER + cost > limit:
             out.append([[piece] for piece in _pieces(delivery, limit)])
             continue
         if batch and size + cost > limit:
             out.append([batch])
-            batch, size = [], 0
+            batch, size = [], _WRAPPER
         batch.append(delivery)
         size += cost
     if batch:
@@ -85,12 +87,13 @@ def _pieces(delivery: Delivery, limit: int) -> list[Delivery]:
     frame is never cut: a single frame over the limit is a piece of its own)."""
     pieces: list[Delivery] = []
     frames: list[str] = []
-    size = len(dumps([delivery.connection_id, []]).encode())
+    empty = _WRAPPER + len(dumps([delivery.connection_id, []]).encode())
+    size = empty
     for frame in delivery.frames:
         cost = len(dumps(frame).encode()) + 1
         if frames and size + cost > limit:
             pieces.append(Delivery(delivery.connection_id, frames))
-            frames, size = [], len(dumps([delivery.connection_id, []]).encode())
+            frames, size = [], empty
         frames.append(frame)
         size += cost
     pieces.append(Delivery(delivery.connection_id, frames))
@@ -121,7 +124,7 @@ class LambdaTransport:
         failed or did not answer within `timeout` seconds."""
         deadline = time.monotonic() + timeout
         runs = [(index, self._pool.submit(contextvars.copy_context().run, self._lane, lane))
-                for index, shard in enumerate(shards) if shard for lane in lanes(shard, self.payload_limit)]
+                for index, shard in enumerate(shards) if shard for lane in self._encoded(shard)]
         done, pending = concurrent.futures.wait([f for _, f in runs], timeout=max(0.0, deadline - time.monotonic()))
         failures = sorted({f"shard {index}: {_reason(future)}" for index, future in runs if future in done
                            and future.exception() is not None})
@@ -144,25 +147,33 @@ class LambdaTransport:
         """Stop taking shards; invocations in flight finish on their own."""
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def _lane(self, lane: Lane) -> _Part:
+    def _encoded(self, shard: list[Delivery]) -> list[Encoded]:
+        """The shard's lanes, encoded: usually one payload, the whole shard."""
+        payload = dumps(shard_payload(shard)).encode()
+        if len(payload) <= self.payload_limit:
+            return [[(shard, payload)]]
+        return [[(part, dumps(shard_payload(part)).encode()) for part in lane]
+                for lane in lanes(shard, self.payload_limit)]
+
+    def _lane(self, lane: Encoded) -> _Part:
         """Invoke the lane's payloads in order; once its connection is gone or owes frames, the
         later pieces are not posted (gone: dropped; owed: added to what is owed, in order)."""
         part = _Part()
-        for position, deliveries in enumerate(lane):
-            outcome, posts = self._invoke(deliveries)
+        for position, (_, payload) in enumerate(lane):
+            outcome, posts = self._invoke(payload)
             _add(part.outcome, outcome)
             part.posts += posts
             if position + 1 < len(lane) and (outcome.gone or outcome.owed):
                 if outcome.owed:
-                    later = [frame for rest in lane[position + 1:] for d in rest for frame in d.frames]
+                    later = [frame for rest, _ in lane[position + 1:] for d in rest for frame in d.frames]
                     part.outcome.owed[-1].frames.extend(later)
                 break
         return part
 
-    def _invoke(self, deliveries: list[Delivery]) -> tuple[Outcome, int]:
+    def _invoke(self, payload: bytes) -> tuple[Outcome, int]:
         try:
             response = self.client.invoke(FunctionName=self.function_name, InvocationType="RequestResponse",
-                                          Payload=dumps(shard_payload(deliveries)).encode())
+                                          Payload=payload)
             body = response["Payload"].read()
         except ClientError as exc:
             error = exc.response.get("Error", {})
