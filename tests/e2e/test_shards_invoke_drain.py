@@ -19,8 +19,6 @@ from tests.e2e.tables import published
 from tests.e2e.wire import Wire
 
 pytestmark = pytest.mark.e2e
-# The drain posts through a transport once sharded posting is wired into it (ripple.shards.api).
-pytest.importorskip("ripple.shards.api")
 
 BINDING = [{"event": "INSERT", "schema": "public", "table": "sharded_notes"}]
 ROWS = 12
