@@ -336,16 +336,17 @@ class RawServer:
         writer.close()
 
 
-def _exchange(answers: list[bytes | None], requests: int) -> tuple[list[tuple[int, str]], RawServer]:
+def _exchange(answers: list[bytes | None], requests: int
+              ) -> tuple[list[tuple[int, str, bytes] | tuple[int, str]], RawServer]:
     from ripple.poster import KeepAlivePool
 
     server = RawServer(answers)
 
-    async def run() -> list[tuple[int, str]]:
+    async def run() -> list[tuple[int, str, bytes] | tuple[int, str]]:
         listening = await asyncio.start_server(server._serve, "127.0.0.1", 0)
         port = listening.sockets[0].getsockname()[1]
         pool = KeepAlivePool("http", "127.0.0.1", port, limit=1, timeout=2)
-        results = []
+        results: list[tuple[int, str, bytes] | tuple[int, str]] = []
         for _ in range(requests):
             try:
                 results.append(await pool.request(b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi"))
@@ -367,7 +368,8 @@ def test_the_pool_reuses_a_connection_and_reads_every_body_shape() -> None:
         b"x-amzn-ErrorType: LimitExceededException\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
         b"HTTP/1.1 204 No Content\r\n\r\n",
     ], 4)
-    assert results == [(200, ""), (410, "GoneException"), (429, "LimitExceededException"), (204, "")]
+    assert results == [(200, "", b""), (410, "GoneException", b'{"message": null}'),
+                       (429, "LimitExceededException", b"abc"), (204, "", b"")]
     assert server.connections == 1 and len(server.requests) == 4
 
 
@@ -379,8 +381,8 @@ def test_the_pool_opens_a_new_connection_after_close_and_fails_on_garbage() -> N
         b"SSH-2.0-OpenSSH\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
     ], 5)
-    assert results[:2] == [(200, ""), (200, "")]
+    assert results[:2] == [(200, "", b""), (200, "", b"body to the end")]
     assert results[2] == (0, "ConnectionResetError")
     assert results[3] == (0, "BadResponse")
-    assert results[4] == (200, "")
+    assert results[4] == (200, "", b"")
     assert server.connections == 5

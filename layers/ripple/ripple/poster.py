@@ -97,18 +97,23 @@ def _host_header(scheme: str, hostname: str, port: int | None) -> str:
     return hostname if port in (None, default) else f"{hostname}:{port}"
 
 
+# A response: HTTP status, error type header, whether the connection may carry the next request,
+# and the body.
+Answer = tuple[int, str, bool, bytes]
+
+
 class BadResponse(Exception):
     """The server answered something that is not an HTTP/1.1 response."""
 
 
 class _Exchange(asyncio.Protocol):
-    """One keep-alive HTTP/1.1 connection carrying one request at a time; the response (status,
-    error type header, whether the connection may be reused) resolves `waiter`."""
+    """One keep-alive HTTP/1.1 connection carrying one request at a time; its response resolves
+    `waiter`."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
-        self.waiter: asyncio.Future[tuple[int, str, bool]] | None = None
+        self.waiter: asyncio.Future[Answer] | None = None
         self.closed = False
         self.idle_since = 0.0
 
@@ -146,8 +151,8 @@ class _Exchange(asyncio.Protocol):
         else:
             waiter.set_exception(ConnectionResetError("connection closed before the response"))
 
-    async def exchange(self, request: bytes) -> tuple[int, str, bool]:
-        """Send `request` and wait for its whole response: (status, error type, reusable)."""
+    async def exchange(self, request: bytes) -> Answer:
+        """Send `request` and wait for its whole response."""
         assert self.transport is not None
         self.buffer.clear()
         self.waiter = asyncio.get_running_loop().create_future()
@@ -163,61 +168,71 @@ class _Exchange(asyncio.Protocol):
             self.transport.close()
 
 
-def _response(buffer: bytearray, eof: bool) -> tuple[int, str, bool] | None:
-    """The complete response at the start of `buffer` as (status, error type, reusable), or None
-    while more bytes are needed. Bodies are skipped: API Gateway's say nothing the error type
-    header does not. Raises BadResponse for what is not HTTP/1.x."""
+def _response(buffer: bytearray, eof: bool) -> Answer | None:
+    """The complete response at the start of `buffer` as (status, error type, reusable, body), or
+    None while more bytes are needed. Raises BadResponse for what is not HTTP/1.x."""
     end = buffer.find(b"\r\n\r\n")
     if end < 0:
         if len(buffer) > MAX_HEAD_BYTES or eof and buffer:
             raise BadResponse("no complete response head")
         return None
-    lines = bytes(buffer[:end]).decode("latin-1").split("\r\n")
-    version, _, rest = lines[0].partition(" ")
-    if not version.startswith("HTTP/1.") or not rest[:3].isdigit():
-        raise BadResponse(lines[0][:80])
-    status = int(rest[:3])
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    body = end + 4
+    version, status, headers = _head(bytes(buffer[:end]))
+    start = end + 4
     if 100 <= status < 200:
         # An interim response (we never ask for one): the final one follows.
-        del buffer[:body]
+        del buffer[:start]
         return _response(buffer, eof)
     reusable = headers.get("connection", "").lower() != "close" and version != "HTTP/1.0"
     error_type = headers.get(ERROR_TYPE_HEADER, "").split(":")[0]
     if status in (204, 304):
-        return status, error_type, reusable
+        return status, error_type, reusable, b""
     if "chunked" in headers.get("transfer-encoding", "").lower():
-        return (status, error_type, reusable) if _chunks_end(buffer, body) else None
+        body = _chunked(buffer, start)
+        return None if body is None else (status, error_type, reusable, body)
     if "content-length" in headers:
         try:
             length = int(headers["content-length"])
         except ValueError:
             raise BadResponse("bad Content-Length") from None
-        return (status, error_type, reusable) if len(buffer) >= body + length else None
+        if len(buffer) < start + length:
+            return None
+        return status, error_type, reusable, bytes(buffer[start:start + length])
     # Neither length nor chunks: the body runs to the end of the connection.
-    return (status, error_type, False) if eof else None
+    return (status, error_type, False, bytes(buffer[start:])) if eof else None
 
 
-def _chunks_end(buffer: bytearray, at: int) -> bool:
-    """Whether a chunked body starting at `at` is complete (last chunk and trailers included)."""
+def _head(head: bytes) -> tuple[str, int, dict[str, str]]:
+    """A response head's HTTP version, status and headers (names in lower case)."""
+    lines = head.decode("latin-1").split("\r\n")
+    version, _, rest = lines[0].partition(" ")
+    if not version.startswith("HTTP/1.") or not rest[:3].isdigit():
+        raise BadResponse(lines[0][:80])
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return version, int(rest[:3]), headers
+
+
+def _chunked(buffer: bytearray, at: int) -> bytes | None:
+    """The body of a chunked response starting at `at`, or None until its last chunk (and the
+    trailers, usually none, up to an empty line) has arrived."""
+    body = bytearray()
     while True:
         line_end = buffer.find(b"\r\n", at)
         if line_end < 0:
-            return False
+            return None
         try:
             size = int(bytes(buffer[at:line_end]).split(b";")[0], 16)
         except ValueError:
             raise BadResponse("bad chunk size") from None
         if size == 0:
-            # The last chunk, then trailers (usually none) up to an empty line.
-            return buffer.find(b"\r\n\r\n", line_end) >= 0
-        at = line_end + 2 + size + 2
-        if len(buffer) < at:
-            return False
+            return bytes(body) if buffer.find(b"\r\n\r\n", line_end) >= 0 else None
+        at = line_end + 2
+        if len(buffer) < at + size + 2:
+            return None
+        body += buffer[at:at + size]
+        at += size + 2
 
 
 class KeepAlivePool:
@@ -233,15 +248,15 @@ class KeepAlivePool:
         self._slots: asyncio.Semaphore | None = None
         self._ssl = ssl.create_default_context() if scheme == "https" else None
 
-    async def request(self, data: bytes) -> tuple[int, str]:
-        """Send one whole request (head and body) and return (status, error type). Raises
+    async def request(self, data: bytes) -> tuple[int, str, bytes]:
+        """Send one whole request (head and body) and return (status, error type, body). Raises
         TimeoutError, OSError (refused, reset, TLS) or BadResponse."""
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.limit)
         async with self._slots, asyncio.timeout(self.timeout):
             conn = self._reusable() or await self._open()
             try:
-                status, error_type, reusable = await conn.exchange(data)
+                status, error_type, reusable, body = await conn.exchange(data)
             except BaseException:
                 conn.close()
                 raise
@@ -250,7 +265,7 @@ class KeepAlivePool:
                 self._idle.append(conn)
             else:
                 conn.close()
-            return status, error_type
+            return status, error_type, body
 
     def _reusable(self) -> _Exchange | None:
         expired = time.monotonic() - self.idle_seconds
@@ -321,6 +336,7 @@ class LeanPoster:
                  self.signer.headers(method, self._host, path, body).items()]
         head.append(f"Content-Length: {len(body)}\r\n\r\n")
         try:
-            return await self._pool_here().request("\r\n".join(head).encode() + body)
+            status, error_type, _ = await self._pool_here().request("\r\n".join(head).encode() + body)
+            return status, error_type
         except (TimeoutError, OSError, BadResponse) as exc:
             return 0, type(exc).__name__
