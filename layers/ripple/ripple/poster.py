@@ -123,6 +123,8 @@ class _Exchange(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.buffer += data
         if self.waiter is None or self.waiter.done():
+            if len(self.buffer) > MAX_HEAD_BYTES:
+                self.close()  # talking while idle: nothing we asked for, never reused
             return
         try:
             answer = _response(self.buffer, eof=False)
