@@ -15,9 +15,11 @@ import uuid
 
 import pytest
 
+from ripple.gateway import connections_api
 from tests.e2e.clients import JsListener, _node
 from tests.e2e.test_authorization import DOCS, drain, tenants, user_token  # noqa: F401  (fixture)
 from tests.e2e.test_delivery import wait_until
+from tests.e2e.test_faults import FailingPosts
 from tests.e2e.wire import Wire
 
 
@@ -126,6 +128,51 @@ def test_a_limit_says_how_many_changes_it_left_out(stack, tenants):
         notice = next(f for f in got if f["event"] == "system" and f["payload"].get("code") == "replay_truncated")
         assert notice["payload"]["left_out"] == 2
         assert notice["payload"]["last_id"] == str(position(changes[-1]["payload"]["data"]))
+    finally:
+        wire.close()
+
+
+class ThrottledChanges(FailingPosts):
+    """FailingPosts for postgres_changes frames only."""
+
+    async def post(self, connection_id: str, data: bytes) -> tuple[int, str]:
+        if b'"event":"postgres_changes"' not in data:
+            return await self._poster.post(connection_id, data)
+        return await super().post(connection_id, data)
+
+
+def test_a_replay_the_gateway_throttles_is_owed_and_arrives_in_order_before_live(stack, tenants):
+    db = tenants
+    start = last_position(db)
+    tag = f"owed-{uuid.uuid4()}"
+    for n in range(4):
+        db.execute("insert into docs (organization_id, owner, title) values (1, %s, %s)",
+                   (str(uuid.uuid4()), f"{tag}-{n}"))
+    last_position(db)
+    api = connections_api()
+    before = set(stack.gateway._connections)
+    wire = Wire(stack.ws_url, user_token(1))
+    try:
+        (connection,) = set(stack.gateway._connections) - before
+        # Every try of the replay's first frame is throttled (the join's reply goes through): the
+        # whole replay is owed.
+        throttled = ThrottledChanges(api.poster, connection, api.attempts, 429, "LimitExceededException")
+        original, api.client = api.client, throttled
+        try:
+            reply, frames = join(wire, "realtime:docs-owed", [{**DOCS, "filter": "organization_id=eq.1"}],
+                                 {"after": start})
+        finally:
+            api.client = original
+        assert reply["payload"]["status"] == "ok" and throttled.failed == api.attempts
+        db.execute("insert into docs (organization_id, owner, title) values (1, %s, %s)",
+                   (str(uuid.uuid4()), f"{tag}-live"))
+        titles = [f["payload"]["data"]["record"]["title"] for f in frames if f["event"] == "postgres_changes"]
+        deadline = time.monotonic() + 20
+        while f"{tag}-live" not in titles and time.monotonic() < deadline:
+            frame = wire.recv(timeout=max(0.1, deadline - time.monotonic()))
+            if frame["event"] == "postgres_changes":
+                titles.append(frame["payload"]["data"]["record"]["title"])
+        assert [t for t in titles if t.startswith(tag)] == [f"{tag}-{n}" for n in range(4)] + [f"{tag}-live"]
     finally:
         wire.close()
 

@@ -26,15 +26,15 @@ def replay(window: Window, api: ConnectionsApi, member: Member, options: ReplayO
     topic's broadcasts."""
     if not member.sees_broadcast:
         raise unauthorized_read(member.channel)
+    frames = []
     if window.expired(options.after, options.since):
-        api.send(member.connection_id, encode(window.expired_notice(member, "broadcast"), member.vsn))
+        frames.append(encode(window.expired_notice(member, "broadcast"), member.vsn))
     rows = window.execute(REPLAY, (member.channel, member.private, options.since, options.after, options.limit))
     for row in rows:
         meta = {"replayed": True, "id": str(row["position"])}
-        api.send(member.connection_id,
-                 encode(m.broadcast(member.topic, row["event"], row["payload"], meta), member.vsn))
+        frames.append(encode(m.broadcast(member.topic, row["event"], row["payload"], meta), member.vsn))
     left = int(rows[0]["total"]) - len(rows) if rows else 0
     if left > 0:
-        api.send(member.connection_id,
-                 encode(truncated_notice(member, "broadcast", left, rows[-1]["position"]), member.vsn))
+        frames.append(encode(truncated_notice(member, "broadcast", left, rows[-1]["position"]), member.vsn))
+    window.post(api, member.connection_id, frames)
     return len(rows)

@@ -29,27 +29,25 @@ AUTHORIZE = "select * from realtime.authorize(%s::jsonb)"
 def replay(window: Window, api: ConnectionsApi, sub: Subscription | None, member: Member,
            options: ChangesReplayOptions) -> int:
     """Post the channel's missed changes that its bindings match and its claims may read, in
-    log order, then the truncation notice if the limit left some out; returns how many were
-    posted."""
+    log order, then the truncation notice if the limit left some out; returns how many frames
+    were posted or owed."""
+    frames = []
     if window.expired(options.after, options.since):
-        api.send(member.connection_id, encode(window.expired_notice(member, "postgres_changes"), member.vsn))
-    if sub is None or not sub.bindings:
-        return 0
-    tables = codec.dumps([{"schema": b.schema, "table": b.table} for b in sub.bindings])
-    rows = window.execute(REPLAY, (tables, options.after, options.since,
-                                   window.horizon["last_position"], options.limit))
-    # The channel's own bindings, alone, so the planner matches nothing else.
-    mine = MemoryStore()
-    mine.add_bindings(sub.bindings, sub.indexed, int(time.time()) + 60)
-    planned = plan([Change.from_outbox(r) for r in rows], mine,
-                   lambda request: window.execute(AUTHORIZE, (codec.dumps(request),)))
-    posted = 0
-    for frames in planned.frames:
-        for connection_id, frame in frames:
-            api.send(connection_id, frame)
-            posted += 1
-    left = int(rows[0]["total"]) - len(rows) if rows else 0
-    if left > 0:
-        api.send(member.connection_id, encode(truncated_notice(member, "postgres_changes", left,
-                                                               rows[-1]["position"]), member.vsn))
-    return posted
+        frames.append(encode(window.expired_notice(member, "postgres_changes"), member.vsn))
+    if sub is not None and sub.bindings:
+        tables = codec.dumps([{"schema": b.schema, "table": b.table} for b in sub.bindings])
+        rows = window.execute(REPLAY, (tables, options.after, options.since,
+                                       window.horizon["last_position"], options.limit))
+        # The channel's own bindings, alone, so the planner matches nothing else: every frame
+        # planned is the member's connection's.
+        mine = MemoryStore()
+        mine.add_bindings(sub.bindings, sub.indexed, int(time.time()) + 60)
+        planned = plan([Change.from_outbox(r) for r in rows], mine,
+                       lambda request: window.execute(AUTHORIZE, (codec.dumps(request),)))
+        frames.extend(frame for change in planned.frames for _, frame in change)
+        left = int(rows[0]["total"]) - len(rows) if rows else 0
+        if left > 0:
+            frames.append(encode(truncated_notice(member, "postgres_changes", left, rows[-1]["position"]),
+                                 member.vsn))
+    window.post(api, member.connection_id, frames)
+    return len(frames)

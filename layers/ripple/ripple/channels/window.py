@@ -8,18 +8,22 @@ While a window is open the drain waits, so a replay's size bounds that wait (MAX
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from ripple import codec
 from ripple.db import Database
+from ripple.gateway import ConnectionsApi, Delivery
 from ripple.protocol import message as m
 from ripple.protocol.errors import ChannelError
 from ripple.store import Member
 
 DRAIN_LOCK = "select pg_advisory_xact_lock(hashtext('realtime.drain'))"
 HORIZON = "select * from realtime.log_horizon()"
+OWE = "select realtime.owe(%s::jsonb)"
 
 
 @dataclass
@@ -32,6 +36,18 @@ class Window:
 
     def execute(self, sql: str, params: tuple | None = None) -> list:
         return self.db.execute(self.conn, sql, params)
+
+    def post(self, api: ConnectionsApi, connection_id: str, frames: list[str]) -> None:
+        """Post a replay's `frames` to the connection, in order. What cannot get through now
+        (throttled, API Gateway unavailable past the retries) is owed, stored in the window's
+        transaction: the drain posts owed frames before anything live, so a replay never has a
+        silent gap."""
+        if not frames:
+            return
+        outcome = api.deliver([Delivery(connection_id, frames)])
+        if outcome.owed:
+            self.execute(OWE, (codec.dumps([{"connection_id": d.connection_id, "frames": d.frames,
+                                              "since": time.time()} for d in outcome.owed]),))
 
     def expired(self, after: int | None, since: int | None) -> bool:
         """Whether a request from `after` (a position) or `since` (epoch ms) reaches back past
