@@ -21,6 +21,7 @@ import ssl
 import threading
 import time
 from collections.abc import Coroutine
+from functools import lru_cache
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
@@ -90,6 +91,12 @@ _background = BackgroundLoop()
 def background_loop() -> BackgroundLoop:
     """The process-wide background loop the posters share."""
     return _background
+
+
+@lru_cache(maxsize=65536)
+def _quoted(connection_id: str) -> str:
+    # Once per connection, not per post: a connection gets frame after frame.
+    return quote(connection_id, safe="-._~")
 
 
 def _host_header(scheme: str, hostname: str, port: int | None) -> str:
@@ -311,7 +318,7 @@ class LeanPoster:
 
     def path(self, connection_id: str) -> str:
         """The request path of a connection, encoded as botocore encodes it."""
-        return self._prefix + quote(connection_id, safe="-._~")
+        return self._prefix + _quoted(connection_id)
 
     def _pool_here(self) -> KeepAlivePool:
         loop = asyncio.get_running_loop()
