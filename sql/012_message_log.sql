@@ -35,10 +35,26 @@ revoke all on realtime.log from public;
 -- ack never fails; log_maintain expires them with a DELETE.
 create table if not exists realtime.log_default partition of realtime.log default;
 
--- Every index is paid for on each ack: a b-tree for a topic's broadcasts, and a BRIN on position
--- (positions only grow, so it stays a few pages and almost free to keep) for change replays.
+-- Every index is paid for on each ack, so there are only what the replays use: a b-tree for a
+-- topic's broadcasts (only broadcast rows enter it: changes cost it nothing), and BRINs on
+-- position and on captured_at for change replays from a position or a time (positions only
+-- grow and rows are logged in capture order, so they stay a few pages and add nothing measurable
+-- to an ack). A BRIN only narrows a scan to the page ranges it has summarized: autosummarize
+-- has autovacuum summarize each range once it fills, so a replay of recent history reads the
+-- last unsummarized range or so, not every page written since the partition's last vacuum.
 create index if not exists log_topic on realtime.log (topic, position) where kind = 'broadcast';
-create index if not exists log_position on realtime.log using brin (position);
+do $$
+begin
+  -- Logs made before autosummarize: the index is rebuilt once (a BRIN build is one pass over
+  -- the log, holding off acks meanwhile); a re-run finds it in place and does nothing.
+  if exists (select 1 from pg_class c where c.oid = to_regclass('realtime.log_position')
+             and not coalesce(c.reloptions @> array['autosummarize=on'], false)) then
+    drop index realtime.log_position;
+  end if;
+end
+$$;
+create index if not exists log_position on realtime.log using brin (position) with (autosummarize = on);
+create index if not exists log_captured_at on realtime.log using brin (captured_at) with (autosummarize = on);
 
 -- One row: the last position handed out, and the horizon (what expiry has removed: positions up
 -- to horizon_position, times before horizon_at). A replay asking from before the horizon is told
@@ -59,52 +75,70 @@ language sql stable set search_path = '' as $$
 $$;
 
 -- realtime.pending (009_owed_frames.sql), each outbox row numbered with the position it takes
--- when acked; owed frames (negative ids) have none.
+-- when acked; owed frames (negative ids) have none. pending returns the owed rows first, then the
+-- outbox rows in the order they are acked, so a row's position is the last one handed out plus
+-- its rank in that order, counted without a sort: its ordinal less the owed rows before it.
 create or replace function realtime.pending_positioned(max_rows integer default 500)
 returns table (id bigint, kind text, schema_name text, table_name text, op text, record jsonb,
                old_record jsonb, payload jsonb, captured_at timestamptz, columns jsonb,
                "position" bigint)
 language sql stable set search_path = '' as $$
-  select p.*,
-         case when p.kind <> 'owed' then
-           (select s.last_position from realtime.log_state s)
-           + row_number() over (partition by p.kind = 'owed' order by abs(p.id))
-         end
-  from realtime.pending(max_rows) p
-  order by p.kind <> 'owed', abs(p.id)
+  select p.id, p.kind, p.schema_name, p.table_name, p.op, p.record, p.old_record, p.payload,
+         p.captured_at, p.columns,
+         case when p.kind <> 'owed' then s.last_position + p.n - w.owed end
+  from realtime.pending(max_rows) with ordinality
+         as p(id, kind, schema_name, table_name, op, record, old_record, payload, captured_at,
+              columns, n)
+  cross join realtime.log_state s
+  cross join (select least(count(*), max_rows) as owed from realtime.owed) w
+  order by p.n
 $$;
 
 -- Delivered rows leave the outbox (into the log while retention is on), numbered in the order of
--- `ids` (the drain order); owed rows whose -id is listed are removed, as in 009_owed_frames.sql.
+-- `ids` (the drain order: pending's rows, each id once); owed rows whose -id is listed are
+-- removed, as in 009_owed_frames.sql.
+-- One range of positions per ack (one update of log_state), the setting read once, and every
+-- row found through the outbox's primary key: with the log off this is the plain delete of
+-- 009_owed_frames.sql; with it on, that delete's rows go straight into the log in one statement,
+-- their row images copied as stored (not re-serialised).
 create or replace function realtime.ack(ids bigint[])
-returns void language sql set search_path = '' as $$
-  with acked as (
-    select a.id, row_number() over (order by a.n) as rn
-    from unnest(ids) with ordinality as a(id, n) where a.id > 0
-  ),
-  moved as (
-    delete from realtime.outbox o using acked a where o.id = a.id
-    returning o.*, a.rn
-  ),
-  state as (
+returns void language plpgsql set search_path = '' as $$
+declare
+  delivered bigint[] := array(select a.id from unnest(ids) with ordinality as a(id, n)
+                              where a.id > 0 order by a.n);
+  owed bigint[] := array(select -a.id from unnest(ids) as a(id) where a.id < 0);
+  taken integer := cardinality(delivered);
+  kept boolean := realtime.log_retention() > interval '0';
+  base bigint;
+begin
+  if taken > 0 then
     -- With the log off nothing is kept, so the horizon follows: a replay spanning that time is
     -- told its history is incomplete instead of silently missing it.
     update realtime.log_state s
-    set last_position = s.last_position + (select count(*) from acked),
-        horizon_position = case when realtime.log_retention() > interval '0' then s.horizon_position
-                                else s.last_position + (select count(*) from acked) end,
-        horizon_at = case when realtime.log_retention() > interval '0' then s.horizon_at else now() end
-    returning s.last_position - (select count(*) from acked) as base
-  )
-  insert into realtime.log (position, kind, topic, private, schema_name, table_name, op, record,
-                            old_record, payload, captured_at)
-  select st.base + m.rn, m.kind,
-         case when m.kind = 'broadcast' then m.payload ->> 'topic' end,
-         case when m.kind = 'broadcast' then coalesce((m.payload ->> 'private')::boolean, true) end,
-         m.schema_name, m.table_name, m.op, m.record, m.old_record, m.payload, m.captured_at
-  from moved m, state st
-  where m.kind in ('change', 'broadcast') and realtime.log_retention() > interval '0';
-  delete from realtime.owed where -id = any (ids);
+    set last_position = s.last_position + taken,
+        horizon_position = case when kept then s.horizon_position else s.last_position + taken end,
+        horizon_at = case when kept then s.horizon_at else now() end
+    returning s.last_position - taken into base;
+    if kept then
+      with moved as (
+        delete from realtime.outbox o where o.id = any (delivered) returning o.*
+      )
+      insert into realtime.log (position, kind, topic, private, schema_name, table_name, op,
+                                record, old_record, payload, captured_at)
+      select base + a.n, m.kind,
+             case when m.kind = 'broadcast' then m.payload ->> 'topic' end,
+             case when m.kind = 'broadcast' then coalesce((m.payload ->> 'private')::boolean, true) end,
+             m.schema_name, m.table_name, m.op, m.record, m.old_record, m.payload, m.captured_at
+      from moved m join unnest(delivered) with ordinality as a(id, n) on a.id = m.id
+      where m.kind in ('change', 'broadcast');
+    else
+      delete from realtime.outbox o where o.id = any (delivered);
+    end if;
+  end if;
+  if cardinality(owed) > 0 then
+    delete from realtime.owed w where w.id = any (owed);
+  end if;
+end
 $$;
 
 -- Keep day partitions for today and the next two days, drop those wholly older than the
@@ -167,6 +201,9 @@ language sql stable set search_path = '' as $$
   from realtime.log_state s
 $$;
 
+-- The replays read at most a limit's worth of rows through the log's indexes: parallel workers
+-- only add their start-up (about 20 ms of a 2 ms replay), so they are not used.
+--
 -- One topic's logged `realtime.send` messages sent at or after since_ms (epoch milliseconds) or
 -- after position `after`, oldest first, at most max_rows; `total` counts every match, so the
 -- caller can say how many the limit left out.
@@ -174,7 +211,7 @@ create or replace function realtime.replay_broadcast(topic_name text, is_private
                                                      since_ms double precision, after bigint,
                                                      max_rows integer)
 returns table ("position" bigint, event text, payload jsonb, total bigint)
-language sql stable set search_path = '' as $$
+language sql stable set search_path = '' set max_parallel_workers_per_gather = 0 as $$
   select l.position, l.payload ->> 'event', l.payload -> 'payload', count(*) over ()
   from realtime.log l
   where l.kind = 'broadcast' and l.topic = topic_name and l.private = is_private
@@ -194,7 +231,7 @@ create or replace function realtime.replay_changes(tables jsonb, after bigint,
 returns table (id bigint, kind text, schema_name text, table_name text, op text, record jsonb,
                old_record jsonb, payload jsonb, captured_at timestamptz, columns jsonb,
                "position" bigint, total bigint)
-language sql stable set search_path = '' as $$
+language sql stable set search_path = '' set max_parallel_workers_per_gather = 0 as $$
   with wanted as (
     select w ->> 'schema' as s, w ->> 'table' as t from jsonb_array_elements(tables) w
   ),

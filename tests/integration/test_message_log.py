@@ -141,3 +141,80 @@ def test_the_fanouts_sweep_runs_the_log_upkeep(stack, db):
     assert running.run(WakeEvent(sweep=True), budget_seconds=5).expired_partitions == 0
     assert f"log_{old:%Y%m%d}" in partitions(db)
     db.execute("select realtime.log_maintain()")
+
+
+def log_brins(db) -> dict[str, list[str] | None]:
+    """Every BRIN index of the log and its partitions, with its storage options."""
+    return {name: options for name, options in db.execute(
+        "select c.relname, c.reloptions from pg_index x join pg_class c on c.oid = x.indexrelid "
+        "join pg_am am on am.oid = c.relam where am.amname = 'brin' and (x.indrelid = 'realtime.log'::regclass or x.indrelid in "
+        "(select inhrelid from pg_inherits where inhparent = 'realtime.log'::regclass))")}
+
+
+def test_an_upgrade_keeps_the_logged_history_and_its_positions(stack, db):
+    from ripple.local.postgres import apply_file, retry_contended
+    from ripple.local.stack import ROOT
+
+    db.execute(POLICY)
+    # The log as the first release of the migration left it: a BRIN on position without
+    # autosummarize and none on captured_at, with history in it.
+    def downgrade() -> None:
+        with db.transaction():
+            db.execute("drop index if exists realtime.log_captured_at")
+            db.execute("drop index realtime.log_position")
+            db.execute("create index log_position on realtime.log using brin (position)")
+
+    retry_contended(downgrade)
+    assert log_brins(db)["log_position"] is None and "log_captured_at" not in log_brins(db)
+    topic = f"replay-{uuid.uuid4()}"
+    send_many(db, topic, 3)
+    before = db.execute("select position, payload from realtime.log where topic = %s order by position",
+                        (topic,)).fetchall()
+    assert len(before) == 3
+
+    for _ in range(2):  # the upgrade, then a re-run that changes nothing
+        apply_file(db, ROOT / "sql" / "012_message_log.sql")
+        brins = log_brins(db)
+        assert "log_position" in brins and "log_captured_at" in brins
+        assert all(options == ["autosummarize=on"] for options in brins.values()), brins
+        assert db.execute("select position, payload from realtime.log where topic = %s order by position",
+                          (topic,)).fetchall() == before
+
+    # The history replays as it did, and what is sent next is numbered after it, none twice.
+    replayed = db.execute("select position from realtime.replay_broadcast(%s, true, null, %s, 10)",
+                          (topic, before[0][0] - 1)).fetchall()
+    assert [p for (p,) in replayed] == [p for p, _ in before]
+    send_many(db, topic, 2)
+    after = [p for (p,) in db.execute("select position from realtime.log where topic = %s order by position",
+                                      (topic,))]
+    assert after[:3] == [p for p, _ in before] and len(after) == 5 and after[3] > before[-1][0]
+    everything = [p for (p,) in db.execute("select position from realtime.log order by position")]
+    assert len(everything) == len(set(everything))
+
+
+def test_ack_logs_each_row_at_the_position_pending_gave_it_owed_frames_first(stack, db):
+    topic = f"numbered-{uuid.uuid4()}"
+    with psycopg.connect(stack.db_url) as drainer:
+        # Holding the drain lock, as the fanout does: the stack's own drain waits meanwhile.
+        drainer.execute("select pg_advisory_xact_lock(hashtext('realtime.drain'))")
+        for n in range(5):
+            db.execute("select realtime.send(%s::jsonb, 'e', %s, false)", (f'{{"n": {n}}}', topic))
+        drainer.execute("select realtime.owe(%s::jsonb)",
+                        ('[{"connection_id": "gone-1", "frames": ["a", "b"], "since": 0}]',))
+        rows = drainer.execute("select id, kind, payload, position from realtime.pending_positioned(500)").fetchall()
+        ours = [(i, p) for i, kind, payload, p in rows if kind == "broadcast" and payload["topic"] == topic]
+        assert rows[0][1] == "owed" and rows[0][3] is None and len(ours) == 5
+        positioned = [p for _, kind, _, p in rows if kind != "owed"]
+        assert positioned == list(range(positioned[0], positioned[0] + len(positioned)))
+        # A batch cut short: the owed frames and the first rows up to our third are acked...
+        cut = [i for i, *_ in rows].index(ours[2][0]) + 1
+        drainer.execute("select realtime.ack(%s)", ([i for i, *_ in rows[:cut]],))
+        assert drainer.execute("select count(*) from realtime.owed where connection_id = 'gone-1'").fetchone()[0] == 0
+        # ...and the next read numbers what is left right after them.
+        again = drainer.execute("select id, position from realtime.pending_positioned(500)").fetchall()
+        assert [i for i, _ in again][:2] == [i for i, _ in ours[3:]]
+        assert [p for _, p in again][:2] == [ours[2][1] + 1, ours[2][1] + 2]
+        drainer.execute("select realtime.ack(%s)", ([i for i, _ in again],))
+        drainer.commit()
+    logged = db.execute("select position from realtime.log where topic = %s order by position", (topic,)).fetchall()
+    assert [p for (p,) in logged] == [p for _, p in ours]
