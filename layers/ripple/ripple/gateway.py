@@ -160,7 +160,7 @@ class ConnectionsApi:
         deliveries = [d for d in deliveries if d.connection_id not in self.owing]
         if not deliveries:
             return outcome
-        background_loop().run(self._deliver(deliveries, outcome))
+        self._post_round(deliveries, outcome)
         for delivery in outcome.owed[len(held):]:
             if self.keep_owed:
                 self.owing.setdefault(delivery.connection_id, []).extend(delivery.frames)
@@ -168,6 +168,11 @@ class ConnectionsApi:
                 logger.warning("frames not delivered", extra={"connection_id": delivery.connection_id,
                                                              "frames": len(delivery.frames)})
         return outcome
+
+    def _post_round(self, deliveries: list[Delivery], outcome: Outcome) -> None:
+        """Post a round of deliveries (none to a connection that owes frames), adding what
+        happened to `outcome`; here, from this process's background loop."""
+        background_loop().run(self._deliver(deliveries, outcome))
 
     def take_owing(self) -> dict[str, list[str]]:
         """The frames owed per connection since the last call, in order; posting to those

@@ -4,7 +4,7 @@ outcomes, notification delivery statuses. template.yaml's alarms and dashboard n
 
 | metric | unit | from |
 |---|---|---|
-| Changes, Deliveries, Posts, Gone, Failed, Retries, Batches | Count | fanout, per invocation |
+| Changes, Deliveries, Posts, Gone, Failed, Retries, Batches, ShardFailures | Count | fanout, per invocation |
 | BatchSize | Count | fanout, one value per batch |
 | DeliveryLag | Milliseconds | fanout, per batch: commit (capture) of its oldest change → posted |
 | AuthorizeTime, AuthorizationChecks, Principals | Milliseconds / Count | fanout's batched RLS check |
@@ -30,7 +30,8 @@ def record_fanout(stats: Any) -> None:
     for name, value in (("Batches", stats.batches), ("Changes", stats.changes),
                         ("Deliveries", stats.deliveries), ("Posts", stats.posts), ("Gone", stats.gone),
                         ("Failed", stats.failed), ("Retries", stats.retries),
-                        ("AuthorizationChecks", stats.checks), ("Principals", stats.principals)):
+                        ("AuthorizationChecks", stats.checks), ("Principals", stats.principals),
+                        ("ShardFailures", stats.shard_failures)):
         metric(name, value)
     metric("AuthorizeTime", round(stats.authorize_seconds * 1000, 3), MetricUnit.Milliseconds)
     for size in stats.sizes:

@@ -30,6 +30,8 @@ from ripple.gateway import ConnectionsApi
 from ripple.log import logger
 from ripple.metrics import record_fanout
 from ripple.outbox.log import expire
+from ripple.shards.api import connections_api_from_settings
+from ripple.shards.wire import ShardFailed
 from ripple.store import DynamoDBStore, Store
 
 DRAIN_LOCK = "select pg_advisory_xact_lock(hashtext('realtime.drain'))"
@@ -72,6 +74,9 @@ class Stats:
     retries: int = 0
     owed: int = 0
     closed: int = 0
+    # Batches rolled back because a shard of posters never answered (died, timed out): taken
+    # again once by the same wake, then left for the next wake or sweep.
+    shard_failures: int = 0
     # Seconds spent in the batched authorization; per batch, rows taken and the commit → post lag
     # of its oldest row, in seconds.
     authorize_seconds: float = 0.0
@@ -104,25 +109,19 @@ class Fanout:
             # Inside the drain's budget, and a small share of it: changes come first. Its
             # requests are counted apart, so the drain's counters describe the drain alone.
             swept = self.store.calls
-            stats.gone += sweep(self.store, self.api, budget_seconds=budget_seconds / 10)
+            self._sweep(stats, budget_seconds / 10)
             stats.sweep_dynamodb_calls = self.store.calls - swept
         calls0, trips0, posts0 = self.store.calls, self.db.round_trips, self.api.posts
         if wake.xid:
             await_commit(self.db, wake.xid)
         limit = self.batch_size
         retried: set[str] = set()
-        reconnected = False
+        recovered: set[str] = set()
         while time.monotonic() < deadline:
-            try:
-                taken, rows = self._batch(limit, stats, retried)
-            except psycopg.OperationalError as exc:
-                # A lost connection rolled the batch back (nothing acked): take it again, once,
-                # on a new connection; posts already made are at-least-once duplicates.
-                self.api.take_owing()  # the batch is planned again from scratch
-                if reconnected or not getattr(exc, "connection_lost", False):
-                    raise
-                reconnected = True
+            attempt = self._attempt(limit, stats, retried, recovered)
+            if attempt is None:
                 continue
+            taken, rows = attempt
             if rows is None:
                 break
             stats.batches += 1
@@ -143,6 +142,42 @@ class Fanout:
             stats.expired_partitions += expire(self.db)
         stats.posts = self.api.posts - posts0
         return stats
+
+    def _sweep(self, stats: Stats, budget_seconds: float) -> None:
+        """Depart silent presence holders. Their leaves are announced outside any drain
+        transaction, so a failed shard of such an announcement is not redone: logged, counted,
+        and the drain goes on."""
+        try:
+            stats.gone += sweep(self.store, self.api, budget_seconds=budget_seconds)
+        except ShardFailed as exc:
+            stats.shard_failures += 1
+            logger.warning("a shard of posters failed during the presence sweep", extra={"error": str(exc)})
+
+    def _attempt(self, limit: int, stats: Stats, retried: set[str],
+                 recovered: set[str]) -> tuple[int, list | None] | None:
+        """`_batch`, or None when it rolled back and is to be taken again right away (once per
+        kind of failure and wake, noted in `recovered`); (0, None) when it is left for later."""
+        try:
+            return self._batch(limit, stats, retried)
+        except psycopg.OperationalError as exc:
+            # A lost connection rolled the batch back (nothing acked): take it again, once,
+            # on a new connection; posts already made are at-least-once duplicates.
+            self.api.take_owing()  # the batch is planned again from scratch
+            if "reconnected" in recovered or not getattr(exc, "connection_lost", False):
+                raise
+            recovered.add("reconnected")
+            return None
+        except ShardFailed as exc:
+            # Rolled back, nothing acked: the batch is taken again (once now, else by the next
+            # wake or sweep); posts already made are at-least-once duplicates.
+            self.api.take_owing()
+            stats.shard_failures += 1
+            logger.warning("a shard of posters failed; the batch is redelivered",
+                           extra={"error": str(exc), "failures": stats.shard_failures})
+            if "shard" in recovered:
+                return 0, None
+            recovered.add("shard")
+            return None
 
     def _batch(self, limit: int, stats: Stats, retried: set[str]) -> tuple[int, list | None]:
         """One drain transaction: lock, pending rows, deliver, owe, ack. Returns how many rows
@@ -283,7 +318,7 @@ def fanout() -> Fanout:
     the local stack runs every function in one process.
     """
     config = settings()
-    api = ConnectionsApi.from_settings()
+    api = connections_api_from_settings()
     api.keep_owed = True
     return Fanout(db=Database.from_settings(), store=DynamoDBStore.from_settings(), api=api,
                   batch_size=config.drain_batch_size, max_posts_per_batch=config.max_posts_per_batch,

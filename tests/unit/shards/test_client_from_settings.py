@@ -1,0 +1,44 @@
+"""Which `@connections` client the fanout gets from its settings: K = 1 posts from the fanout
+itself, K > 1 shards wide rounds over worker processes (started on first use, not here)."""
+from __future__ import annotations
+
+import pytest
+
+from ripple.config import settings
+from ripple.gateway import ConnectionsApi
+from ripple.shards.api import ShardedApi, connections_api_from_settings
+from ripple.shards.process import ProcessTransport
+
+
+@pytest.fixture
+def environment(monkeypatch):
+    for name, value in (("AWS_ACCESS_KEY_ID", "unit"), ("AWS_SECRET_ACCESS_KEY", "unit"),
+                        ("AWS_DEFAULT_REGION", "us-east-1"),
+                        ("RIPPLE_CONNECTIONS_ENDPOINT", "http://127.0.0.1:9")):
+        monkeypatch.setenv(name, value)
+    settings.cache_clear()
+    yield monkeypatch
+    settings.cache_clear()
+
+
+def test_one_poster_is_the_plain_client(environment) -> None:
+    api = connections_api_from_settings()
+    assert type(api) is ConnectionsApi
+
+
+def test_several_posters_shard_over_worker_processes_not_yet_started(environment) -> None:
+    environment.setenv("RIPPLE_POSTER_SHARDS", "3")
+    environment.setenv("RIPPLE_SHARD_THRESHOLD", "50")
+    environment.setenv("RIPPLE_SHARD_TIMEOUT_SECONDS", "7.5")
+    api = connections_api_from_settings()
+    assert isinstance(api, ShardedApi)
+    assert (api.shards, api.threshold, api.timeout) == (3, 50, 7.5)
+    assert isinstance(api.transport, ProcessTransport) and api.transport.shards == 3
+    assert (api.transport.started, api.transport.pids) == (0, [])
+
+
+def test_the_lambda_transport_needs_its_function(environment) -> None:
+    environment.setenv("RIPPLE_POSTER_SHARDS", "4")
+    environment.setenv("RIPPLE_SHARD_TRANSPORT", "lambda")
+    with pytest.raises(RuntimeError, match="RIPPLE_POSTER_FUNCTION"):
+        connections_api_from_settings()
