@@ -60,7 +60,7 @@ def transport_from_settings(shards: int) -> Transport:
         return LambdaTransport(config.poster_function)
     from ripple.shards.process import ProcessTransport
 
-    # Started with the container: a Lambda's init (or the first wake) pays for the interpreters,
+    # Started with the fanout's client: the container's first wake pays for the interpreters,
     # not the first round wide enough to need them.
     return ProcessTransport(shards).warm()
 
