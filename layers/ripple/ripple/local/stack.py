@@ -220,9 +220,13 @@ class Stack:
         connect, router, disconnect, fanout, broadcast, notify, api = (
             load_handler(n)
             for n in ("connect", "router", "disconnect", "fanout", "broadcast", "notify", "api"))
+        # The activity log is the inspector's: without one, nothing watches frames or fanout runs
+        # (the tap decodes every frame, and each run would cost two more outbox reads).
+        watched = self.ports.inspector is not None
         self.gateway = Gateway(
             Routes(connect=connect.handler, default=router.handler, disconnect=disconnect.handler),
-            port=self.ports.api, limits=self.limits, ready=self._ready, tap=self.activity)
+            port=self.ports.api, limits=self.limits, ready=self._ready,
+            tap=self.activity if watched else None)
         for path in ("/realtime/v1/api/broadcast", "/realtime/v1/api/broadcast/{topic}/events/{event}"):
             self.gateway.app.router.add_post(path, http_route("broadcast", broadcast.handler))
         self.gateway.app.router.add_route("*", "/api/{tail:.*}", http_route("api", api.handler))
@@ -251,7 +255,7 @@ class Stack:
                 self.activity, store, port=self.ports.inspector)
             await self.inspector.start()
         self.bridge = Bridge(self.db_url, {
-            "realtime_outbox": observed(fanout.handler, self.db_url, self.activity),
+            "realtime_outbox": observed(fanout.handler, self.db_url, self.activity) if watched else fanout.handler,
             "realtime_notifications": notify.handler}, self.sweep_seconds)
         await self.bridge.start()
 
