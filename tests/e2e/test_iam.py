@@ -47,6 +47,7 @@ from ripple.outbox.drain import fanout
 from ripple.shards.invoke import LambdaTransport
 from ripple.store import Binding, DynamoDBStore, Member, table_key
 from tests.e2e.aws_calls import Recorder, worker_threads_keep_context
+from tests.e2e.environment import swap
 from tests.e2e.wire import Wire
 
 pytestmark = pytest.mark.e2e
@@ -189,21 +190,12 @@ def configured_as_on_aws(stack) -> Iterator[dict[str, str]]:
            # Every round of two posts or more goes out in two shards, each a poster invocation.
            "RIPPLE_SHARD_TRANSPORT": "lambda", "RIPPLE_POSTER_SHARDS": "2", "RIPPLE_SHARD_THRESHOLD": "2",
            "RIPPLE_DB_URL": None, "RIPPLE_JWT_SECRET": None}
-    saved = {k: os.environ.get(k) for k in env}
-    for key, value in env.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    saved = swap(env)
     fresh_containers()
     try:
         yield {db_arn: "DbSecretArn", jwt_arn: "JwtSecretArn"}
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        swap(saved)
         fresh_containers()
 
 

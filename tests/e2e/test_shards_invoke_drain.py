@@ -5,7 +5,6 @@ mid-batch has the batch redelivered, and nothing is lost."""
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ import pytest
 from ripple.config import settings
 from ripple.local.stack import POSTER_FUNCTION
 from ripple.outbox.drain import fanout
+from tests.e2e.environment import swap
 from tests.e2e.tables import published
 from tests.e2e.wire import Wire
 
@@ -41,8 +41,7 @@ def fanout_posting_through(function: str) -> Iterator[None]:
     `function`; its previous configuration after."""
     env = {"RIPPLE_SHARD_TRANSPORT": "lambda", "RIPPLE_POSTER_SHARDS": "3", "RIPPLE_SHARD_THRESHOLD": "2",
            "RIPPLE_POSTER_FUNCTION": function}
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
+    saved = swap(dict(env))
     try:
         # A wake already building the fanout from the old settings may store it after a clear.
         deadline = time.monotonic() + 10
@@ -53,11 +52,7 @@ def fanout_posting_through(function: str) -> Iterator[None]:
             time.sleep(0.1)
         yield
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        swap(saved)
         while _sharding_through(function):
             settings.cache_clear()
             fanout.cache_clear()

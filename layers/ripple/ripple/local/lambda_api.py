@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
+from ripple.local.http import serve
 from ripple.local.lambdas import Handler, LambdaContext
 from ripple.log import logger
 
@@ -77,10 +78,7 @@ class LambdaApi:
 
     async def start(self) -> None:
         """Bind and serve; with port 0 the OS picks a free port."""
-        self._runner = web.AppRunner(self.app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, self.host, self.port).start()
-        self.port = self._runner.addresses[0][1]
+        self._runner, self.port = await serve(self.app, self.host, self.port)
 
     async def stop(self) -> None:
         """Stop serving; handlers still running finish on their threads."""
