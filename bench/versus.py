@@ -25,8 +25,12 @@ Per way and N:
   from each thread's CPU clock) and of the whole server process (gateway and moto included);
 - the requests per change: DynamoDB calls, Postgres round trips (Ripple's fanout), posts.
 
+With `--shards 1,2` Ripple's rounds run once per number of posters K (RIPPLE_POSTER_SHARDS),
+the fanout created anew for each; the CPU of its poster processes counts as fanout CPU.
+
     PYTHONPATH=layers/ripple .venv/bin/python bench/versus.py
     PYTHONPATH=layers/ripple .venv/bin/python bench/versus.py --subscribers 10,100 --burst 10
+    PYTHONPATH=layers/ripple .venv/bin/python bench/versus.py --subscribers 1000,10000 --shards 1,2
 """
 from __future__ import annotations
 
@@ -34,6 +38,7 @@ import argparse
 import json
 import os
 import queue
+import resource
 import statistics
 import sys
 import threading
@@ -55,8 +60,76 @@ from sample_chat import SampleChat
 
 PEER_TABLE = "bench_peer_items"
 PAYLOAD = "x" * 100
-FANOUT_THREADS = ("ripple-poster", "ripple-boto3-post", "ripple-store")
+FANOUT_THREADS = ("ripple-poster", "ripple-boto3-post", "ripple-store", "ripple-shard")
 SAMPLE_THREADS = ("sample-post",)
+# Sockets besides the subscribers' own: Postgres, moto, the poster pools, files, pipes.
+SPARE_FILES = 1024
+
+
+def raise_file_limit(sockets: int) -> int:
+    """Raise this process's open-file limit to its hard limit (the clients' process, spawned
+    after, inherits it): the gateway holds one socket per subscriber, and so do the clients.
+    Raises SystemExit with what to do when even the hard limit is too low."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = sockets + SPARE_FILES
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        raise SystemExit(f"{sockets} subscribers need about {wanted} open files per process; the hard "
+                         f"limit is {hard} (raise it, e.g. `ulimit -Hn {wanted}` as root)")
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def _proc_stats() -> dict[int, tuple[int, str, float]]:
+    """Every process's (parent, name, CPU seconds) from /proc; empty where there is no /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    stats = {}
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                text = f.read()
+        except OSError:
+            continue
+        name = text[text.index("(") + 1:text.rindex(")")]
+        fields = text[text.rindex(")") + 2:].split()
+        # After the name: state, ppid, ... utime and stime are the 12th and 13th.
+        stats[int(entry)] = (int(fields[1]), name, (int(fields[11]) + int(fields[12])) / ticks)
+    return stats
+
+
+def workers_cpu(exclude: set[int]) -> dict[int, float]:
+    """CPU seconds so far of this process's live descendants, Postgres and `exclude` (the
+    clients' process) left out: the fanout's poster processes, when it has any."""
+    stats = _proc_stats()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in stats.items():
+        children.setdefault(ppid, []).append(pid)
+    found, todo = {}, list(children.get(os.getpid(), ()))
+    while todo:
+        pid = todo.pop()
+        if pid in exclude or stats[pid][1].startswith("postgres"):
+            continue
+        found[pid] = stats[pid][2]
+        todo.extend(children.get(pid, ()))
+    return found
+
+
+def cpu_since(before: dict[int, float], exclude: set[int]) -> float:
+    """CPU seconds the descendants spent since `before` (processes started since count whole)."""
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in workers_cpu(exclude).items())
+
+
+def use_shards(k: int) -> None:
+    """Have the next fanout post through `k` posters: the setting, then a fanout created anew
+    (settings and the fanout are read once per container)."""
+    from ripple.config import settings
+    from ripple.outbox.drain import fanout
+
+    os.environ["RIPPLE_POSTER_SHARDS"] = str(k)
+    settings.cache_clear()
+    fanout.cache_clear()
 
 
 def threads_cpu(prefixes: tuple[str, ...]) -> float:
@@ -136,6 +209,7 @@ def peer_frame(row_id: int, n: int, written_at: str) -> str:
 class Result:
     way: str
     subscribers: int
+    shards: int = 1
     joined: int = 0
     expected: int = 0
     received: int = 0
@@ -160,10 +234,11 @@ class Round:
     """One way of delivering, measured on the subscribers already joined."""
 
     def __init__(self, stack, clients: Clients, args, way: str, joined: int, wakes: TimedWakeLog,
-                 worker: SampleWorker):
+                 worker: SampleWorker, shards: int = 1):
         self.stack, self.clients, self.args, self.way = stack, clients, args, way
         self.wakes, self.worker = wakes, worker
-        self.result = Result(way=way, subscribers=args.count, joined=joined)
+        self.result = Result(way=way, subscribers=args.count, shards=shards, joined=joined)
+        self.exclude = {clients.process.pid}
 
     def _idle(self) -> None:
         if self.way == "ripple":
@@ -213,6 +288,7 @@ class Round:
         sample_calls, sample_posts = self.worker.sample.dynamodb_calls, self.worker.sample.posts
         cpu0 = (self.wakes.cpu + threads_cpu(FANOUT_THREADS)) if self.way == "ripple" else \
             (self.worker.cpu + threads_cpu(SAMPLE_THREADS))
+        workers0 = workers_cpu(self.exclude)
         process0 = time.process_time()
         with psycopg.connect(self.stack.db_url) as conn:
             for j in range(self.args.singles):
@@ -233,10 +309,11 @@ class Round:
                 r.burst_deliveries = len(arrivals)
                 r.burst_seconds = max(a for _, _, a in arrivals) - min(committed.values())
         self._idle()
-        r.process_cpu = time.process_time() - process0
+        workers = cpu_since(workers0, self.exclude)
+        r.process_cpu = time.process_time() - process0 + workers
         r.changes = self.args.singles + self.args.burst
         if self.way == "ripple":
-            r.fanout_cpu = self.wakes.cpu + threads_cpu(FANOUT_THREADS) - cpu0
+            r.fanout_cpu = self.wakes.cpu + threads_cpu(FANOUT_THREADS) - cpu0 + workers
             cost = Counters.now() - before
             r.dynamodb, r.postgres, r.posts = cost.dynamodb, cost.postgres, cost.posts
         else:
@@ -256,7 +333,7 @@ def prepare_peer_table(db_url: str) -> None:
 
 
 def render(results: list[Result]) -> str:
-    header = ("| way | subscribers | delivered / expected | one change p50 ms | p99 ms | last ms "
+    header = ("| way | subscribers | K | delivered / expected | one change p50 ms | p99 ms | last ms "
               "| sustained deliveries/s | fanout CPU µs / delivery | process CPU µs / delivery "
               "| DynamoDB calls / change | PG round trips / change | posts / change |")
     lines = [header, "|" + "---|" * header.count(" | ") + "---|"]
@@ -267,26 +344,41 @@ def render(results: list[Result]) -> str:
         last = statistics.median(r.single_last_ms) if r.single_last_ms else float("nan")
         pg = f"{r.postgres / per:.2f}" if r.way == "ripple" else "-"
         lines.append(
-            f"| {r.way} | {r.subscribers} | {delivered} | {percentile(r.single_ms, 50):.1f} "
+            f"| {r.way} | {r.subscribers} | {r.shards if r.way == 'ripple' else '-'} | {delivered} | {percentile(r.single_ms, 50):.1f} "
             f"| {percentile(r.single_ms, 99):.1f} | {last:.1f} | {rate:.0f} "
             f"| {r.fanout_cpu / max(r.received, 1) * 1e6:.0f} | {r.process_cpu / max(r.received, 1) * 1e6:.0f} "
             f"| {r.dynamodb / per:.2f} | {pg} | {r.posts / per:.2f} |")
     return "\n".join(lines)
 
 
+def _rate(r: Result) -> float:
+    return r.burst_deliveries / r.burst_seconds if r.burst_seconds else 0.0
+
+
 def ratios(results: list[Result]) -> list[str]:
-    """Ripple's sustained rate and CPU against the sample's, per N."""
-    by = {(r.way, r.subscribers): r for r in results}
+    """Ripple's sustained rate and CPU against the sample's, per N (and K); then, at each N
+    measured with more than one K, each K's rate against K = 1's."""
+    samples = {r.subscribers: r for r in results if r.way == "sample"}
     lines = []
-    for (way, n), ripple in sorted(by.items(), key=lambda kv: kv[0][1]):
-        sample = by.get(("sample", n))
-        if way != "ripple" or sample is None or not sample.burst_seconds or not ripple.burst_seconds:
+    for ripple in sorted((r for r in results if r.way == "ripple"), key=lambda r: (r.subscribers, r.shards)):
+        sample = samples.get(ripple.subscribers)
+        if sample is None or not _rate(sample) or not _rate(ripple):
             continue
-        rate = (ripple.burst_deliveries / ripple.burst_seconds) / (sample.burst_deliveries / sample.burst_seconds)
         cpu = (sample.fanout_cpu / max(sample.received, 1)) / max(ripple.fanout_cpu / max(ripple.received, 1), 1e-9)
         p50 = percentile(ripple.single_ms, 50) - percentile(sample.single_ms, 50)
-        lines.append(f"N={n}: ripple sustains {rate:.2f}x the sample's deliveries/s, spends 1/{cpu:.1f} "
-                     f"of its fanout CPU per delivery; one change's p50 {p50:+.1f} ms against the sample's")
+        lines.append(f"N={ripple.subscribers}, K={ripple.shards}: ripple sustains {_rate(ripple) / _rate(sample):.2f}x "
+                     f"the sample's deliveries/s, spends 1/{cpu:.1f} of its fanout CPU per delivery; one "
+                     f"change's p50 {p50:+.1f} ms against the sample's")
+    by_n: dict[int, dict[int, Result]] = {}
+    for r in results:
+        if r.way == "ripple":
+            by_n.setdefault(r.subscribers, {})[r.shards] = r
+    for n, by_k in sorted(by_n.items()):
+        one = by_k.get(1)
+        for k, r in sorted(by_k.items()):
+            if k != 1 and one is not None and _rate(one):
+                lines.append(f"N={n}: K={k} vs K=1 deliveries/s: {_rate(r) / _rate(one):.2f}x "
+                             f"({_rate(r):.0f} against {_rate(one):.0f})")
     return lines
 
 
@@ -300,6 +392,9 @@ def parse_args() -> argparse.Namespace:
                         help="changes then committed back to back (default: %(default)s)")
     parser.add_argument("--ways", default="ripple,sample",
                         help="which ways to measure, in order (default: %(default)s)")
+    parser.add_argument("--shards", type=counts, default=None,
+                        help="comma-separated numbers of posters K: Ripple's rounds run once per K, "
+                             "with RIPPLE_POSTER_SHARDS=K (default: as the environment says)")
     parser.add_argument("--concurrency", type=int, default=50,
                         help="subscribers connecting and joining at once (default: %(default)s)")
     parser.add_argument("--timeout", type=float, default=30.0,
@@ -311,9 +406,11 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     configure()
+    from ripple.config import settings
     from ripple.local.stack import CONNECTIONS_TABLE, REGION
 
     ways = [w.strip() for w in args.ways.split(",") if w.strip()]
+    raise_file_limit(max(args.counts))
     print_header(f"per N: {args.singles} single changes on an idle stack, then {args.burst} back to "
                  f"back, by each way ({', '.join(ways)}) to the same N sockets; latency = arrival at "
                  f"the client - commit returned; Ripple's poster: {os.environ.get('RIPPLE_POSTER', 'lean')}")
@@ -338,8 +435,14 @@ def main() -> None:
                 print(f"  {opened['joined']} joined in {opened['seconds']:.1f} s", file=sys.stderr, flush=True)
                 args.count = count
                 for way in ways:
-                    results.append(Round(stack, clients, args, way, opened["joined"], wakes, worker).run())
-                    print(f"  {way}/{count} done", file=sys.stderr, flush=True)
+                    for k in (args.shards or [None]) if way == "ripple" else [1]:
+                        if k is not None and way == "ripple":
+                            use_shards(k)
+                        shards = k or settings().poster_shards
+                        results.append(Round(stack, clients, args, way, opened["joined"], wakes, worker,
+                                             shards).run())
+                        print(f"  {way}/{count}" + (f" K={shards}" if way == "ripple" else "") + " done",
+                              file=sys.stderr, flush=True)
                 clients.call("close")
                 left = wait_for_cleanup(stack.aws_url)
                 if left:

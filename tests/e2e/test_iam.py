@@ -33,21 +33,28 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from ripple.aws import Call, observe_calls
 from ripple.config import settings
 from ripple.local.gateway import LambdaContext, new_id
+from ripple.local.lambda_api import function_name
 from ripple.local.stack import (
     BINDINGS_TABLE,
     CONNECTIONS_TABLE,
     DEV_JWT_SECRET,
+    POSTER_FUNCTION,
     REGION,
     ROOT,
     load_handler,
 )
+from ripple.outbox.drain import fanout
+from ripple.shards.invoke import LambdaTransport
 from ripple.store import Binding, DynamoDBStore, Member, table_key
 from tests.e2e.aws_calls import Recorder, worker_threads_keep_context
+from tests.e2e.environment import swap
 from tests.e2e.wire import Wire
 
 pytestmark = pytest.mark.e2e
 
 TABLES = {CONNECTIONS_TABLE: "ConnectionsTable", BINDINGS_TABLE: "BindingsTable"}
+# The functions Ripple invokes itself, by their local name.
+FUNCTIONS = {POSTER_FUNCTION: "PosterFunction"}
 # The secrets this module's scenario stored, by ARN: which template parameter each stands for.
 SECRETS: dict[str, str] = {}
 SCHEMA = """
@@ -71,8 +78,8 @@ NOTES = {"event": "*", "schema": "public", "table": "iam_notes", "filter": "org=
 
 # -- the template's grants -------------------------------------------------------------------------
 def _resource(value) -> str:
-    """A policy resource as a symbol: table/<Logical>[/index/<name>], connections/<METHOD>,
-    secret/<Parameter>, ses/<kind>/<name>, or '*'."""
+    """A policy resource as a symbol: table/<Logical>[/index/<name>], function/<Logical>,
+    connections/<METHOD>, secret/<Parameter>, ses/<kind>/<name>, or '*'."""
     if isinstance(value, str):
         return value
     if "Ref" in value:
@@ -80,7 +87,8 @@ def _resource(value) -> str:
     if "Fn::GetAtt" in value:
         target = value["Fn::GetAtt"]
         logical = target[0] if isinstance(target, list) else target.split(".")[0]
-        return f"table/{logical}"
+        kind = template()["Resources"][logical]["Type"]
+        return f"{'function' if kind == 'AWS::Serverless::Function' else 'table'}/{logical}"
     text = value["Fn::Sub"]
     if text.startswith("${") and ".Arn}" in text:
         logical, rest = text[2:].split(".Arn}", 1)
@@ -142,6 +150,8 @@ def needs(call: Call, secrets: dict[str, str]) -> set[tuple[str, str]]:
         return out
     if call.service == "sns":
         return {(f"sns:{call.operation}", "*")}
+    if call.service == "lambda" and call.operation == "Invoke":
+        return {("lambda:InvokeFunction", f"function/{FUNCTIONS[function_name(params['FunctionName'])]}")}
     raise AssertionError(f"an operation the IAM test cannot map: {call.service}:{call.operation}")
 
 
@@ -162,7 +172,8 @@ def fresh_containers() -> None:
 @contextlib.contextmanager
 def configured_as_on_aws(stack) -> Iterator[dict[str, str]]:
     """The functions read the DB and JWT secrets from Secrets Manager and send email with a
-    configuration set, as they do on AWS; yields {secret ARN: template parameter}."""
+    configuration set, and the fanout posts wide rounds through poster function invocations, as
+    they do on AWS; yields {secret ARN: template parameter}."""
     sm = boto3.client("secretsmanager", endpoint_url=stack.aws_url, region_name=REGION)
     db = conninfo_to_dict(stack.db_url)
     suffix = uuid.uuid4().hex[:8]
@@ -176,23 +187,28 @@ def configured_as_on_aws(stack) -> Iterator[dict[str, str]]:
            "RIPPLE_SES_CONFIGURATION_SET": f"ripple-{suffix}", "RIPPLE_PRESENCE_TIMEOUT_SECONDS": "2",
            # Every read reaches Secrets Manager: this process stands in for every function's container.
            "RIPPLE_SECRET_MAX_AGE_SECONDS": "0",
+           # Every round of two posts or more goes out in two shards, each a poster invocation.
+           "RIPPLE_SHARD_TRANSPORT": "lambda", "RIPPLE_POSTER_SHARDS": "2", "RIPPLE_SHARD_THRESHOLD": "2",
            "RIPPLE_DB_URL": None, "RIPPLE_JWT_SECRET": None}
-    saved = {k: os.environ.get(k) for k in env}
-    for key, value in env.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    saved = swap(env)
     fresh_containers()
     try:
         yield {db_arn: "DbSecretArn", jwt_arn: "JwtSecretArn"}
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        swap(saved)
         fresh_containers()
+
+
+def fanout_shards_through_the_poster_function() -> bool:
+    """One sweep by the fanout (its container's clients are built in it), and whether that
+    container posts wide rounds through the poster function. A wake that was building the
+    container from the previous settings may have kept it after the clear: then it is built
+    again."""
+    load_handler("fanout").handler({"sweep": True}, LambdaContext("fanout", new_id()))
+    if isinstance(getattr(fanout().api, "transport", None), LambdaTransport):
+        return True
+    fresh_containers()
+    return False
 
 
 # -- the scenario ---------------------------------------------------------------------------------
@@ -384,6 +400,7 @@ def recorded(stack, db):
     undo = observe_calls(recorder)
     try:
         with worker_threads_keep_context(), configured_as_on_aws(stack) as secrets:
+            until(fanout_shards_through_the_poster_function)
             exercise(stack, db)
             time.sleep(1.5)  # the bridge's next sweep, with secrets still read from Secrets Manager
     finally:

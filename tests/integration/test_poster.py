@@ -302,3 +302,87 @@ def test_the_default_poster_signs_with_the_provider_chain(endpoint: Endpoint, mo
     api = ConnectionsApi(lean_poster(endpoint.url))
     assert api.deliver([Delivery("a", ["one", "two"])]).delivered == 2
     assert endpoint.bad_signatures == 0 and endpoint.accepted["a"] == ["one", "two"]
+
+
+# -- the keep-alive pool against raw HTTP/1.1 answers ----------------------------------------
+
+class RawServer:
+    """A TCP server that answers each request with the next scripted bytes (or closes the
+    connection when the script says None; after an HTTP/1.0 or `Connection: close` answer too),
+    and counts the connections it accepted."""
+
+    def __init__(self, answers: list[bytes | None]):
+        self.answers = answers
+        self.connections = 0
+        self.requests: list[bytes] = []
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while self.answers:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), 0)
+                self.requests.append(head + await reader.readexactly(length))
+                answer = self.answers.pop(0)
+                if answer is None:
+                    break
+                writer.write(answer)
+                await writer.drain()
+                if answer.startswith(b"HTTP/1.0") or b"Connection: close" in answer:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+
+def _exchange(answers: list[bytes | None], requests: int
+              ) -> tuple[list[tuple[int, str, bytes] | tuple[int, str]], RawServer]:
+    from ripple.poster import KeepAlivePool
+
+    server = RawServer(answers)
+
+    async def run() -> list[tuple[int, str, bytes] | tuple[int, str]]:
+        listening = await asyncio.start_server(server._serve, "127.0.0.1", 0)
+        port = listening.sockets[0].getsockname()[1]
+        pool = KeepAlivePool("http", "127.0.0.1", port, limit=1, timeout=2)
+        results: list[tuple[int, str, bytes] | tuple[int, str]] = []
+        for _ in range(requests):
+            try:
+                results.append(await pool.request(b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi"))
+            except Exception as exc:  # noqa: BLE001 - the test looks at which
+                results.append((0, type(exc).__name__))
+        pool.close()
+        listening.close()
+        return results
+
+    return asyncio.run(run()), server
+
+
+def test_the_pool_reuses_a_connection_and_reads_every_body_shape() -> None:
+    results, server = _exchange([
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 410 Gone\r\nx-amzn-ErrorType: GoneException:http://internal.amazon.com/\r\n"
+        b"Content-Length: 17\r\n\r\n{\"message\": null}",
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 429 Too Many\r\nTransfer-Encoding: chunked\r\n"
+        b"x-amzn-ErrorType: LimitExceededException\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        b"HTTP/1.1 204 No Content\r\n\r\n",
+    ], 4)
+    assert results == [(200, "", b""), (410, "GoneException", b'{"message": null}'),
+                       (429, "LimitExceededException", b"abc"), (204, "", b"")]
+    assert server.connections == 1 and len(server.requests) == 4
+
+
+def test_the_pool_opens_a_new_connection_after_close_and_fails_on_garbage() -> None:
+    results, server = _exchange([
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.0 200 OK\r\n\r\nbody to the end",  # no length: read to the close
+        None,  # closed without an answer
+        b"SSH-2.0-OpenSSH\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+    ], 5)
+    assert results[:2] == [(200, "", b""), (200, "", b"body to the end")]
+    assert results[2] == (0, "ConnectionResetError")
+    assert results[3] == (0, "BadResponse")
+    assert results[4] == (200, "", b"")
+    assert server.connections == 5

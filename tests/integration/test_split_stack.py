@@ -115,9 +115,9 @@ say(stopped=True)
 class Host:
     """A process running one stack (`gateway_process` as given); its messages arrive on a queue."""
 
-    def __init__(self, state: Path, *, split: bool, mail: int = 0):
+    def __init__(self, state: Path, *, split: bool, mail: int = 0, **settings: str):
         env = {**os.environ, "PYTHONPATH": str(ROOT / "layers" / "ripple"),
-               "POWERTOOLS_LOG_LEVEL": "WARNING"}
+               "POWERTOOLS_LOG_LEVEL": "WARNING", **settings}
         env.pop("RIPPLE_LOCAL_GATEWAY_PROCESS", None)
         self.process = subprocess.Popen(
             [sys.executable, "-c", HOST, str(state), str(quiet_port()), str(mail), "1" if split else "0"],
@@ -212,6 +212,32 @@ def test_a_subscriber_gets_changes_and_broadcasts_whichever_process_runs_the_gat
             sender.close()
     # The fanout that posted the change ran in the stack's process, on its bridge.
     assert eventually(lambda: host.send("runs") or host.next()["runs"] > 0)
+
+
+@pytest.mark.parametrize("split", [True, False], ids=["gateway-process", "in-process"])
+def test_the_fanout_posts_through_the_poster_function_served_next_to_the_gateway(
+        state: Path, split: bool) -> None:
+    # Every round sharded and sent by Lambda Invoke: the change arrives only if the fanout here
+    # reaches the Invoke API, and the poster behind it the gateway's @connections.
+    host = Host(state, split=split, RIPPLE_SHARD_TRANSPORT="lambda", RIPPLE_POSTER_SHARDS="2",
+                RIPPLE_SHARD_THRESHOLD="1")
+    try:
+        up = host.next()
+        assert "error" not in up, up
+        with psycopg.connect(up["db_url"], autocommit=True) as db:
+            published(db, "split_items", "title text")
+            subscriber = Wire(up["ws_url"], up["anon"])
+            try:
+                reply, system = subscriber.join(TOPIC, [ITEMS])
+                assert system is not None and system["payload"]["status"] == "ok", (reply, system)
+                db.execute("insert into public.split_items (title) values ('posted')")
+                change = subscriber.recv(timeout=30)
+                assert change["event"] == "postgres_changes", change
+                assert change["payload"]["data"]["record"]["title"] == "posted"
+            finally:
+                subscriber.close()
+    finally:
+        host.end()
 
 
 def test_stop_ends_the_gateway_process(state: Path) -> None:

@@ -73,3 +73,19 @@ def test_notification_rows_wake_the_delivery_function_not_the_fanout(wake_db):
         wake_db.execute("insert into realtime.outbox (kind, payload) values ('notification', '{}')")
     rows = wake_db.execute("select arn from invocations order by arn").fetchall()
     assert rows == [("arn:fanout@eu-west-1",), ("arn:notify@eu-west-1",), ("arn:notify@eu-west-1",)]
+
+
+def test_the_consumer_waits_for_the_writers_commit_one_statement_when_it_is_done(stack):
+    import threading
+
+    from ripple.db import Database, await_commit
+
+    db = Database(stack.db_url)
+    with psycopg.connect(stack.db_url) as writer:
+        xid = writer.execute("select pg_current_xact_id()::text").fetchone()[0]
+        threading.Timer(0.05, writer.commit).start()
+        await_commit(db, xid)
+        assert db.statement("select pg_xact_status(%s::xid8) as s", (xid,))[0]["s"] == "committed"
+    trips = db.round_trips
+    await_commit(db, xid)
+    assert db.round_trips == trips + 1

@@ -13,6 +13,9 @@ from typing import Any
 import boto3
 from aws_lambda_powertools.utilities.parameters import SecretsProvider
 from botocore.config import Config
+from botocore.exceptions import ReadTimeoutError
+
+from ripple.config import settings
 
 # Standard retry mode backs off on throttling; connection pool sized for concurrent posts.
 _CONFIG = Config(retries={"mode": "standard", "max_attempts": 4}, max_pool_connections=64)
@@ -24,6 +27,16 @@ _SEND_CONFIG = Config(retries={"mode": "standard", "total_max_attempts": 1},
                       connect_timeout=5, read_timeout=10)
 # Posts to @connections retry in ripple.gateway, which keeps what cannot get through.
 _POST_CONFIG = Config(retries={"mode": "standard", "total_max_attempts": 1}, max_pool_connections=64)
+# Synchronous invocations of the poster function (ripple.shards.invoke): botocore retries a
+# throttled or failed request (2 more tries, backing off); a poster that had already posted
+# part of its shard posts it again, which at-least-once delivery allows. The read timeout
+# outlasts the shard timeout, so the transport's own deadline is what ends a slow shard, and a
+# read timeout is not retried (that poster may still be posting).
+# Invocations in flight at once: 64 shards (Settings.poster_shards' ceiling) and a few pieces of
+# shards over the payload quota.
+INVOKES_IN_FLIGHT = 96
+_INVOKE_CONFIG = Config(retries={"mode": "standard", "total_max_attempts": 3}, connect_timeout=5,
+                        max_pool_connections=INVOKES_IN_FLIGHT)
 
 
 @dataclass(frozen=True)
@@ -97,8 +110,28 @@ class Clients:
     def sns(self):
         return _report(boto3.client("sns", config=_SEND_CONFIG))
 
+    @cached_property
+    def awslambda(self):
+        """The Lambda client that invokes the poster function."""
+        return invoke_client()
+
     def connections_api(self, endpoint: str):
         return _report(boto3.client("apigatewaymanagementapi", endpoint_url=endpoint, config=_POST_CONFIG))
+
+
+def invoke_client(endpoint_url: str | None = None):
+    """A Lambda client for synchronous invocations that may take RIPPLE_SHARD_TIMEOUT_SECONDS
+    (`endpoint_url`: AWS_ENDPOINT_URL_LAMBDA's, or AWS's, when None)."""
+    config = _INVOKE_CONFIG.merge(Config(read_timeout=settings().shard_timeout_seconds + 5))
+    client = boto3.client("lambda", endpoint_url=endpoint_url, config=config)
+    client.meta.events.register_first("needs-retry.lambda.Invoke", _no_retry_after_read_timeout)
+    return _report(client)
+
+
+def _no_retry_after_read_timeout(caught_exception: Exception | None = None, **_: Any) -> None:
+    # Raising here ends botocore's retry loop with the timeout itself.
+    if isinstance(caught_exception, ReadTimeoutError):
+        raise caught_exception
 
 
 @lru_cache(maxsize=1)

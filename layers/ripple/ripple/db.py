@@ -115,6 +115,19 @@ class Database:
         with self.transaction() as conn:
             return work(conn)
 
+    def statement(self, sql: str, params: tuple | dict | None = None) -> list:
+        """One read-only statement on its own, outside any transaction (the connection is in
+        autocommit): one round trip. Run once more on a fresh connection if this one is dead."""
+        conn = self.connection()
+        try:
+            return self.execute(conn, sql, params)
+        except psycopg.OperationalError as exc:
+            if not (conn.closed or conn.broken):
+                raise
+            conn.close()
+            logger.warning("database connection lost; retrying on a new one", extra={"error": str(exc)[:200]})
+        return self.execute(self.connection(), sql, params)
+
     def query(self, sql: str, params: tuple | dict | None = None) -> list:
         """One statement as its own unit of work (see `unit`)."""
         return self.unit(lambda conn: self.execute(conn, sql, params))
@@ -154,14 +167,14 @@ def await_commit(db: Database, xid: str, timeout: float = 5.0) -> None:
     """Wait (bounded) until transaction `xid` is no longer in progress.
 
     A wake-up sent by aws_lambda.invoke runs in the writer's commit path and can arrive before
-    the commit is visible; waiting on the writer's xid closes that window.
+    the commit is visible; waiting on the writer's xid closes that window. Usually the first
+    look finds it committed: one statement, outside a transaction (no BEGIN and COMMIT round
+    trips); while it is still in progress, looks again after 1, 2, 4... ms (at most 10).
     """
     deadline = time.monotonic() + timeout
-
-    def wait(conn: psycopg.Connection) -> None:
-        while time.monotonic() < deadline:
-            if db.execute(conn, "select pg_xact_status(%s::xid8) as s", (xid,))[0]["s"] != "in progress":
-                return
-            time.sleep(0.01)
-
-    db.unit(wait)
+    pause = 0.001
+    while db.statement("select pg_xact_status(%s::xid8) as s", (xid,))[0]["s"] == "in progress":
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(pause)
+        pause = min(pause * 2, 0.01)

@@ -8,6 +8,7 @@ outcomes, notification delivery statuses. template.yaml's alarms and dashboard n
 | BatchSize | Count | fanout, one value per batch |
 | DeliveryLag | Milliseconds | fanout, per batch: commit (capture) of its oldest change → posted |
 | AuthorizeTime, AuthorizationChecks, Principals | Milliseconds / Count | fanout's batched RLS check |
+| Posts, Gone, Failed, Retries, Owed | Count | poster, per shard it posted |
 | Messages (dimension `event`) | Count | router, per frame |
 | Joins, Refusals (dimensions `event`, `code`) | Count | router replies |
 | ConnectionsOpened, ConnectionsRefused, ConnectionsClosed | Count | connect / disconnect |
@@ -38,6 +39,13 @@ def record_fanout(stats: Any) -> None:
         metric("BatchSize", size)
     for lag in stats.lags:
         metric("DeliveryLag", round(lag * 1000, 3), MetricUnit.Milliseconds)
+
+
+def record_shard(answer: dict[str, Any]) -> None:
+    """One shard a poster function posted (its outcome as `ripple.shards.wire` shapes it)."""
+    for name, value in (("Posts", answer["posts"]), ("Gone", len(answer["gone"])), ("Failed", answer["failed"]),
+                        ("Retries", answer["retries"]), ("Owed", sum(len(frames) for _, frames in answer["owed"]))):
+        metric(name, value)
 
 
 def record_frame(event: str) -> None:

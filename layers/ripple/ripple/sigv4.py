@@ -60,23 +60,32 @@ class Signer:
         return key
 
     def headers(self, method: str, host: str, path: str, body: bytes,
-                now: float | None = None) -> dict[str, str]:
+                now: float | None = None, signed: dict[str, str] | None = None) -> dict[str, str]:
         """The headers that authorize this request: X-Amz-Date, X-Amz-Security-Token (when the
         credentials have one) and Authorization. `host` is the Host header's value (port included
         unless it is the scheme's default), `path` the request path as sent (percent-encoded), no
-        query string. The signed headers are host, x-amz-date and x-amz-security-token."""
+        query string. The signed headers are host, x-amz-date and x-amz-security-token, and the
+        request's own headers in `signed` (e.g. X-Amz-Target), which the caller sends as given."""
         creds = self.credentials.get_frozen_credentials()
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
         date = stamp[:8]
         headers = {"X-Amz-Date": stamp}
         if creds.token:
             headers["X-Amz-Security-Token"] = creds.token
+        if signed:
+            values = {"host": host, "x-amz-date": stamp, **{k.lower(): " ".join(v.split()) for k, v in signed.items()}}
+            if creds.token:
+                values["x-amz-security-token"] = creds.token
+            names = sorted(values)
+            canonical_headers = "".join(f"{name}:{values[name]}\n" for name in names)
+            signed_names = ";".join(names)
+        elif creds.token:
             canonical_headers = f"host:{host}\nx-amz-date:{stamp}\nx-amz-security-token:{creds.token}\n"
-            signed = "host;x-amz-date;x-amz-security-token"
+            signed_names = "host;x-amz-date;x-amz-security-token"
         else:
             canonical_headers = f"host:{host}\nx-amz-date:{stamp}\n"
-            signed = "host;x-amz-date"
-        canonical_request = "\n".join((method, canonical_path(path), "", canonical_headers, signed,
+            signed_names = "host;x-amz-date"
+        canonical_request = "\n".join((method, canonical_path(path), "", canonical_headers, signed_names,
                                        hashlib.sha256(body).hexdigest()))
         scope = f"{date}/{self.region}/{self.service}/aws4_request"
         string_to_sign = "\n".join((ALGORITHM, stamp, scope,
@@ -84,5 +93,5 @@ class Signer:
         signature = hmac.digest(self._signing_key(creds.secret_key, date), string_to_sign.encode(),
                                 "sha256").hex()
         headers["Authorization"] = (f"{ALGORITHM} Credential={creds.access_key}/{scope}, "
-                                    f"SignedHeaders={signed}, Signature={signature}")
+                                    f"SignedHeaders={signed_names}, Signature={signature}")
         return headers

@@ -1,5 +1,5 @@
 """Which `@connections` client the fanout gets from its settings: K = 1 posts from the fanout
-itself, K > 1 shards wide rounds over worker processes (started on first use, not here)."""
+itself, K > 1 shards wide rounds over worker processes, started with the client."""
 from __future__ import annotations
 
 import pytest
@@ -26,7 +26,7 @@ def test_one_poster_is_the_plain_client(environment) -> None:
     assert type(api) is ConnectionsApi
 
 
-def test_several_posters_shard_over_worker_processes_not_yet_started(environment) -> None:
+def test_several_posters_shard_over_worker_processes_started_with_the_client(environment) -> None:
     environment.setenv("RIPPLE_POSTER_SHARDS", "3")
     environment.setenv("RIPPLE_SHARD_THRESHOLD", "50")
     environment.setenv("RIPPLE_SHARD_TIMEOUT_SECONDS", "7.5")
@@ -34,7 +34,11 @@ def test_several_posters_shard_over_worker_processes_not_yet_started(environment
     assert isinstance(api, ShardedApi)
     assert (api.shards, api.threshold, api.timeout) == (3, 50, 7.5)
     assert isinstance(api.transport, ProcessTransport) and api.transport.shards == 3
-    assert (api.transport.started, api.transport.pids) == (0, [])
+    try:
+        assert api.transport.started == 3 and len(api.transport.pids) == 3
+    finally:
+        api.transport.close()
+    assert api.transport.pids == []
 
 
 def test_the_lambda_transport_needs_its_function(environment) -> None:

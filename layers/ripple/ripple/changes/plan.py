@@ -62,10 +62,10 @@ def plan(changes: list[Change], store: Store, authorize: Authorizer) -> Plan:
     out = []
     for change in changes:
         matched: dict[tuple, set[int]] = defaultdict(set)
+        table = f"{change.schema}.{change.table}"
         for binding in candidates[change.id]:
-            verdict = verdicts[(change.id, _principal(binding))]
-            where = (binding.connection_id, binding.topic, f"{change.schema}.{change.table}")
-            if verdict.error and where not in refused:
+            verdict = verdicts[(change.id, (binding.role, binding.claims))]
+            if verdict.error and (where := (binding.connection_id, binding.topic, table)) not in refused:
                 refused[where] = (binding.connection_id,
                                   encode(_policy_error(binding, change, verdict.error), binding.vsn))
             if verdict.allowed:
@@ -140,9 +140,11 @@ def _candidates(changes: list[Change], store: Store
     for change in changes:
         matching = [b for key in (*_table_buckets(change), *change_eq[change.id])
                     for b in found.get(key, ()) if _matches(b, change)]
-        candidates[change.id] = [b for b in matching if b.live(now)]
-        expired.extend(Expired(b.connection_id, b.topic, b.vsn, b.join_ref, b.exp)
-                       for b in matching if not b.live(now))
+        live = [b for b in matching if b.exp == 0 or b.exp > now]  # Binding.live, inlined: per binding
+        candidates[change.id] = live
+        if len(live) < len(matching):
+            expired.extend(Expired(b.connection_id, b.topic, b.vsn, b.join_ref, b.exp)
+                           for b in matching if not b.live(now))
     return candidates, expired
 
 
@@ -218,7 +220,7 @@ def _table_buckets(change: Change) -> tuple[str, str, str]:
 
 
 def _matches(binding: Binding, change: Change) -> bool:
-    if not binding.wants(change.type):
+    if binding.event != "*" and binding.event != change.type:  # Binding.wants, inlined: per binding
         return False
     if not binding.filter:
         return True

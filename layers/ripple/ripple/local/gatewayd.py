@@ -1,5 +1,6 @@
-"""The local gateway in a process of its own, so that the WebSocket server, `@connections` and the
-route handlers do not share one interpreter lock with the fanout (`Stack(gateway_process=True)`).
+"""The local gateway in a process of its own, so that the WebSocket server, `@connections`, the
+route handlers and the Lambda Invoke API for the poster function do not share one interpreter
+lock with the fanout (`Stack(gateway_process=True)`).
 
 The parent starts `python -m ripple.local.gatewayd` with its own environment and talks to it over
 two pipes:
@@ -9,8 +10,8 @@ two pipes:
   the gateway's URL), `{"ready": true}` (from then on `/health` answers 200) and `{"stop": true}`
   (close every socket, run each `$disconnect`, exit). End of file without a stop means the parent
   has died: the child exits at once, so no gateway outlives its stack.
-- a pipe of its own carries one announcement back, `{"port": N}` once bound (or `{"error": ...}`),
-  and is closed; the child's stdout and stderr are the parent's, for the handlers' logs.
+- a pipe of its own carries one announcement back, `{"port": N, "functions_url": ...}` once
+  bound (or `{"error": ...}`), and is closed; the child's stdout and stderr are the parent's, for the handlers' logs.
 
 In the child the handlers are loaded and routed exactly as in the parent's process
 (`ripple.local.stack.local_gateway`), with the same environment; only the Inspector's frame tap is
@@ -54,6 +55,7 @@ class GatewayProcess:
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, limits: Limits | None = None,
                  ws_path: str = "/realtime/v1/websocket"):
         self.host, self.port, self.limits, self.ws_path = host, port, limits or Limits(), ws_path
+        self.functions_url = ""  # the child's Lambda Invoke API, for AWS_ENDPOINT_URL_LAMBDA
         self.process: subprocess.Popen | None = None
 
     @property
@@ -91,6 +93,7 @@ class GatewayProcess:
                 raise GatewayFailed(f"the gateway process failed: {announced.get('error')}",
                                     announced.get("errno"))
             self.port = int(announced["port"])
+            self.functions_url = str(announced["functions_url"])
         except BaseException:
             self.kill()
             raise
@@ -185,20 +188,23 @@ class Control:
 
 
 async def serve(settings: dict[str, Any], control: Control, announce: IO[str]) -> None:
-    from ripple.local.stack import local_gateway
+    from ripple.local.stack import local_functions, local_gateway
 
     gateway = local_gateway(port=settings["port"], host=settings["host"],
                             limits=Limits(**settings["limits"]), ready=control.ready.is_set)
+    functions = local_functions()
     try:
         await gateway.start()
+        await functions.start()
     except OSError as error:
         announce.write(json.dumps({"error": str(error), "errno": error.errno}) + "\n")
         announce.close()
         raise SystemExit(1) from error
-    announce.write(json.dumps({"port": gateway.port}) + "\n")
+    announce.write(json.dumps({"port": gateway.port, "functions_url": functions.url}) + "\n")
     announce.close()
     await control.stop.wait()
     await gateway.stop()
+    await functions.stop()
 
 
 def main(argv: list[str]) -> int:

@@ -13,6 +13,15 @@ from aiohttp import web
 from ripple.local.gateway import Handler, LambdaContext
 
 
+async def serve(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
+    """Bind `app` on host:port (0: the OS picks a free port) and serve it; returns the runner
+    (`cleanup()` stops serving) and the port bound."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner, runner.addresses[0][1]
+
+
 def http_route(name: str, handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
     """An aiohttp route that turns the request into an HTTP API event for `handler`."""
 

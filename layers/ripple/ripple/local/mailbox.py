@@ -42,6 +42,7 @@ from moto.ses.models import Message, RawMessage, ses_backends
 from moto.sns.models import sns_backends
 
 from ripple import codec
+from ripple.local.http import serve
 
 logger = logging.getLogger("ripple.local.mailbox")
 
@@ -206,10 +207,7 @@ class Mailbox:
     async def start(self) -> None:
         """Start noting send times, bind and serve; with port 0 the OS picks a free port."""
         self._stores()
-        self._runner = web.AppRunner(self.app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, self.host, self.port).start()
-        self.port = self._runner.addresses[0][1]
+        self._runner, self.port = await serve(self.app, self.host, self.port)
         logger.info("mailbox listening on %s", self.url)
 
     async def stop(self) -> None:

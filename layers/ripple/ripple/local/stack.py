@@ -1,5 +1,5 @@
 """The whole local stack on loopback: Postgres, moto, the WebSocket gateway, the wake-up bridge,
-the mailbox and the Realtime Inspector.
+the mailbox, the Realtime Inspector, and the Lambda Invoke API for the poster function.
 
 `Stack(...).start()` probes every port first (PortInUse names a busy one and its setting), then
 brings every part up (in a background thread for the asyncio parts); if any part fails to
@@ -28,6 +28,7 @@ from ripple.local.gatewayd import GatewayFailed, GatewayProcess
 from ripple.local.http import http_route
 from ripple.local.inspector.activity import Activity, observed
 from ripple.local.inspector.server import Inspector, Settings
+from ripple.local.lambda_api import LambdaApi
 from ripple.local.mailbox import Mailbox
 from ripple.local.management import Tap
 from ripple.local.ports import PortInUse, Ports
@@ -40,6 +41,8 @@ REGION = "us-east-1"
 CONNECTIONS_TABLE = "ripple-connections"
 BINDINGS_TABLE = "ripple-bindings"
 MAIL_DOMAIN = "ripple.test"
+# The poster function's name, as the fanout invokes it with RIPPLE_SHARD_TRANSPORT=lambda.
+POSTER_FUNCTION = "ripple-poster"
 # The browser bundle the Inspector and the demo page load, installed by `make dev` (web/).
 SUPABASE_JS = ROOT / "web" / "node_modules" / "@supabase" / "supabase-js" / "dist" / "umd" / "supabase.js"
 
@@ -106,6 +109,12 @@ def local_gateway(*, port: int, host: str = "127.0.0.1", limits: Limits | None =
     return gateway
 
 
+def local_functions() -> LambdaApi:
+    """The functions Ripple invokes itself (the poster), behind the Lambda Invoke API, not yet
+    started; served next to the gateway, in whichever process runs it."""
+    return LambdaApi({POSTER_FUNCTION: load_handler("poster").handler})
+
+
 def gateway_process_default() -> bool:
     """RIPPLE_LOCAL_GATEWAY_PROCESS=1 runs the gateway in its own process (see `Stack`)."""
     return os.environ.get("RIPPLE_LOCAL_GATEWAY_PROCESS", "").strip() == "1"
@@ -133,6 +142,7 @@ class Stack:
     bridge: Bridge | None = None
     mailbox: Mailbox | None = None
     inspector: Inspector | None = None
+    functions: LambdaApi | None = None
     activity: Activity = field(default_factory=Activity)
     aws_url: str = ""
     _loop: asyncio.AbstractEventLoop | None = None
@@ -248,14 +258,24 @@ class Stack:
     async def _start_async(self) -> None:
         assert self.db_url is not None
         fanout, notify = (load_handler(n) for n in ("fanout", "notify"))
+        # The activity log is the inspector's: without one, nothing watches frames or fanout runs
+        # (the tap decodes every frame, and each run would cost two more outbox reads). A gateway
+        # in its own process has no tap here, so it has no inspector either.
+        watched = self.ports.inspector is not None and not self.gateway_process
         if self.gateway_process:
             self.gateway = GatewayProcess(port=self.ports.api, limits=self.limits)
             await asyncio.to_thread(self._start_gateway_process, self.gateway)
+            functions_url = self.gateway.functions_url
         else:
             self.gateway = local_gateway(port=self.ports.api, limits=self.limits, ready=self._ready,
-                                         tap=self.activity)
+                                         tap=self.activity if watched else None)
             await self.gateway.start()
+            self.functions = local_functions()
+            await self.functions.start()
+            functions_url = self.functions.url
         os.environ.update({
+            "AWS_ENDPOINT_URL_LAMBDA": functions_url,
+            "RIPPLE_POSTER_FUNCTION": POSTER_FUNCTION,
             "POWERTOOLS_SERVICE_NAME": "ripple",
             "RIPPLE_DB_URL": self.db_url,
             "RIPPLE_JWT_SECRET": self.jwt_secret,
@@ -269,14 +289,14 @@ class Stack:
             self.gateway.configure(dict(os.environ))
         self.mailbox = Mailbox(port=self.ports.mail, region=REGION)
         await self.mailbox.start()
-        if self.ports.inspector is not None and not self.gateway_process:
+        if watched and self.ports.inspector is not None:
             self.inspector = Inspector(
                 Settings(api_url=self.gateway.url, anon_key=self.key("anon"), db_url=self.db_url,
                          jwt_secret=self.jwt_secret, vendor=SUPABASE_JS),
                 self.activity, store, port=self.ports.inspector)
             await self.inspector.start()
         self.bridge = Bridge(self.db_url, {
-            "realtime_outbox": observed(fanout.handler, self.db_url, self.activity),
+            "realtime_outbox": observed(fanout.handler, self.db_url, self.activity) if watched else fanout.handler,
             "realtime_notifications": notify.handler}, self.sweep_seconds)
         await self.bridge.start()
         if isinstance(self.gateway, GatewayProcess):
@@ -295,6 +315,8 @@ class Stack:
             await self.bridge.stop()
         if self.gateway is not None:
             await self.gateway.stop()
+        if self.functions is not None:
+            await self.functions.stop()
         if self.mailbox is not None:
             await self.mailbox.stop()
         if self.inspector is not None:

@@ -60,7 +60,9 @@ def transport_from_settings(shards: int) -> Transport:
         return LambdaTransport(config.poster_function)
     from ripple.shards.process import ProcessTransport
 
-    return ProcessTransport(shards)
+    # Started with the fanout's client: the container's first wake pays for the interpreters,
+    # not the first round wide enough to need them.
+    return ProcessTransport(shards).warm()
 
 
 def connections_api_from_settings() -> ConnectionsApi:

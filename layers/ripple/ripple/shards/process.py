@@ -79,6 +79,14 @@ class ProcessTransport:
             _run(exchanges, time.monotonic() + timeout)
             return self._settle(exchanges)
 
+    def warm(self) -> ProcessTransport:
+        """Start every worker now (a container's start pays for them, not its first wide round);
+        returns the transport."""
+        with self._lock:
+            for index in range(self.shards):
+                self._worker(index)
+        return self
+
     def close(self) -> None:
         """Stop every worker: end of input, then a kill for any that lingers."""
         with self._lock:

@@ -30,6 +30,7 @@ from psycopg.rows import dict_row
 from ripple import codec
 from ripple.auth.jwt import KNOWN_ROLES
 from ripple.changes.change import Change, commit_timestamp
+from ripple.local.http import serve
 from ripple.local.inspector.activity import Activity
 from ripple.local.inspector.explain import ExplainError, explain, hypothetical
 from ripple.local.inspector.store_view import connections
@@ -89,10 +90,7 @@ class Inspector:
         return f"http://{self.host}:{self.port}"
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self.app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, self.host, self.port).start()
-        self.port = self._runner.addresses[0][1]
+        self._runner, self.port = await serve(self.app, self.host, self.port)
         logger.info("inspector listening on %s", self.url)
 
     async def stop(self) -> None:
