@@ -111,14 +111,21 @@ def test_a_bad_changes_replay_is_refused_with_an_error_reply(stack, tenants, rep
         wire.close()
 
 
-def test_a_limit_says_how_many_changes_it_left_out(stack, tenants):
-    db = tenants
+def logged_docs(db, prefix: str, count: int) -> tuple[int, str]:
+    """`count` of tenant 1's docs inserted and logged: the position before them and their tag
+    (titles `{tag}-0`…)."""
     start = last_position(db)
-    tag = f"cut-{uuid.uuid4()}"
-    for n in range(5):
+    tag = f"{prefix}-{uuid.uuid4()}"
+    for n in range(count):
         db.execute("insert into docs (organization_id, owner, title) values (1, %s, %s)",
                    (str(uuid.uuid4()), f"{tag}-{n}"))
     last_position(db)
+    return start, tag
+
+
+def test_a_limit_says_how_many_changes_it_left_out(stack, tenants):
+    db = tenants
+    start, tag = logged_docs(db, "cut", 5)
     wire = Wire(stack.ws_url, user_token(1))
     try:
         _, got = join(wire, "realtime:docs-cut", [{**DOCS, "filter": "organization_id=eq.1"}],
@@ -143,12 +150,7 @@ class ThrottledChanges(FailingPosts):
 
 def test_a_replay_the_gateway_throttles_is_owed_and_arrives_in_order_before_live(stack, tenants):
     db = tenants
-    start = last_position(db)
-    tag = f"owed-{uuid.uuid4()}"
-    for n in range(4):
-        db.execute("insert into docs (organization_id, owner, title) values (1, %s, %s)",
-                   (str(uuid.uuid4()), f"{tag}-{n}"))
-    last_position(db)
+    start, tag = logged_docs(db, "owed", 4)
     api = connections_api()
     before = set(stack.gateway._connections)
     wire = Wire(stack.ws_url, user_token(1))
