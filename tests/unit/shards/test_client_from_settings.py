@@ -16,6 +16,10 @@ def environment(monkeypatch):
                         ("AWS_DEFAULT_REGION", "us-east-1"),
                         ("RIPPLE_CONNECTIONS_ENDPOINT", "http://127.0.0.1:9")):
         monkeypatch.setenv(name, value)
+    # The local stack, when a test started it in this process, names its poster function.
+    for name in ("RIPPLE_POSTER_FUNCTION", "RIPPLE_POSTER_SHARDS", "RIPPLE_SHARD_TRANSPORT",
+                 "RIPPLE_SHARD_THRESHOLD", "RIPPLE_SHARD_TIMEOUT_SECONDS"):
+        monkeypatch.delenv(name, raising=False)
     settings.cache_clear()
     yield monkeypatch
     settings.cache_clear()
