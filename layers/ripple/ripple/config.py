@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     # A connection whose posts keep failing (throttled, API Gateway errors) has its frames kept
     # and retried at each drain; past this many seconds it is closed, and its client reconnects.
     owed_deadline_seconds: float = 120.0
-    # Posts to @connections in flight per process, and what sends them: `lean` (signed aiohttp
+    # Posts to @connections in flight per process, and what sends them: `lean` (signed HTTP/1.1
     # requests, ~8x less CPU per post) or `boto3` (its apigatewaymanagementapi client).
     post_concurrency: int = 192
     poster: Literal["lean", "boto3"] = "lean"

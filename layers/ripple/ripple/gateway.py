@@ -5,8 +5,8 @@ logged, the connection's later frames still go), or cannot get through (429, 5xx
 error) after retries with backoff: then the frame and every later frame owed to that connection
 come back as `owed`, in order, for the caller to keep and retry later.
 
-Posts go out through a poster: the lean one (`ripple.poster`, SigV4-signed aiohttp requests,
-`RIPPLE_POSTER=lean`, the default) or boto3's `apigatewaymanagementapi` (`RIPPLE_POSTER=boto3`).
+Posts go out through a poster: the lean one (`ripple.poster`, SigV4-signed HTTP/1.1 requests
+on keep-alive connections, `RIPPLE_POSTER=lean`, the default) or boto3's `apigatewaymanagementapi` (`RIPPLE_POSTER=boto3`).
 Either way they run on one background event loop, many connections at once
 (`RIPPLE_POST_CONCURRENCY`), each connection's frames one after another.
 """
