@@ -3,7 +3,8 @@ makes (the warm buckets' versions, store.warm).
 
 botocore spends several milliseconds of CPU on one small call (parameter validation, event
 hooks, serialization, its own signing); this is the same request and answer, in the JSON wire
-format botocore sends, on the lean poster's keep-alive connections. Any failure (throttling, a
+format botocore sends, through the lean poster's HTTP client (a keep-alive pool of its own to
+DynamoDB, on the poster's background loop). Any failure (throttling, a
 server error, no answer) raises `LeanReadFailed`, and the caller asks again through boto3,
 whose retries and error types then apply.
 
