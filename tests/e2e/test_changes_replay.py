@@ -24,7 +24,7 @@ from tests.e2e.wire import Wire
 
 
 def last_position(db) -> int:
-    assert wait_until(lambda: db.execute("select count(*) from realtime.outbox").fetchone()[0] == 0)
+    assert wait_until(lambda: db.execute("select count(*) from realtime.outbox_pending").fetchone()[0] == 0)
     return db.execute("select last_position from realtime.log_state").fetchone()[0]
 
 

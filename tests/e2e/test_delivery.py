@@ -80,7 +80,7 @@ def test_rolled_back_writes_send_nothing(stack, todos):
         assert before_marker(wire, todos) == []
         with pytest.raises(TimeoutError):
             wire.recv(timeout=1.5)
-        assert todos.execute("select count(*) from realtime.outbox").fetchone()[0] == 0
+        assert todos.execute("select count(*) from realtime.outbox_pending").fetchone()[0] == 0
     finally:
         wire.close()
         control.close()

@@ -175,7 +175,7 @@ def test_lost_database_connections_are_replaced_without_an_error(stack, db, faul
             assert _received(wire, 1) == [1]
         # Acked first: a drain connection lost before its ack redelivers the batch (at least
         # once), and that duplicate would land where the joins below read their replies.
-        assert wait_until(lambda: db.execute("select count(*) from realtime.outbox").fetchone()[0] == 0)
+        assert wait_until(lambda: db.execute("select count(*) from realtime.outbox_pending").fetchone()[0] == 0)
         with psycopg.connect(stack.db_url, autocommit=True) as admin:
             assert _drop_other_connections(admin) >= 1
         for n, wire in enumerate(wires):

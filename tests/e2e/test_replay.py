@@ -36,7 +36,7 @@ def send_many(db, topic: str, count: int, private: bool = True) -> int:
     since = int(time.time() * 1000) - 1
     for n in range(count):
         db.execute("select realtime.send(%s::jsonb, 'tick', %s, %s)", (f'{{"n": {n}}}', topic, private))
-    assert wait_until(lambda: db.execute("select count(*) from realtime.outbox").fetchone()[0] == 0)
+    assert wait_until(lambda: db.execute("select count(*) from realtime.outbox_pending").fetchone()[0] == 0)
     return since
 
 

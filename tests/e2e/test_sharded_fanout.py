@@ -304,7 +304,7 @@ def test_a_batch_no_poster_can_take_is_left_unacked_and_delivered_once_posters_w
             # One wake takes the batch twice, then leaves it for the next wake or sweep.
             stats = fanout().run(WakeEvent())
             assert (stats.shard_failures, stats.batches, stats.changes) == (2, 0, 0)
-            pending = db.execute("select count(*) from realtime.outbox where table_name = %s", (table,))
+            pending = db.execute("select count(*) from realtime.outbox_pending where table_name = %s", (table,))
             assert pending.fetchone()[0] == 10  # not acked
             monkeypatch.setenv("RIPPLE_CONNECTIONS_ENDPOINT", stack.api_url)  # new posters start
             for wire, _ in joined:

@@ -91,7 +91,7 @@ def subscribed(stack, db, count: int, prefix: str) -> Iterator[list[Wire]]:
 
 def until_drained(db, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
-    while db.execute("select count(*) from realtime.outbox where kind <> 'notification'").fetchone()[0]:
+    while db.execute("select count(*) from realtime.outbox_pending").fetchone()[0]:
         assert time.monotonic() < deadline, "the outbox was never drained"
         time.sleep(0.1)
 

@@ -1,4 +1,4 @@
-"""The message log (sql/012_message_log.sql) under the real fanout: delivered rows are kept with
+"""The message log (sql/012_message_log.sql, sql/013_outbox_log.sql) under the real fanout: delivered rows are kept with
 positions in drain order, retention '0' keeps nothing, and expiry drops whole day partitions and
 moves the horizon a replay is checked against."""
 from __future__ import annotations
@@ -17,7 +17,7 @@ from tests.e2e.wire import Wire
 
 
 def drained(db) -> bool:
-    return wait_until(lambda: db.execute("select count(*) from realtime.outbox").fetchone()[0] == 0)
+    return wait_until(lambda: db.execute("select count(*) from realtime.outbox_pending").fetchone()[0] == 0)
 
 
 @pytest.fixture
@@ -43,7 +43,7 @@ def test_positions_follow_the_drain_order_not_the_write_order(stack, db):
     assert [n for n, _ in rows] == ["first committed", "first written"]
     last = db.execute("select last_position from realtime.log_state").fetchone()[0]
     assert rows[-1][1] <= last
-    everything = [p for (p,) in db.execute("select position from realtime.log order by position")]
+    everything = [p for (p,) in db.execute("select position from realtime.log_entries order by position")]
     assert len(everything) == len(set(everything))
 
 
@@ -54,7 +54,7 @@ def test_changes_and_broadcasts_are_logged_with_their_row_images(stack, db):
     db.execute("insert into public.logged values (%s, 'a')", (key,))
     db.execute("delete from public.logged where id = %s", (key,))
     assert drained(db)
-    rows = db.execute("select op, record, old_record from realtime.log where kind = 'change' "
+    rows = db.execute("select op, record, old_record from realtime.log_entries where kind = 'change' "
                       "and table_name = 'logged' and coalesce(record, old_record) ->> 'id' = %s "
                       "order by position", (str(key),)).fetchall()
     assert rows == [("INSERT", {"id": key, "body": "a"}, None), ("DELETE", None, {"id": key, "body": "a"})]
@@ -188,7 +188,7 @@ def test_an_upgrade_keeps_the_logged_history_and_its_positions(stack, db):
     after = [p for (p,) in db.execute("select position from realtime.log where topic = %s order by position",
                                       (topic,))]
     assert after[:3] == [p for p, _ in before] and len(after) == 5 and after[3] > before[-1][0]
-    everything = [p for (p,) in db.execute("select position from realtime.log order by position")]
+    everything = [p for (p,) in db.execute("select position from realtime.log_entries order by position")]
     assert len(everything) == len(set(everything))
 
 

@@ -112,7 +112,7 @@ on conflict (address) do nothing
 """
 REDEFER = "update public.notification_deliveries set status = 'deferred' where id = any(%s) and status = 'queued'"
 PENDING = "select * from realtime.pending_notifications(%s)"
-ACK = "select realtime.ack(%s)"
+ACK = "select realtime.ack_notifications(%s)"
 
 # A due delivery about to be sent: in flight again, so the throttle counts it.
 IN_FLIGHT = "update public.notification_deliveries set reason = null where id = %s"

@@ -35,9 +35,10 @@ from ripple.shards.wire import ShardFailed
 from ripple.store import DynamoDBStore, Store
 
 DRAIN_LOCK = "select pg_advisory_xact_lock(hashtext('realtime.drain'))"
-# realtime.pending with each row's log position (sql/012_message_log.sql).
+# realtime.pending with each row's log position, and its ack (sql/013_outbox_log.sql): the
+# delivered ids in drain order, and which of them are `realtime.send` messages.
 PENDING = "select * from realtime.pending_positioned(%s)"
-ACK = "select realtime.ack(%s)"
+ACK = "select realtime.ack(%s, %s)"
 OWE = "select realtime.owe(%s::jsonb)"
 AUTHORIZE = "select * from realtime.authorize(%s::jsonb)"
 # Kept back from the invocation's remaining time: the batch in hand posts, acks and returns in it.
@@ -202,7 +203,8 @@ class Fanout:
             if owing:
                 self.db.execute(conn, OWE, (codec.dumps(_owed_entries(rows, owing)),))
                 stats.owed += sum(len(frames) for frames in owing.values())
-            self.db.execute(conn, ACK, ([r["id"] for r in rows[:taken]],))
+            self.db.execute(conn, ACK, ([r["id"] for r in rows[:taken]],
+                                        [r["id"] for r in rows[:taken] if r["kind"] == "broadcast"]))
         return taken, rows
 
     def _deliver(self, rows: list[dict[str, Any]], stats: Stats, authorize: Authorizer,

@@ -28,8 +28,8 @@ log = logging.getLogger("ripple.local.inspector")
 KEEP_ENTRIES = 200
 PENDING = """
 select id, kind, schema_name, table_name, op, record, old_record, captured_at
-from realtime.outbox where kind <> 'notification' order by id limit 500"""
-STILL_THERE = "select id from realtime.outbox where id = any(%s)"
+from realtime.outbox_pending order by id limit 500"""
+STILL_THERE = "select id from realtime.outbox_pending where id = any(%s)"
 KEEP_REFUSALS = 100
 KEEP_FRAMES = 50
 
