@@ -8,9 +8,8 @@ A round writes `--batches` batches through the capture trigger (one INSERT of `b
 `public.bench_log`, ~100-byte text, in its own transaction: the writer's path), then drains
 them as the fanout does, one transaction per batch: drain lock, `realtime.pending_positioned`,
 `realtime.ack`, commit. Each drain transaction also reads the same rows with `realtime.pending`
-(the read without positions), the two reads in alternating order. A third, control setting
-has the log off and writes each batch's rows into a plain table shaped like the log, so the
-reads after it follow a write of the log's size without the log. Per statement and setting it
+(the read without positions), the two reads in alternating order. With the log on, every
+delivered row stays in the outbox: the reads show whether what is kept costs the drain. Per statement and setting it
 prints p50/p99 per batch over every round, µs per change and on/off of the p50s, and the WAL
 the ack writes; then the log's size: bytes per change (table and its indexes), MB per million
 changes, and rows per day at `--per-second` changes per second; and how long a rejoin's change
@@ -34,15 +33,7 @@ import psycopg
 from harness import configure, counts, free_port, percentile, print_header
 
 ROOT = Path(__file__).resolve().parents[1]
-# The third is a control for the reads: the log off, and each drain writes the rows it acks
-# into a plain table shaped like the log (untimed), so the next read follows a write of the
-# log's size without the log.
-SETTINGS = (("off", "0"), ("on", "72"), ("control", "0"))
-SCRATCH = ("create table if not exists public.bench_scratch "
-           "(like realtime.log including defaults including constraints)")
-SCRATCH_WRITE = ("insert into public.bench_scratch (position, kind, schema_name, table_name, op, record, "
-                 "old_record, payload, captured_at) select o.id, o.kind, o.schema_name, o.table_name, o.op, "
-                 "o.record, o.old_record, o.payload, o.captured_at from realtime.outbox o where o.id = any(%s)")
+SETTINGS = (("off", "0"), ("on", "72"))
 # What each line measures, in the order printed.
 STATEMENTS = (
     ("writer", "writer INSERT (capture trigger), commit"),
@@ -69,12 +60,14 @@ def write(conn: psycopg.Connection, batch: int, batches: int, first: int, into: 
         into["writer"].append(elapsed_ms(started))
 
 
-def drain(conn: psycopg.Connection, batch: int, flip: bool, into: dict, scratch: bool) -> int:
+def drain(conn: psycopg.Connection, batch: int, flip: bool, into: dict) -> int:
     """One drain transaction as the fanout runs it, timed into `into` unless it found nothing;
     returns how many rows it acked."""
+    from ripple.outbox.drain import ACK, _ack_arguments
     reads = [("pending", "select id from realtime.pending(%s)"),
-             ("pending_positioned", "select id from realtime.pending_positioned(%s)")]
+             ("pending_positioned", "select id, kind from realtime.pending_positioned(%s)")]
     ids: list[int] = []
+    batch_rows: list[dict] = []
     times: dict[str, float] = {}
     conn.execute("begin")
     conn.execute("select pg_advisory_xact_lock(hashtext('realtime.drain'))")
@@ -84,11 +77,10 @@ def drain(conn: psycopg.Connection, batch: int, flip: bool, into: dict, scratch:
         times[name] = elapsed_ms(started)
         if name == "pending_positioned":
             ids = [r[0] for r in rows]
-    if scratch:
-        conn.execute(SCRATCH_WRITE, (ids,))
+            batch_rows = [{"id": r[0], "kind": r[1]} for r in rows]
     lsn = conn.execute("select pg_current_wal_insert_lsn()").fetchone()[0]
     started = time.perf_counter()
-    conn.execute("select realtime.ack(%s)", (ids,))
+    conn.execute(ACK, _ack_arguments(batch_rows))
     times["ack"] = elapsed_ms(started)
     times["ack_wal"] = float(conn.execute("select pg_wal_lsn_diff(pg_current_wal_insert_lsn(), %s)",
                                           (lsn,)).fetchone()[0])
@@ -103,13 +95,13 @@ def drain(conn: psycopg.Connection, batch: int, flip: bool, into: dict, scratch:
 
 def round_(conn: psycopg.Connection, batch: int, batches: int, setting: tuple[str, str], first: int,
            into: dict) -> None:
-    label, retention = setting
+    _, retention = setting
     conn.execute("update realtime.settings set value = %s where key = 'log_retention_hours'", (retention,))
     conn.execute("truncate public.bench_log")
     write(conn, batch, batches, first, into)
     conn.execute("analyze realtime.outbox")
     flip = False
-    while drain(conn, batch, flip, into, scratch=label == "control"):
+    while drain(conn, batch, flip, into):
         flip = not flip
 
 
@@ -129,32 +121,22 @@ def report(batch: int, samples: dict[str, dict[str, list[float]]]) -> None:
     wal = {label: percentile(sorted(samples[label]["ack_wal"]), 50) for label, _ in SETTINGS}
     print(f"{'WAL the ack writes, p50 KB per batch':42} | {wal['off'] / 1000:11.1f} {'':15} | "
           f"{wal['on'] / 1000:11.1f} {'':15} | {wal['on'] / wal['off']:6.2f}")
-    control = samples["control"]
-    print("control, log off with the same rows written to a plain table after each drain's reads: "
-          + "; ".join(f"{key} p50 {percentile(sorted(control[key]), 50):.2f} ms, "
-                      f"{percentile(sorted(control[key]), 50) / percentile(sorted(samples['off'][key]), 50):.2f}"
-                      " × off" for key in ("pending_positioned", "pending")))
 
 
 def replays(conn: psycopg.Connection, calls: int = 20) -> None:
     """The two change replays a rejoin asks for, against the log as the rounds left it: the 100
-    oldest of the last 1000 changes, asked from a position and from a time. First with the log as
-    the rounds left it (written seconds ago: not yet analyzed, and its BRIN ranges unsummarized,
-    so each is read whole), then as autovacuum leaves it: analyzed, each filled range
-    summarized (autosummarize)."""
-    last = conn.execute("select max(position) from realtime.log").fetchone()[0]
-    since = conn.execute("select extract(epoch from captured_at) * 1000 from realtime.log "
+    oldest of the last 1000 changes, asked from a position and from a time. First as written
+    (seconds ago, not yet analyzed), then analyzed, as autovacuum leaves it."""
+    last = conn.execute("select last_position from realtime.log_state").fetchone()[0]
+    since = conn.execute("select extract(epoch from captured_at) * 1000 from realtime.log_entries "
                          "where position = %s", (last - 999,)).fetchone()[0]
     tables = '[{"schema": "public", "table": "bench_log"}]'
     asks = (("from a position", (tables, last - 1000, None, last, 100)),
             ("from a time", (tables, None, since, last, 100)))
-    for state in ("as written", "after autovacuum"):
-        if state == "after autovacuum":
-            conn.execute("analyze realtime.log")
-            conn.execute("select brin_summarize_new_values(c.oid) from pg_class c "
-                         "join pg_index x on x.indexrelid = c.oid join pg_am am on am.oid = c.relam "
-                         "where am.amname = 'brin' and x.indrelid in "
-                         "(select inhrelid from pg_inherits where inhparent = 'realtime.log'::regclass)")
+    for state in ("as written", "analyzed"):
+        if state == "analyzed":
+            conn.execute("analyze realtime.outbox")
+            conn.execute("analyze realtime.log_acks")
         for label, args in asks:
             ms = []
             for _ in range(calls):
@@ -167,12 +149,14 @@ def replays(conn: psycopg.Connection, calls: int = 20) -> None:
 
 
 def log_size(conn: psycopg.Connection, per_second: float) -> None:
-    logged = conn.execute("select count(*) from realtime.log").fetchone()[0]
+    """What the kept changes take: their outbox rows (where the writer put them) and the acks
+    that number them, with every index of both."""
+    logged = conn.execute("select coalesce(sum(cardinality(ids)), 0) from realtime.log_acks").fetchone()[0]
     size = int(conn.execute(
         "select sum(pg_total_relation_size(i.inhrelid)) from pg_inherits i "
-        "where i.inhparent = 'realtime.log'::regclass").fetchone()[0])
+        "where i.inhparent in ('realtime.outbox'::regclass, 'realtime.log_acks'::regclass)").fetchone()[0])
     per_change = size / max(1, logged)
-    print(f"\nlog: {logged} changes kept, {size / 1e6:.1f} MB with indexes: "
+    print(f"\nlog: {logged} changes kept, {size / 1e6:.1f} MB with indexes (outbox rows and acks): "
           f"{per_change:.0f} B per change, {per_change:.0f} MB per million changes "
           f"(row image of ~130 B JSON)")
     per_day = per_second * 86400
@@ -199,7 +183,6 @@ def main() -> int:
             migrate(pg.url, ROOT / "sql")
             with psycopg.connect(pg.url, autocommit=True) as conn:
                 conn.execute(TABLE)
-                conn.execute(SCRATCH)
                 first = 0
                 for batch in args.batch_sizes:
                     samples: dict[str, dict[str, list[float]]] = {

@@ -1,8 +1,8 @@
 -- The outbox is the change log. A change's row images are written once, by the capture trigger
 -- in the writer's transaction, and stay where they were written: an ack no longer copies them
 -- anywhere. It marks them delivered (one update of realtime.log_state) and records the batch's
--- positions as one row of realtime.log_acks: the batch's ids in drain order, the first position
--- they took. Replays of postgres_changes read the outbox through those rows.
+-- positions as one row of realtime.log_acks: the batch's ids (a multirange: pending hands rows out
+-- in id order, so a batch is usually one run of ids) and the first position they took. Replays of postgres_changes read the outbox through those rows.
 --
 -- `realtime.send` messages still move into realtime.log at ack (012_message_log.sql): a topic's
 -- broadcast replay reads them through the (topic, position) index, which needs each row's
@@ -83,11 +83,13 @@ alter table realtime.log_state add column if not exists settled int8multirange n
 alter table realtime.log_state add column if not exists sample_id bigint;
 alter table realtime.log_state add column if not exists sample_xid xid8;
 
--- One row per acked batch while the log is on: the batch's outbox ids in drain order, the
--- position of the first; ids[n] took position first_position + n - 1.
+-- One row per acked batch while the log is on: the batch's outbox ids, `taken` of them, the
+-- position of the first. The drain delivers a batch in id order, so the n-th id of `ids` (in
+-- ascending order) took position first_position + n - 1 (realtime.ack_slots).
 create table if not exists realtime.log_acks (
   first_position bigint not null,
-  ids bigint[] not null,
+  ids int8multirange not null,
+  taken integer not null,
   lo_id bigint not null,
   acked_at timestamptz not null default now()
 ) partition by range (acked_at);
@@ -96,6 +98,15 @@ create table if not exists realtime.log_acks_default partition of realtime.log_a
 create index if not exists log_acks_position on realtime.log_acks (first_position);
 create index if not exists log_acks_lo_id on realtime.log_acks (lo_id);
 create index if not exists log_acks_acked_at on realtime.log_acks (acked_at);
+
+-- Each id of an ack with the position it took.
+create or replace function realtime.ack_slots(first_position bigint, ids int8multirange)
+returns table ("position" bigint, id bigint)
+language sql immutable set search_path = '' as $$
+  select first_position + u.n - 1, u.id
+  from unnest(array(select generate_series(lower(r), upper(r) - 1) from unnest(ids) r))
+         with ordinality as u(id, n)
+$$;
 
 -- realtime.send draws its outbox id only once its transaction has an xid (see the top).
 create or replace function realtime.send(payload jsonb, event text, topic text, private boolean default true)
@@ -206,20 +217,19 @@ language sql stable set search_path = '' as $$
   order by p.n
 $$;
 
--- The drain's ack: `ids` are pending's rows in drain order (owed frames as -id), `broadcasts`
--- those of them that are `realtime.send` messages (they move into realtime.log). Delivered ids
--- are settled and take the next positions, in the order given; with the log on, the batch is
+-- The drain's ack: `delivered` are the outbox ids of the batch, which pending handed out in id
+-- order, so the n-th of them takes the n-th next position; `owed` the owed frames delivered or
+-- owed again (their ids, positive); `broadcasts` which delivered ids are `realtime.send`
+-- messages (they move into realtime.log). The ids are settled; with the log on, the batch is
 -- one row of realtime.log_acks and the change rows stay where they are; with it off they are
 -- deleted, as before the log. The drain holds the drain lock, so it alone moves the positions.
-create or replace function realtime.ack(ids bigint[], broadcasts bigint[])
+drop function if exists realtime.ack(bigint[], bigint[]);
+create or replace function realtime.ack(delivered int8multirange, owed bigint[], broadcasts bigint[])
 returns void language plpgsql set search_path = '' as $$
 declare
   -- Taken before this transaction writes anything, so it has no xid of its own in it.
   snap pg_snapshot := pg_current_snapshot();
-  delivered bigint[] := array(select a.id from unnest(ids) with ordinality as a(id, n)
-                              where a.id > 0 order by a.n);
-  owed bigint[] := array(select -a.id from unnest(ids) as a(id) where a.id < 0);
-  taken integer := cardinality(delivered);
+  taken bigint := (select coalesce(sum(upper(r) - lower(r)), 0) from unnest(delivered) r);
   kept boolean := realtime.log_retention() > interval '0';
   state realtime.log_state%rowtype;
   done int8multirange;
@@ -235,7 +245,7 @@ begin
   end if;
   select * into state from realtime.log_state for update;
   base := state.last_position;
-  done := state.settled + (select range_agg(int8range(d, d + 1)) from unnest(delivered) d);
+  done := state.settled + delivered;
   -- Tidy the gaps below the sample once no transaction that could still write there is running.
   if state.sample_xid is null then
     state.sample_xid := pg_snapshot_xmax(snap);
@@ -269,29 +279,33 @@ begin
       horizon_position = case when kept then s.horizon_position else s.last_position + taken end,
       horizon_at = case when kept then s.horizon_at else now() end;
   if not kept then
-    delete from realtime.outbox o where o.id = any (delivered);
+    delete from realtime.outbox o using unnest(delivered) r
+    where o.id >= lower(r) and o.id < upper(r) and o.kind <> 'notification';
     return;
   end if;
-  insert into realtime.log_acks (first_position, ids, lo_id)
-  values (base + 1, delivered, (select min(d) from unnest(delivered) d));
+  insert into realtime.log_acks (first_position, ids, taken, lo_id)
+  values (base + 1, delivered, taken, lower(delivered));
   if cardinality(broadcasts) > 0 then
     with moved as (
       delete from realtime.outbox o where o.id = any (broadcasts) and o.kind = 'broadcast'
       returning o.*
     )
     insert into realtime.log (position, kind, topic, private, payload, captured_at)
-    select base + a.n, 'broadcast', m.payload ->> 'topic',
+    select s.position, 'broadcast', m.payload ->> 'topic',
            coalesce((m.payload ->> 'private')::boolean, true), m.payload, m.captured_at
-    from moved m join unnest(delivered) with ordinality as a(id, n) on a.id = m.id;
+    from moved m join realtime.ack_slots(base + 1, delivered) s on s.id = m.id;
   end if;
 end
 $$;
 
--- The one-argument ack of 012: finds the batch's broadcasts itself (one read of its rows).
+-- The one-argument ack of 012, for a batch as pending hands it out (owed frames as -id, then
+-- outbox ids ascending): finds the batch's broadcasts itself, with one read of its rows.
 create or replace function realtime.ack(ids bigint[])
 returns void language sql set search_path = '' as $$
-  select realtime.ack(ids, array(select o.id from realtime.outbox o
-                                 where o.id = any (ids) and o.kind = 'broadcast'))
+  select realtime.ack(
+    (select coalesce(range_agg(int8range(a, a + 1)), '{}') from unnest(ids) a where a > 0),
+    array(select -a from unnest(ids) a where a < 0),
+    array(select o.id from realtime.outbox o where o.id = any (ids) and o.kind = 'broadcast'))
 $$;
 
 -- The delivery function's ack: its notification rows leave the outbox. They take no positions
@@ -314,11 +328,11 @@ revoke all on realtime.outbox_pending from public;
 -- Every logged entry with its position: changes from the outbox through their acks, broadcasts
 -- from realtime.log. For reading and inspecting; the replays read the tables directly.
 create or replace view realtime.log_entries as
-  select a.first_position + u.n - 1 as position, o.kind, null::text as topic, null::boolean as private,
+  select u.position, o.kind, null::text as topic, null::boolean as private,
          o.schema_name, o.table_name, o.op, o.record, o.old_record, o.payload, o.captured_at,
          a.acked_at as logged_at
   from realtime.log_acks a
-  cross join lateral unnest(a.ids) with ordinality as u(id, n)
+  cross join lateral realtime.ack_slots(a.first_position, a.ids) u
   join realtime.outbox o on o.id = u.id and o.kind = 'change'
   union all
   select l.position, l.kind, l.topic, l.private, l.schema_name, l.table_name, l.op, l.record,
@@ -341,17 +355,18 @@ language sql stable set search_path = '' set max_parallel_workers_per_gather = 0
   ),
   since as (select to_timestamp(since_ms / 1000.0) as at),
   first_ack as (
-    select coalesce(max(a.first_position), 0) as position from realtime.log_acks a
-    where after is not null and a.first_position <= after + 1
+    select case when after is not null then
+             (select coalesce(max(a.first_position), 0) from realtime.log_acks a
+              where a.first_position <= after + 1)
+           else (select coalesce(min(a.first_position), 0) from realtime.log_acks a, since
+                 where a.acked_at >= since.at) end as position
   ),
   slots as (
-    select a.first_position + u.n - 1 as position, u.id
+    select u.position, u.id
     from realtime.log_acks a
-    cross join since
     cross join first_ack f
-    cross join lateral unnest(a.ids) with ordinality as u(id, n)
+    cross join lateral realtime.ack_slots(a.first_position, a.ids) u
     where a.first_position >= f.position and a.first_position <= upto
-      and (since_ms is null or a.acked_at >= since.at)
   ),
   taken as (
     select s.position, o.kind, o.schema_name, o.table_name, o.op, o.record, o.old_record,
@@ -459,29 +474,9 @@ begin
       -- A row is acked after it is captured: a replay from before this day's end may have lost
       -- rows captured before it.
       execute format('update realtime.log_state set horizon_position = greatest(horizon_position, '
-                     '(select coalesce(max(first_position + cardinality(ids) - 1), 0) from realtime.%I)), '
+                     '(select coalesce(max(first_position + taken - 1), 0) from realtime.%I)), '
                      'horizon_at = greatest(horizon_at, %L)', part.relname, part.upper);
       execute format('drop table realtime.%I', part.relname);
-      dropped := dropped + 1;
-    exception when lock_not_available then
-      raise warning 'realtime: % not dropped yet: the table was busy', part.relname;
-    end;
-  end loop;
-  select min(a.lo_id) into oldest_ack from realtime.log_acks a;
-  for part in select * from realtime.expired_days('outbox', 'outbox', cutoff) loop
-    execute format('select max(id) from realtime.%I', part.relname) into top;
-    if top is not null then
-      -- Still pointed into by an ack a replay can reach, or holding undelivered rows.
-      continue when oldest_ack is not null and oldest_ack <= top;
-      continue when exists (select 1 from realtime.undelivered() g(r)
-                            where coalesce(lower(g.r), -9223372036854775808) <= top);
-      execute format('select exists (select 1 from realtime.%I where kind = ''notification'')',
-                     part.relname) into queued;
-      continue when queued;
-    end if;
-    begin
-      execute format('drop table realtime.%I', part.relname);
-      update realtime.log_state set horizon_at = greatest(horizon_at, part.upper);
       dropped := dropped + 1;
     exception when lock_not_available then
       raise warning 'realtime: % not dropped yet: the table was busy', part.relname;
@@ -497,13 +492,34 @@ begin
   where g.position is not null;
   with gone as (
     delete from realtime.log_acks_default d where d.acked_at < cutoff
-    returning d.first_position + cardinality(d.ids) - 1 as position
+    returning d.first_position + d.taken - 1 as position
   )
   update realtime.log_state set horizon_position = greatest(horizon_position, g.position),
                                 horizon_at = greatest(horizon_at, cutoff)
   from (select max(position) as position from gone) g
   where g.position is not null;
   select min(a.lo_id) into oldest_ack from realtime.log_acks a;
+  for part in select * from realtime.expired_days('outbox', 'outbox', cutoff) loop
+    execute format('select max(id) from realtime.%I', part.relname) into top;
+    -- Still pointed into by an ack a replay can reach...
+    continue when top is not null and oldest_ack is not null and oldest_ack <= top;
+    -- ...or holding a row not yet delivered, or a notification still queued. (A row still
+    -- being written holds a lock the drop would have to wait for: it is left for the next run.)
+    execute format($q$select exists (select 1 from realtime.%1$I o where o.kind = 'notification')
+                      or exists (select 1 from realtime.undelivered() g(r) cross join lateral (
+                        select 1 from realtime.%1$I o
+                        where o.id >= coalesce(lower(g.r), -9223372036854775808)
+                          and (upper_inf(g.r) or o.id < upper(g.r)) limit 1) x)$q$,
+                   part.relname) into queued;
+    continue when queued;
+    begin
+      execute format('drop table realtime.%I', part.relname);
+      update realtime.log_state set horizon_at = greatest(horizon_at, part.upper);
+      dropped := dropped + 1;
+    exception when lock_not_available then
+      raise warning 'realtime: % not dropped yet: the table was busy', part.relname;
+    end;
+  end loop;
   delete from realtime.outbox_default d
   where d.captured_at < cutoff and d.kind <> 'notification'
     and (oldest_ack is null or d.id < oldest_ack)

@@ -32,7 +32,7 @@ def visible(db, after: int, org: int, title_prefix: str) -> list[int]:
     """The positions of the logged docs changes after `after` that a member of `org` may read:
     the row image realtime.authorize checks (the new row; the old one for a DELETE) is in `org`."""
     return [p for (p,) in db.execute(
-        "select position from realtime.log where kind = 'change' and table_name = 'docs' "
+        "select position from realtime.log_entries where kind = 'change' and table_name = 'docs' "
         "and position > %s and (case when op = 'DELETE' then old_record else record end) "
         "->> 'organization_id' = %s and coalesce(record, old_record) ->> 'title' like %s "
         "order by position", (after, str(org), title_prefix + "%"))]

@@ -36,9 +36,9 @@ from ripple.store import DynamoDBStore, Store
 
 DRAIN_LOCK = "select pg_advisory_xact_lock(hashtext('realtime.drain'))"
 # realtime.pending with each row's log position, and its ack (sql/013_outbox_log.sql): the
-# delivered ids in drain order, and which of them are `realtime.send` messages.
+# delivered outbox ids as runs, the owed frames' ids, and which ids are `realtime.send` messages.
 PENDING = "select * from realtime.pending_positioned(%s)"
-ACK = "select realtime.ack(%s, %s)"
+ACK = "select realtime.ack(%s::int8multirange, %s::bigint[], %s::bigint[])"
 OWE = "select realtime.owe(%s::jsonb)"
 AUTHORIZE = "select * from realtime.authorize(%s::jsonb)"
 # Kept back from the invocation's remaining time: the batch in hand posts, acks and returns in it.
@@ -203,8 +203,7 @@ class Fanout:
             if owing:
                 self.db.execute(conn, OWE, (codec.dumps(_owed_entries(rows, owing)),))
                 stats.owed += sum(len(frames) for frames in owing.values())
-            self.db.execute(conn, ACK, ([r["id"] for r in rows[:taken]],
-                                        [r["id"] for r in rows[:taken] if r["kind"] == "broadcast"]))
+            self.db.execute(conn, ACK, _ack_arguments(rows[:taken]))
         return taken, rows
 
     def _deliver(self, rows: list[dict[str, Any]], stats: Stats, authorize: Authorizer,
@@ -289,6 +288,32 @@ def _owed(rows: list[dict[str, Any]]) -> tuple[dict[str, list[str]], dict[str, f
             frames.setdefault(cid, []).extend(row["payload"]["frames"])
             since[cid] = min(since.get(cid, float("inf")), float(row["payload"]["since"]))
     return frames, since
+
+
+def _ack_arguments(rows: list[dict[str, Any]]) -> tuple[str, list[int], list[int]]:
+    """What `realtime.ack` takes for the delivered prefix of a pending batch. Pending hands
+    outbox rows out in id order, so their ids are sent as runs (a multirange literal, usually
+    one range): a few bytes instead of an array of every id to encode and decode."""
+    runs: list[str] = []
+    start = previous = 0
+    owed: list[int] = []
+    broadcasts: list[int] = []
+    for row in rows:
+        row_id = row["id"]
+        if row["kind"] == "owed":
+            owed.append(-row_id)
+            continue
+        if row["kind"] == "broadcast":
+            broadcasts.append(row_id)
+        if start and row_id == previous + 1:
+            previous = row_id
+            continue
+        if start:
+            runs.append(f"[{start},{previous + 1})")
+        start = previous = row_id
+    if start:
+        runs.append(f"[{start},{previous + 1})")
+    return "{" + ",".join(runs) + "}", owed, broadcasts
 
 
 def _owed_entries(rows: list[dict[str, Any]], owing: dict[str, list[str]]) -> list[dict[str, Any]]:

@@ -1,0 +1,190 @@
+"""The outbox as the change log (sql/013_outbox_log.sql): an ack settles ids instead of moving
+rows, a row committed late below delivered ids is still delivered, gaps close only once no
+writer can fill them, notifications take no positions, and expiry drops outbox and ack days
+only when nothing a replay can reach is in them.
+
+Each test drains by hand on a connection holding the drain lock, as the fanout does, so the
+stack's own drain waits and every step is the test's."""
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+import pytest
+
+from ripple.outbox.drain import ACK, _ack_arguments
+
+DRAIN_LOCK = "select pg_advisory_xact_lock(hashtext('realtime.drain'))"
+
+
+@pytest.fixture
+def table(db) -> str:
+    name = f"kept_{uuid.uuid4().hex[:8]}"
+    db.execute(f"create table public.{name} (id bigint primary key, body text)")
+    db.execute(f"alter publication supabase_realtime add table public.{name}")
+    return name
+
+
+@contextmanager
+def drain_lock(stack) -> Iterator[psycopg.Connection]:
+    """A connection inside a transaction holding the drain lock, committed on leaving: what is
+    written meanwhile waits for the test's own drain (the stack's fanout and sweep wait too)."""
+    with psycopg.connect(stack.db_url) as drainer:
+        drainer.execute(DRAIN_LOCK)
+        yield drainer
+        drainer.commit()
+
+
+def drain(drainer: psycopg.Connection) -> list[tuple[int, str, int | None]]:
+    """pending_positioned, then the ack of all of it as the fanout sends it; returns (id, kind,
+    position) of each row."""
+    rows = drainer.execute("select id, kind, position from realtime.pending_positioned(500)").fetchall()
+    drainer.execute(ACK, _ack_arguments([{"id": i, "kind": kind} for i, kind, _ in rows]))
+    return rows
+
+
+def step(stack, db, *writes: str) -> list[tuple[int, str, int | None]]:
+    """One drain transaction: `writes` committed by the app while it holds the lock, then drained."""
+    with drain_lock(stack) as drainer:
+        for sql in writes:
+            db.execute(sql)
+        return drain(drainer)
+
+
+def ours(rows, db, table) -> list[int]:
+    """The ids among `rows` that are changes of `table`."""
+    mine = {i for (i,) in db.execute("select id from realtime.outbox where table_name = %s", (table,))}
+    return [r[0] for r in rows if r[0] in mine]
+
+
+def settled(db) -> list:
+    return list(db.execute("select settled from realtime.log_state").fetchone()[0])
+
+
+def test_an_ack_settles_ids_and_records_the_batch_copying_no_row(stack, db, table):
+    step(stack, db)
+    with drain_lock(stack) as drainer:
+        db.execute(f"insert into public.{table} select g, 'x' from generate_series(1, 20) g")
+        rows = drainer.execute("select id, kind, position from realtime.pending_positioned(500)").fetchall()
+        assert len(rows) == 20 and all(kind == "change" for _, kind, _ in rows)
+        ids = [i for i, _, _ in rows]
+        acks_before = drainer.execute("select count(*) from realtime.log_acks").fetchone()[0]
+        logged_before = drainer.execute("select count(*) from realtime.log").fetchone()[0]
+        drainer.execute(ACK, _ack_arguments([{"id": i, "kind": "change"} for i in ids]))
+        # One row for the batch: its ids (one run), from the first position pending gave.
+        first, taken, acked = drainer.execute(
+            "select first_position, taken, ids::text from realtime.log_acks "
+            "order by first_position desc limit 1").fetchone()
+        assert (first, taken, acked) == (rows[0][2], 20, f"{{[{ids[0]},{ids[-1] + 1})}}")
+        assert ids == list(range(ids[0], ids[0] + 20))
+        assert drainer.execute("select count(*) from realtime.log_acks").fetchone()[0] == acks_before + 1
+        # The change rows are where the capture trigger wrote them; nothing was copied.
+        assert drainer.execute("select count(*) from realtime.log").fetchone()[0] == logged_before
+        assert drainer.execute("select count(*) from realtime.outbox where id = any(%s)", (ids,)).fetchone()[0] == 20
+        assert drainer.execute("select count(*) from realtime.pending(500)").fetchone()[0] == 0
+    entries = db.execute("select position, record ->> 'id' from realtime.log_entries "
+                         "where table_name = %s order by position", (table,)).fetchall()
+    assert entries == [(rows[0][2] + n, str(n + 1)) for n in range(20)]
+
+
+def test_a_row_committed_late_below_delivered_ids_is_delivered_and_then_its_gap_closes(stack, db, table):
+    step(stack, db)
+    slow = psycopg.connect(stack.db_url)
+    try:
+        slow.execute(f"insert into public.{table} values (1, 'written first, committed last')")
+        # Drains while the slow writer is open: each takes what is committed, and the acks'
+        # tidying never closes the gap the slow writer's id sits in.
+        for n in range(2, 7):
+            rows = step(stack, db, f"insert into public.{table} values ({n}, 'later')")
+            assert len(ours(rows, db, table)) == 1
+        assert len(settled(db)) >= 2
+        with drain_lock(stack) as drainer:
+            slow.commit()
+            late = ours(drain(drainer), db, table)
+        assert len(late) == 1
+        got = db.execute("select record ->> 'body' from realtime.outbox where id = %s", (late[0],)).fetchone()[0]
+        assert got == "written first, committed last"
+    finally:
+        slow.close()
+    # With no writer left that could fill a gap, a few more acks (a sample of the sequence,
+    # then its xid horizon, then the check) settle everything below: one range.
+    for n in range(7, 10):
+        step(stack, db, f"insert into public.{table} values ({n}, 'tidy')")
+    assert len(settled(db)) == 1
+    assert db.execute("select count(*) from realtime.outbox_pending").fetchone()[0] == 0
+    positions = [p for (p,) in db.execute("select position from realtime.log_entries "
+                                          "where table_name = %s order by position", (table,))]
+    assert len(positions) == 9 == len(set(positions))
+
+
+def test_rolled_back_ids_and_notification_rows_are_closed_over(stack, db, table):
+    step(stack, db)
+    with drain_lock(stack) as drainer:
+        with psycopg.connect(stack.db_url) as doomed:
+            doomed.execute(f"insert into public.{table} select g, 'never' from generate_series(1, 5) g")
+            doomed.rollback()
+        db.execute("insert into realtime.outbox (kind, payload) values ('notification', '{}')")
+        db.execute(f"insert into public.{table} values (6, 'kept')")
+        assert len(ours(drain(drainer), db, table)) == 1
+    # Control: the holes are there until the tidying may close them...
+    assert len(settled(db)) >= 2
+    for n in range(7, 10):
+        step(stack, db, f"insert into public.{table} values ({n}, 'tidy')")
+    # ...and then they are gone, the notification row still queued for its own consumer.
+    assert len(settled(db)) == 1
+    assert db.execute("select count(*) from realtime.pending_notifications(100)").fetchone()[0] >= 1
+
+
+def test_notification_acks_take_no_positions(stack, db):
+    db.execute("insert into realtime.outbox (kind, payload) values ('notification', '{}')")
+    (nid,) = db.execute("select max(id) from realtime.outbox where kind = 'notification'").fetchone()
+    before = db.execute("select last_position, settled from realtime.log_state").fetchone()
+    db.execute("select realtime.ack_notifications(%s)", ([nid],))
+    assert db.execute("select count(*) from realtime.outbox where id = %s", (nid,)).fetchone()[0] == 0
+    assert db.execute("select last_position, settled from realtime.log_state").fetchone() == before
+
+
+def days(db) -> set[str]:
+    return {name for (name,) in db.execute(
+        "select c.relname from pg_inherits i join pg_class c on c.oid = i.inhrelid "
+        "where i.inhparent in ('realtime.outbox'::regclass, 'realtime.log_acks'::regclass)")}
+
+
+OLD_CHANGE = ("insert into realtime.outbox (schema_name, table_name, op, record, captured_at) "
+              "values ('public', '{table}', 'INSERT', '{{\"id\": {n}}}', '{at}')")
+
+
+def test_expiry_drops_outbox_and_ack_days_only_when_no_replay_can_reach_them(stack, db, table):
+    old = dt.datetime.now(dt.UTC) - dt.timedelta(days=10)
+    day = f"{old:%Y%m%d}"
+    db.execute("select realtime.log_maintain(%s)", (old,))
+    assert {f"outbox_{day}", f"log_acks_{day}"} <= days(db)
+    # A change captured and delivered ten days ago.
+    step(stack, db)
+    with drain_lock(stack) as drainer:
+        db.execute(OLD_CHANGE.format(table=table, n=1, at=old.isoformat()))
+        (first,) = drain(drainer)
+        drainer.execute("update realtime.log_acks set acked_at = %s where ids @> %s::bigint", (old, first[0]))
+    horizon_before = db.execute("select horizon_position from realtime.log_state").fetchone()[0]
+    with drain_lock(stack) as drainer:
+        # One captured then and still undelivered (a fanout that was down)...
+        db.execute(OLD_CHANGE.format(table=table, n=2, at=old.isoformat()))
+        db.execute("select realtime.log_maintain()")
+        left = days(db)
+        # ...keeps its day; the ack day went and the horizon moved past its positions.
+        assert f"log_acks_{day}" not in left and f"outbox_{day}" in left
+        horizon = db.execute("select horizon_position from realtime.log_state").fetchone()[0]
+        assert horizon >= max(horizon_before, first[2])
+        (second,) = drain(drainer)
+    # Delivered now (its ack today's): the day stays while that ack can be replayed from...
+    db.execute("select realtime.log_maintain()")
+    assert f"outbox_{day}" in days(db)
+    # ...and goes once every ack that may point into it has expired too.
+    db.execute("update realtime.log_acks set acked_at = %s where lo_id <= %s", (old, second[0]))
+    db.execute("select realtime.log_maintain()")
+    assert f"outbox_{day}" not in days(db)
+    assert db.execute("select count(*) from realtime.outbox where id = any(%s)",
+                      ([first[0], second[0]],)).fetchone()[0] == 0
