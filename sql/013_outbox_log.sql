@@ -266,7 +266,9 @@ begin
     state.sample_xid := null;
   end if;
   if state.sample_id is null then
-    state.sample_id := (select s.last_value from realtime.outbox_id_seq s);
+    -- The highest id handed out so far (none yet: the one before the first).
+    state.sample_id := (select case when s.is_called then s.last_value else s.last_value - 1 end
+                        from realtime.outbox_id_seq s);
     state.sample_xid := null;
   end if;
   -- With the log off nothing is kept, so the horizon follows: a replay spanning that time is

@@ -188,3 +188,48 @@ def test_expiry_drops_outbox_and_ack_days_only_when_no_replay_can_reach_them(sta
     assert f"outbox_{day}" not in days(db)
     assert db.execute("select count(*) from realtime.outbox where id = any(%s)",
                       ([first[0], second[0]],)).fetchone()[0] == 0
+
+
+def test_an_outbox_from_before_the_log_in_place_is_moved_into_day_partitions_with_its_ids(stack):
+    """The upgrade: an unpartitioned outbox with undelivered rows (ack deleted delivered ones),
+    and change rows an earlier version copied into realtime.log."""
+    from ripple.local.postgres import apply_file
+    from ripple.local.stack import ROOT
+
+    with psycopg.connect(stack.db_url, autocommit=True) as admin:
+        admin.execute("drop database if exists upgrade_probe")
+        admin.execute("create database upgrade_probe")
+    url = stack.db_url.rsplit("/", 1)[0] + "/upgrade_probe"
+    files = sorted((ROOT / "sql").glob("*.sql"))
+    with psycopg.connect(url, autocommit=True) as conn:
+        for path in files:
+            if path.name < "013":
+                apply_file(conn, path)
+        assert conn.execute("select relkind from pg_class where oid = 'realtime.outbox'::regclass").fetchone()[0] == "r"
+        conn.execute("create table public.waiting (id bigint primary key)")
+        conn.execute("alter publication supabase_realtime add table public.waiting")
+        conn.execute("insert into public.waiting select generate_series(1, 3)")
+        conn.execute("select realtime.send('{}'::jsonb, 'e', 'room', false)")
+        before = conn.execute("select id, kind from realtime.outbox order by id").fetchall()
+        conn.execute("update realtime.log_state set last_position = 7")
+        conn.execute("insert into realtime.log (position, kind, schema_name, table_name, op, record, captured_at) "
+                     "values (7, 'change', 'public', 'waiting', 'INSERT', '{}', now())")
+        for _ in range(2):  # the upgrade, then a re-run that changes nothing
+            for path in files:
+                if path.name >= "013":
+                    apply_file(conn, path)
+            assert conn.execute("select relkind from pg_class where oid = 'realtime.outbox'::regclass").fetchone()[0] == "p"
+            # The undelivered rows are still there, with their ids, and pending hands them out.
+            assert conn.execute("select id, kind from realtime.outbox order by id").fetchall() == before
+            assert [i for (i,) in conn.execute("select id from realtime.pending(500)")] == [i for i, _ in before]
+        # The old change rows are gone behind the horizon: a replay from before is told so.
+        assert conn.execute("select count(*) from realtime.log where kind = 'change'").fetchone()[0] == 0
+        assert conn.execute("select horizon_position from realtime.log_state").fetchone()[0] == 7
+        # New rows take ids after the old ones and still wake the fanout at commit.
+        conn.execute("listen realtime_outbox")
+        conn.execute("insert into public.waiting values (4)")
+        (newest,) = conn.execute("select max(id) from realtime.outbox").fetchone()
+        assert newest > before[-1][0]
+        assert next(conn.notifies(timeout=5, stop_after=1)).channel == "realtime_outbox"
+    with psycopg.connect(stack.db_url, autocommit=True) as admin:
+        admin.execute("drop database upgrade_probe (force)")
