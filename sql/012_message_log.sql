@@ -1,9 +1,10 @@
--- The message log: every change and `realtime.send` message the fanout delivered stays in
--- realtime.log for the retention window, with its position, so a (re)joining client can replay
--- what it missed. Positions are the drain order (a total order: one drainer holds the drain
--- lock), assigned in the drain's own statements: `pending_positioned` numbers the batch after
--- the last position handed out, `ack` moves the delivered rows into the log with the same numbers
--- and advances the counter. A rolled-back batch hands the same numbers out again.
+-- The message log: every change and `realtime.send` message the fanout delivered is kept for
+-- the retention window, with its position, so a (re)joining client can replay what it missed.
+-- Positions are the drain order (a total order: one drainer holds the drain lock), assigned in
+-- the drain's own statements: `pending_positioned` numbers the batch after the last position
+-- handed out, `ack` keeps them and advances the counter. A rolled-back batch hands the same
+-- numbers out again. Since 013_outbox_log.sql, changes stay in the outbox where the capture
+-- trigger wrote them (the acks number them); this file's realtime.log holds the broadcasts.
 --
 -- The log is partitioned by day on logged_at: expiry drops whole partitions
 -- (`realtime.log_maintain`, run by the fanout's scheduled sweep), never a DELETE. Notification

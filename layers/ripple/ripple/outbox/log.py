@@ -1,7 +1,8 @@
 """The message log's upkeep: day partitions made ahead and dropped past the retention window.
 
-Delivered changes and `realtime.send` messages are moved into `realtime.log` by `realtime.ack`
-(sql/012_message_log.sql); this is the part that runs on the fanout's scheduled sweep.
+Delivered changes stay in the outbox, numbered by the acks' rows in `realtime.log_acks`, and
+`realtime.send` messages move into `realtime.log` at ack (sql/012_message_log.sql,
+sql/013_outbox_log.sql); this is the part that runs on the fanout's scheduled sweep.
 """
 from __future__ import annotations
 
