@@ -300,14 +300,26 @@ begin
 end
 $$;
 
--- The one-argument ack of 012, for a batch as pending hands it out (owed frames as -id, then
--- outbox ids ascending): finds the batch's broadcasts itself, with one read of its rows.
+-- The one-argument ack of 012, which functions from before this file still call: the drain
+-- with a batch as pending hands it out (owed frames as -id, then outbox ids ascending), the
+-- delivery function with its notification rows. One read of the rows sorts them out.
 create or replace function realtime.ack(ids bigint[])
-returns void language sql set search_path = '' as $$
-  select realtime.ack(
-    (select coalesce(range_agg(int8range(a, a + 1)), '{}') from unnest(ids) a where a > 0),
+returns void language plpgsql set search_path = '' as $$
+declare
+  notifications bigint[];
+  broadcasts bigint[];
+begin
+  select coalesce(array_agg(o.id) filter (where o.kind = 'notification'), '{}'),
+         coalesce(array_agg(o.id) filter (where o.kind = 'broadcast'), '{}')
+    into notifications, broadcasts
+  from realtime.outbox o where o.id = any (ids);
+  perform realtime.ack_notifications(notifications);
+  perform realtime.ack(
+    (select coalesce(range_agg(int8range(a, a + 1)), '{}') from unnest(ids) a
+     where a > 0 and a <> all (notifications)),
     array(select -a from unnest(ids) a where a < 0),
-    array(select o.id from realtime.outbox o where o.id = any (ids) and o.kind = 'broadcast'))
+    broadcasts);
+end
 $$;
 
 -- The delivery function's ack: its notification rows leave the outbox. They take no positions

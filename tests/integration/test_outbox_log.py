@@ -233,3 +233,21 @@ def test_an_outbox_from_before_the_log_in_place_is_moved_into_day_partitions_wit
         assert next(conn.notifies(timeout=5, stop_after=1)).channel == "realtime_outbox"
     with psycopg.connect(stack.db_url, autocommit=True) as admin:
         admin.execute("drop database upgrade_probe (force)")
+
+
+def test_the_one_argument_ack_of_earlier_functions_acks_batches_and_notification_rows(stack, db, table):
+    step(stack, db)
+    with drain_lock(stack) as drainer:
+        db.execute(f"insert into public.{table} values (1, 'a')")
+        db.execute("insert into realtime.outbox (kind, payload) values ('notification', '{}')")
+        db.execute(f"insert into public.{table} values (2, 'b')")
+        rows = drainer.execute("select id, position from realtime.pending_positioned(500)").fetchall()
+        (note,) = drainer.execute("select max(id) from realtime.outbox where kind = 'notification'").fetchone()
+        drainer.execute("select realtime.ack(%s)", ([i for i, _ in rows],))
+        drainer.execute("select realtime.ack(%s)", ([note],))  # as the delivery function did
+        last = drainer.execute("select last_position from realtime.log_state").fetchone()[0]
+    assert db.execute("select count(*) from realtime.outbox where id = %s", (note,)).fetchone()[0] == 0
+    assert last == rows[-1][1]  # the notification took no position
+    entries = db.execute("select position from realtime.log_entries where table_name = %s order by position",
+                         (table,)).fetchall()
+    assert [p for (p,) in entries] == [p for _, p in rows]
