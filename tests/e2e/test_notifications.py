@@ -243,6 +243,17 @@ def test_a_number_that_opted_out_of_sms_is_suppressed_and_remembered(stack, db):
     assert mailbox(stack, channel="sms", to=phone) == []
 
 
+def test_a_wake_up_without_a_notification_id_is_dropped_and_holds_nothing_up(stack, db):
+    with db.transaction():
+        # A malformed wake-up first in the queue, then a real notification in the same commit.
+        (bad,) = db.execute("insert into realtime.outbox (kind, payload) values ('notification', '{}') "
+                            "returning id").fetchone()
+        control, user = _opted_out_text(db)
+    wait_for(lambda: deliveries(db, control).get((user, "sms")) == "suppressed")
+    assert wait_for(lambda: db.execute("select count(*) = 0 from realtime.outbox where id = %s",
+                                       (bad,)).fetchone()[0])
+
+
 def test_a_direct_invoke_creates_the_notification_and_delivers_it(stack, db):
     from ripple.local.stack import load_handler
 

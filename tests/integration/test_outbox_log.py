@@ -18,6 +18,10 @@ import pytest
 from ripple.outbox.drain import ACK, _ack_arguments
 
 DRAIN_LOCK = "select pg_advisory_xact_lock(hashtext('realtime.drain'))"
+# A notification wake-up as realtime's notifications write it (for a notification that is gone:
+# the delivery function acks it and sends nothing).
+WAKE_UP = ("insert into realtime.outbox (kind, payload) "
+           "values ('notification', jsonb_build_object('notification_id', gen_random_uuid()))")
 
 
 @pytest.fixture
@@ -126,25 +130,26 @@ def test_rolled_back_ids_and_notification_rows_are_closed_over(stack, db, table)
         with psycopg.connect(stack.db_url) as doomed:
             doomed.execute(f"insert into public.{table} select g, 'never' from generate_series(1, 5) g")
             doomed.rollback()
-        db.execute("insert into realtime.outbox (kind, payload) values ('notification', '{}')")
+        db.execute(WAKE_UP)
         db.execute(f"insert into public.{table} values (6, 'kept')")
-        assert len(ours(drain(drainer), db, table)) == 1
+        taken = drain(drainer)
+        assert len(ours(taken, db, table)) == 1 and all(kind != "notification" for _, kind, _ in taken)
     # Control: the holes are there until the tidying may close them...
     assert len(settled(db)) >= 2
     for n in range(7, 10):
         step(stack, db, f"insert into public.{table} values ({n}, 'tidy')")
-    # ...and then they are gone, the notification row still queued for its own consumer.
+    # ...and then they are gone (the notification row is its own consumer's, never the drain's).
     assert len(settled(db)) == 1
-    assert db.execute("select count(*) from realtime.pending_notifications(100)").fetchone()[0] >= 1
 
 
 def test_notification_acks_take_no_positions(stack, db):
-    db.execute("insert into realtime.outbox (kind, payload) values ('notification', '{}')")
-    (nid,) = db.execute("select max(id) from realtime.outbox where kind = 'notification'").fetchone()
-    before = db.execute("select last_position, settled from realtime.log_state").fetchone()
-    db.execute("select realtime.ack_notifications(%s)", ([nid],))
-    assert db.execute("select count(*) from realtime.outbox where id = %s", (nid,)).fetchone()[0] == 0
-    assert db.execute("select last_position, settled from realtime.log_state").fetchone() == before
+    with drain_lock(stack):  # no drain moves the positions meanwhile
+        db.execute(WAKE_UP)
+        (nid,) = db.execute("select max(id) from realtime.outbox where kind = 'notification'").fetchone()
+        before = db.execute("select last_position, settled from realtime.log_state").fetchone()
+        db.execute("select realtime.ack_notifications(%s)", ([nid],))
+        assert db.execute("select count(*) from realtime.outbox where id = %s", (nid,)).fetchone()[0] == 0
+        assert db.execute("select last_position, settled from realtime.log_state").fetchone() == before
 
 
 def days(db) -> set[str]:
@@ -239,7 +244,7 @@ def test_the_one_argument_ack_of_earlier_functions_acks_batches_and_notification
     step(stack, db)
     with drain_lock(stack) as drainer:
         db.execute(f"insert into public.{table} values (1, 'a')")
-        db.execute("insert into realtime.outbox (kind, payload) values ('notification', '{}')")
+        db.execute(WAKE_UP)
         db.execute(f"insert into public.{table} values (2, 'b')")
         rows = drainer.execute("select id, position from realtime.pending_positioned(500)").fetchall()
         (note,) = drainer.execute("select max(id) from realtime.outbox where kind = 'notification'").fetchone()

@@ -167,7 +167,13 @@ class Courier:
             for row in rows:
                 if deadline is not None and time.monotonic() > deadline:
                     break
-                self.deliver(row["notification_id"], report)
+                if row["notification_id"] is None:
+                    # Not a wake-up Ripple wrote (notifications_enqueue always names its row): it
+                    # would fail every pass and hold the queue up, so it is let go, logged.
+                    logger.warning("notification wake-up without a notification id dropped",
+                                   extra={"outbox_id": row["id"]})
+                else:
+                    self.deliver(row["notification_id"], report)
                 done.append(row["id"])
             with self.db.transaction() as conn:
                 self.db.execute(conn, ACK, (done,))
