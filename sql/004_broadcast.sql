@@ -13,6 +13,9 @@ begin
     raise exception 'payload_size_exceeded: realtime.send payload is % bytes; at most about 126 KB fits in a message',
       octet_length(coalesce(payload::text, '')) using errcode = '54000';
   end if;
+  -- The transaction has its xid before the row draws its outbox id (013_outbox_log.sql relies
+  -- on it to know when no lower id can still appear).
+  perform pg_current_xact_id();
   insert into realtime.outbox (kind, payload)
   values ('broadcast', jsonb_build_object('topic', topic, 'event', event, 'payload', payload,
                                          'private', coalesce(private, true)));

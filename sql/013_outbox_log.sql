@@ -1,8 +1,9 @@
 -- The outbox is the change log. A change's row images are written once, by the capture trigger
 -- in the writer's transaction, and stay where they were written: an ack no longer copies them
 -- anywhere. It marks them delivered (one update of realtime.log_state) and records the batch's
--- positions as one row of realtime.log_acks: the batch's ids (a multirange: pending hands rows out
--- in id order, so a batch is usually one run of ids) and the first position they took. Replays of postgres_changes read the outbox through those rows.
+-- positions as one row of realtime.log_acks: the batch's ids (a multirange: pending hands rows
+-- out in id order, so a batch is usually one run of ids) and the first position they took.
+-- Replays of postgres_changes read the outbox through those rows.
 --
 -- `realtime.send` messages still move into realtime.log at ack (012_message_log.sql): a topic's
 -- broadcast replay reads them through the (topic, position) index, which needs each row's
@@ -20,8 +21,8 @@
 -- xmax); once every transaction below that horizon has ended, every id up to the sample is
 -- final, and the ack settles up to the lowest undelivered row among them. This relies on one
 -- rule: a transaction has its xid before it draws an outbox id (the capture trigger runs after
--- the app's row is written; realtime.send asks for the xid first). A long-running writer
--- delays only this tidying, never a delivery.
+-- the app's row is written; realtime.send, in 004_broadcast.sql, asks for the xid first). A
+-- long-running writer delays only this tidying, never a delivery.
 --
 -- Expiry stays a partition drop: the outbox, realtime.log_acks and realtime.log are partitioned
 -- by day, and realtime.log_maintain drops what is past the retention window (an outbox day only
@@ -108,28 +109,6 @@ language sql immutable set search_path = '' as $$
          with ordinality as u(id, n)
 $$;
 
--- realtime.send draws its outbox id only once its transaction has an xid (see the top).
-create or replace function realtime.send(payload jsonb, event text, topic text, private boolean default true)
-returns void language plpgsql security definer set search_path = '' as $$
-begin
-  if topic is null or topic = '' or event is null or event = '' then
-    raise exception 'realtime.send needs a topic and an event' using errcode = '22023';
-  end if;
-  -- API Gateway delivers at most 128 KB per message: refuse what could never arrive, so the
-  -- caller's transaction fails now instead of the message vanishing after commit.
-  if octet_length(coalesce(payload::text, '')) + octet_length(event) + octet_length(topic) > 126 * 1024 then
-    raise exception 'payload_size_exceeded: realtime.send payload is % bytes; at most about 126 KB fits in a message',
-      octet_length(coalesce(payload::text, '')) using errcode = '54000';
-  end if;
-  perform pg_current_xact_id();
-  insert into realtime.outbox (kind, payload)
-  values ('broadcast', jsonb_build_object('topic', topic, 'event', event, 'payload', payload,
-                                         'private', coalesce(private, true)));
-end
-$$;
-revoke all on function realtime.send(jsonb, text, text, boolean) from public;
-grant execute on function realtime.send(jsonb, text, text, boolean) to service_role;
-
 -- The outbox ids the drain has not delivered: gaps of `settled`, then everything above it.
 create or replace function realtime.undelivered() returns setof int8range
 language sql stable set search_path = '' as $$
@@ -137,10 +116,11 @@ language sql stable set search_path = '' as $$
 $$;
 
 -- Drain, in two steps inside one transaction that holds the drain lock: `pending` reads up to
--- max_rows rows — owed frames first, then committed outbox rows not yet delivered in write order, each change with
--- its table's columns as the postgres_changes payload lists them; `ack` marks the ones
--- delivered. A single drainer keeps per-row order: two writes to one row serialize on the row
--- lock, so the later one is always written, committed and drained after the earlier.
+-- max_rows rows — owed frames first, then committed outbox rows not yet delivered, in write
+-- order, each change with its table's columns as the postgres_changes payload lists them;
+-- `ack` marks the ones delivered. A single drainer keeps per-row order: two writes to one row
+-- serialize on the row lock, so the later one is always written, committed and drained after the
+-- earlier.
 -- Owed frames (009_owed_frames.sql) come first; outbox rows are read from the undelivered ranges
 -- only.
 create or replace function realtime.pending(max_rows integer default 500)
