@@ -150,9 +150,9 @@ def replays(conn: psycopg.Connection, calls: int = 20) -> None:
 
 def log_size(conn: psycopg.Connection, per_second: float) -> None:
     """What the kept changes take: their outbox rows (where the writer put them) and the acks
-    that number them, with every index of both, once vacuum has reclaimed the rows the
-    log-off rounds deleted."""
-    conn.execute("vacuum realtime.outbox")
+    that number them, with every index of both, compacted first (VACUUM FULL) so the rows the
+    log-off rounds deleted do not count."""
+    conn.execute("vacuum full realtime.outbox")
     logged = conn.execute("select coalesce(sum(taken), 0) from realtime.log_acks").fetchone()[0]
     size = int(conn.execute(
         "select sum(pg_total_relation_size(i.inhrelid)) from pg_inherits i "

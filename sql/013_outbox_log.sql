@@ -86,7 +86,7 @@ alter table realtime.log_state add column if not exists sample_xid xid8;
 
 -- One row per acked batch while the log is on: the batch's outbox ids, `taken` of them, the
 -- position of the first. The drain delivers a batch in id order, so the n-th id of `ids` (in
--- ascending order) took position first_position + n - 1 (realtime.ack_slots).
+-- ascending order) took position first_position + n - 1 (realtime.ack_runs).
 create table if not exists realtime.log_acks (
   first_position bigint not null,
   ids int8multirange not null,
@@ -100,13 +100,15 @@ create index if not exists log_acks_position on realtime.log_acks (first_positio
 create index if not exists log_acks_lo_id on realtime.log_acks (lo_id);
 create index if not exists log_acks_acked_at on realtime.log_acks (acked_at);
 
--- Each id of an ack with the position it took.
-create or replace function realtime.ack_slots(first_position bigint, ids int8multirange)
-returns table ("position" bigint, id bigint)
+-- Each run of an ack's ids, [lo, hi), with the position its first id took: id x of the run
+-- took first + x - lo.
+create or replace function realtime.ack_runs(first_position bigint, ids int8multirange)
+returns table (lo bigint, hi bigint, first bigint)
 language sql immutable set search_path = '' as $$
-  select first_position + u.n - 1, u.id
-  from unnest(array(select generate_series(lower(r), upper(r) - 1) from unnest(ids) r))
-         with ordinality as u(id, n)
+  select lower(r), upper(r),
+         first_position + coalesce(sum(upper(r) - lower(r)) over (order by lower(r)
+                                   rows between unbounded preceding and 1 preceding), 0)
+  from unnest(ids) r
 $$;
 
 -- The outbox ids the drain has not delivered: gaps of `settled`, then everything above it.
@@ -273,9 +275,9 @@ begin
       returning o.*
     )
     insert into realtime.log (position, kind, topic, private, payload, captured_at)
-    select s.position, 'broadcast', m.payload ->> 'topic',
+    select s.first + m.id - s.lo, 'broadcast', m.payload ->> 'topic',
            coalesce((m.payload ->> 'private')::boolean, true), m.payload, m.captured_at
-    from moved m join realtime.ack_slots(base + 1, delivered) s on s.id = m.id;
+    from moved m join realtime.ack_runs(base + 1, delivered) s on m.id >= s.lo and m.id < s.hi;
   end if;
 end
 $$;
@@ -322,12 +324,12 @@ revoke all on realtime.outbox_pending from public;
 -- Every logged entry with its position: changes from the outbox through their acks, broadcasts
 -- from realtime.log. For reading and inspecting; the replays read the tables directly.
 create or replace view realtime.log_entries as
-  select u.position, o.kind, null::text as topic, null::boolean as private,
+  select u.first + o.id - u.lo as position, o.kind, null::text as topic, null::boolean as private,
          o.schema_name, o.table_name, o.op, o.record, o.old_record, o.payload, o.captured_at,
          a.acked_at as logged_at
   from realtime.log_acks a
-  cross join lateral realtime.ack_slots(a.first_position, a.ids) u
-  join realtime.outbox o on o.id = u.id and o.kind = 'change'
+  cross join lateral realtime.ack_runs(a.first_position, a.ids) u
+  join realtime.outbox o on o.id >= u.lo and o.id < u.hi and o.kind = 'change'
   union all
   select l.position, l.kind, l.topic, l.private, l.schema_name, l.table_name, l.op, l.record,
          l.old_record, l.payload, l.captured_at, l.logged_at
@@ -336,7 +338,7 @@ revoke all on realtime.log_entries from public;
 
 -- Logged changes, as in 012_message_log.sql, read from the outbox through the acks that gave
 -- them their positions: the acks from the one holding position after + 1 on (or acked at or
--- after since_ms: a row is acked after it is captured), each id at its position.
+-- after since_ms: a row is acked after it is captured), each run of ids one range scan.
 create or replace function realtime.replay_changes(tables jsonb, after bigint,
                                                    since_ms double precision, upto bigint,
                                                    max_rows integer)
@@ -347,32 +349,34 @@ language sql stable set search_path = '' set max_parallel_workers_per_gather = 0
   with wanted as (
     select w ->> 'schema' as s, w ->> 'table' as t from jsonb_array_elements(tables) w
   ),
-  since as (select to_timestamp(since_ms / 1000.0) as at),
   first_ack as (
     select case when after is not null then
              (select coalesce(max(a.first_position), 0) from realtime.log_acks a
               where a.first_position <= after + 1)
-           else (select coalesce(min(a.first_position), 0) from realtime.log_acks a, since
-                 where a.acked_at >= since.at) end as position
+           else (select coalesce(min(a.first_position), 0) from realtime.log_acks a
+                 where a.acked_at >= to_timestamp(since_ms / 1000.0)) end as position
   ),
+  runs as (
+    select u.lo, u.hi, u.first
+    from first_ack f
+    join realtime.log_acks a on a.first_position >= f.position and a.first_position <= upto
+    cross join lateral realtime.ack_runs(a.first_position, a.ids) u
+  ),
+  -- Each run is one range scan of the outbox's primary key.
   slots as (
-    select u.position, u.id
-    from realtime.log_acks a
-    cross join first_ack f
-    cross join lateral realtime.ack_slots(a.first_position, a.ids) u
-    where a.first_position >= f.position and a.first_position <= upto
+    select r.first + o.id - r.lo as position, o.*
+    from runs r
+    join realtime.outbox o on o.id >= r.lo and o.id < r.hi
   ),
   taken as (
-    select s.position, o.kind, o.schema_name, o.table_name, o.op, o.record, o.old_record,
-           o.payload, o.captured_at, count(*) over () as total
+    select s.position, s.kind, s.schema_name, s.table_name, s.op, s.record, s.old_record,
+           s.payload, s.captured_at, count(*) over () as total
     from slots s
-    cross join since
-    join realtime.outbox o on o.id = s.id
-    where o.kind = 'change' and s.position <= upto
+    where s.kind = 'change' and s.position <= upto
       and (after is null or s.position > after)
-      and (since_ms is null or o.captured_at >= since.at)
-      and exists (select 1 from wanted w where (w.s = '*' or w.s = o.schema_name)
-                                           and (w.t = '*' or w.t = o.table_name))
+      and (since_ms is null or s.captured_at >= to_timestamp(since_ms / 1000.0))
+      and exists (select 1 from wanted w where (w.s = '*' or w.s = s.schema_name)
+                                           and (w.t = '*' or w.t = s.table_name))
     order by s.position
     limit max_rows
   ),
