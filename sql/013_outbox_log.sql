@@ -362,11 +362,14 @@ language sql stable set search_path = '' set max_parallel_workers_per_gather = 0
     join realtime.log_acks a on a.first_position >= f.position and a.first_position <= upto
     cross join lateral realtime.ack_runs(a.first_position, a.ids) u
   ),
-  -- Each run is one range scan of the outbox's primary key.
+  -- Each run is one range scan of the outbox's primary key (a lateral subquery, so the planner
+  -- never trades it for a scan of the whole kept log).
   slots as (
     select r.first + o.id - r.lo as position, o.*
     from runs r
-    join realtime.outbox o on o.id >= r.lo and o.id < r.hi
+    cross join lateral (
+      select o.* from realtime.outbox o where o.id >= r.lo and o.id < r.hi offset 0
+    ) o
   ),
   taken as (
     select s.position, s.kind, s.schema_name, s.table_name, s.op, s.record, s.old_record,
