@@ -290,17 +290,17 @@ returns void language plpgsql set search_path = '' as $$
 declare
   notifications bigint[];
   broadcasts bigint[];
+  delivered int8multirange;
 begin
+  -- Only rows still there count as delivered: a notification row another call removed first
+  -- must not take a position.
   select coalesce(array_agg(o.id) filter (where o.kind = 'notification'), '{}'),
-         coalesce(array_agg(o.id) filter (where o.kind = 'broadcast'), '{}')
-    into notifications, broadcasts
-  from realtime.outbox o where o.id = any (ids);
+         coalesce(array_agg(o.id) filter (where o.kind = 'broadcast'), '{}'),
+         coalesce(range_agg(int8range(o.id, o.id + 1)) filter (where o.kind <> 'notification'), '{}')
+    into notifications, broadcasts, delivered
+  from realtime.outbox o where o.id = any (ids) and o.id > 0;
   perform realtime.ack_notifications(notifications);
-  perform realtime.ack(
-    (select coalesce(range_agg(int8range(a, a + 1)), '{}') from unnest(ids) a
-     where a > 0 and a <> all (notifications)),
-    array(select -a from unnest(ids) a where a < 0),
-    broadcasts);
+  perform realtime.ack(delivered, array(select -a from unnest(ids) a where a < 0), broadcasts);
 end
 $$;
 
