@@ -43,20 +43,13 @@ begin
     into next_id from realtime.outbox_unpartitioned;
   alter table realtime.outbox_unpartitioned alter column id drop identity;
   alter table realtime.outbox_unpartitioned rename constraint outbox_pkey to outbox_unpartitioned_pkey;
-  execute format($f$
-    create table realtime.outbox (
-      id bigint generated always as identity (start with %s),
-      xid xid8 not null default pg_current_xact_id(),
-      kind text not null default 'change' check (kind in ('change', 'broadcast', 'notification')),
-      schema_name text,
-      table_name text,
-      op text check (op in ('INSERT', 'UPDATE', 'DELETE')),
-      record jsonb,
-      old_record jsonb,
-      payload jsonb,
-      captured_at timestamptz not null default clock_timestamp(),
-      primary key (id, captured_at)
-    ) partition by range (captured_at)$f$, next_id);
+  -- Same columns, defaults and checks; the key adds the partition column.
+  create table realtime.outbox (
+    like realtime.outbox_unpartitioned including defaults including constraints,
+    primary key (id, captured_at)
+  ) partition by range (captured_at);
+  execute format('alter table realtime.outbox alter column id add generated always as identity '
+                 '(start with %s)', next_id);
   create table realtime.outbox_default partition of realtime.outbox default;
   insert into realtime.outbox (id, xid, kind, schema_name, table_name, op, record, old_record,
                                payload, captured_at)
@@ -437,6 +430,23 @@ language sql stable set search_path = '' as $$
   order by 2
 $$;
 
+-- Drop one expired day partition of the log or the acks, first moving the horizon past the last
+-- position it held (`top`, an aggregate over its rows) and its end. 1 if dropped, 0 if the
+-- table was busy past lock_timeout (left for the next run).
+create or replace function realtime.drop_day(relname text, upper timestamptz, top text)
+returns integer language plpgsql set search_path = '' as $$
+begin
+  execute format('update realtime.log_state set horizon_position = greatest(horizon_position, '
+                 '(select coalesce(%s, 0) from realtime.%I)), horizon_at = greatest(horizon_at, %L)',
+                 top, relname, upper);
+  execute format('drop table realtime.%I', relname);
+  return 1;
+exception when lock_not_available then
+  raise warning 'realtime: % not dropped yet: the table was busy', relname;
+  return 0;
+end
+$$;
+
 -- Keep day partitions for today and the next two days, drop those wholly older than the
 -- retention window, and move the horizon past what they held. Returns how many were dropped.
 -- realtime.log (broadcasts) and realtime.log_acks (change positions) expire by their day; an
@@ -460,28 +470,12 @@ begin
   perform realtime.make_day_partitions('log_acks', 'log_acks', at);
   perform realtime.make_day_partitions('outbox', 'outbox', at);
   for part in select * from realtime.expired_days('log', 'log', cutoff) loop
-    begin
-      execute format('update realtime.log_state set horizon_position = greatest(horizon_position, '
-                     '(select coalesce(max(position), 0) from realtime.%I)), '
-                     'horizon_at = greatest(horizon_at, %L)', part.relname, part.upper);
-      execute format('drop table realtime.%I', part.relname);
-      dropped := dropped + 1;
-    exception when lock_not_available then
-      raise warning 'realtime: % not dropped yet: the table was busy', part.relname;
-    end;
+    dropped := dropped + realtime.drop_day(part.relname, part.upper, 'max(position)');
   end loop;
+  -- A row is acked after it is captured: a replay from before an ack day's end may have lost
+  -- rows captured before it.
   for part in select * from realtime.expired_days('log_acks', 'log_acks', cutoff) loop
-    begin
-      -- A row is acked after it is captured: a replay from before this day's end may have lost
-      -- rows captured before it.
-      execute format('update realtime.log_state set horizon_position = greatest(horizon_position, '
-                     '(select coalesce(max(first_position + taken - 1), 0) from realtime.%I)), '
-                     'horizon_at = greatest(horizon_at, %L)', part.relname, part.upper);
-      execute format('drop table realtime.%I', part.relname);
-      dropped := dropped + 1;
-    exception when lock_not_available then
-      raise warning 'realtime: % not dropped yet: the table was busy', part.relname;
-    end;
+    dropped := dropped + realtime.drop_day(part.relname, part.upper, 'max(first_position + taken - 1)');
   end loop;
   -- Rows logged where no day partition was: expired with a DELETE.
   with gone as (
