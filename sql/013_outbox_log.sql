@@ -135,7 +135,8 @@ language sql stable set search_path = '' as $$
     -- Notification rows belong to the delivery function, which drains them itself.
     select o.id, o.kind, o.schema_name, o.table_name, o.op, o.record, o.old_record, o.payload,
            o.captured_at
-    from realtime.undelivered() g(r)
+    from realtime.log_state s
+    cross join lateral unnest('{(,)}'::int8multirange - s.settled) g(r)  -- realtime.undelivered()
     cross join room
     cross join lateral (
       select o.* from realtime.outbox o
