@@ -66,7 +66,7 @@ class Invocation:
             metrics = self.sets[key] = {}
         entry = metrics.get(name)
         if entry is None:
-            metrics[name] = (getattr(unit, "value", unit), [float(value)])
+            metrics[name] = (unit.value if isinstance(unit, MetricUnit) else str(unit), [float(value)])
         else:
             entry[1].append(float(value))
 
