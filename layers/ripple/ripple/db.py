@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg.conninfo import make_conninfo
+from psycopg.pq import ExecStatus
 from psycopg.rows import dict_row
 
 from ripple import codec
@@ -20,6 +21,7 @@ from ripple.log import logger
 from ripple.observability import subsegment
 
 T = TypeVar("T")
+TUPLES_OK = ExecStatus.TUPLES_OK
 
 
 def conninfo(refresh: bool = False) -> str:
@@ -137,7 +139,10 @@ class Database:
         self.round_trips += 1
         with subsegment("postgres"):
             cur = conn.execute(sql, params)
-            return cur.fetchall() if cur.description else []
+            # The result's status, not `cur.description`, which builds a Column per column only
+            # to be tested for truth (the row factory has already made its own).
+            result = cur.pgresult
+            return cur.fetchall() if result is not None and result.status == TUPLES_OK and result.nfields else []
 
 
 def _dropped(conn: psycopg.Connection) -> bool:

@@ -263,3 +263,22 @@ def test_a_replay_join_counts_against_the_message_rate(router, client, monkeypat
     # Control: the same join without a replay is not a message and goes through.
     join(router, "a", "realtime:other")
     assert [f["payload"]["status"] for f in client.take("a")] == ["ok"]
+
+
+def test_a_rejoin_ends_the_old_channel_and_keeps_one_place_in_the_count(router, client, memory_store):
+    join(router, "a", "realtime:room", {"presence": {"enabled": True, "key": "ann"},
+                                        "postgres_changes": [{"event": "*", "schema": "public", "table": "todos"}]})
+    join(router, "b", "realtime:room", {"presence": {"enabled": True, "key": "bob"}})
+    router.handle("a", frame("realtime:room", "presence", {"type": "presence", "event": "track",
+                                                           "payload": {"status": "here"}}))
+    client.frames.clear()
+    join(router, "a", "realtime:room", {"postgres_changes": [{"event": "INSERT", "schema": "public",
+                                                              "table": "todos"}]})
+    (leave,) = [f for f in client.take("b") if f["event"] == "presence_diff"]
+    assert list(leave["payload"]["leaves"]) == ["ann"]
+    member, bindings = memory_store.channel("a", "realtime:room")
+    assert member.presence is None and [b.event for b in bindings] == ["INSERT"]
+    # The limit is two channels: the rejoined topic holds one place, so one more fits, not two.
+    join(router, "a", "realtime:other")
+    join(router, "a", "realtime:third")
+    assert reasons(client.take("a")) == ["ChannelRateLimitReached: Too many channels"]

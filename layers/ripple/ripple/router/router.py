@@ -27,7 +27,7 @@ from ripple.changes.subscription import (
 )
 from ripple.channels.closing import drop_channel
 from ripple.channels.context import Context, Frame
-from ripple.channels.lifecycle import depart
+from ripple.channels.lifecycle import announce_leave, depart
 from ripple.channels.window import window
 from ripple.config import settings
 from ripple.db import Database, database
@@ -41,7 +41,7 @@ from ripple.protocol.errors import ChannelError, unauthorized_read
 from ripple.protocol.join import JoinPayload
 from ripple.protocol.presence import new_ref, state
 from ripple.protocol.serializer import V1, V2, FrameError, decode
-from ripple.store import Connection, Member, NoConnection, TooManyChannels, store
+from ripple.store import Connection, Entered, Member, NoConnection, TooManyChannels, store
 
 
 @dataclass
@@ -83,53 +83,73 @@ class Router(Context):
         msg = frame.msg
         if msg.topic == m.PHOENIX_TOPIC:
             raise ChannelError("InvalidTopic", "cannot join the phoenix topic")
-        # A join of a topic already joined ends the old channel first, as Phoenix does: a rejoin
-        # that then fails leaves nothing subscribed, and its tracked presence is announced gone.
-        drop_channel(self.store, self.api, frame.connection_id, msg.topic)
-        payload = JoinPayload.parse(msg.payload)
-        wants = payload.config.broadcast
-        replaying = wants.replay is not None or wants.replay_changes is not None
-        if replaying and not self.store.spend(frame.connection_id, self.config.max_events_per_second,
-                                              time.time()):
-            # A replay posts many frames for one: it counts as a message against the rate limit.
-            raise ChannelError("MessagePerSecondRateLimitReached", "Too many messages per second")
-        # With a replay, the drain is held from before the member is stored until the replay is
-        # posted: each message arrives exactly once, replayed or live.
-        with window(self.db, replaying) as open_window:
-            member, sub, failure = self._join(frame, payload)
-            if open_window is not None and wants.replay is not None:
-                broadcast_replay.replay(open_window, self.api, member, wants.replay)
-            if open_window is not None and wants.replay_changes is not None:
-                changes_replay.replay(open_window, self.api, sub, member, wants.replay_changes)
+        entered = self._enter(frame)
+        joined = False
+        try:
+            if entered.rejoin:
+                # A join of a topic already joined ends the old channel first, as Phoenix does: a
+                # rejoin that then fails leaves nothing subscribed, and its tracked presence is
+                # announced gone. The topic stays counted: this join holds it now. A topic the
+                # connection never counted has no channel to end, and costs no lookup.
+                self._end_previous(frame.connection_id, msg.topic)
+            payload = JoinPayload.parse(msg.payload)
+            wants = payload.config.broadcast
+            replaying = wants.replay is not None or wants.replay_changes is not None
+            if replaying and not self.store.spend(frame.connection_id, self.config.max_events_per_second,
+                                                  time.time()):
+                # A replay posts many frames for one: it counts as a message against the rate limit.
+                raise ChannelError("MessagePerSecondRateLimitReached", "Too many messages per second")
+            # With a replay, the drain is held from before the member is stored until the replay
+            # is posted: each message arrives exactly once, replayed or live.
+            with window(self.db, replaying) as open_window:
+                member, sub, failure = self._join(frame, payload, entered.connection)
+                joined = True
+                if open_window is not None and wants.replay is not None:
+                    broadcast_replay.replay(open_window, self.api, member, wants.replay)
+                if open_window is not None and wants.replay_changes is not None:
+                    changes_replay.replay(open_window, self.api, sub, member, wants.replay_changes)
+        except Exception:
+            if not joined:
+                # Refused: the topic goes back from the connection's channel count.
+                self.store.leave_channel(frame.connection_id, msg.topic)
+            raise
         self._announce(frame, member, sub, failure)
         if payload.config.broadcast.replication_ready:
             # The bindings are stored with consistent writes: the next change will find them.
             self.reply(frame, m.system(msg.topic, "system", "ok", "Replication connection established",
                                        msg.join_ref))
 
-    def _join(self, frame: Frame, payload: JoinPayload
+    def _end_previous(self, connection_id: str, topic: str) -> None:
+        """Remove the rows of the connection's earlier channel on `topic`, and announce its
+        presence leave; its place in the channel count is kept for the joining channel."""
+        previous = self.store.remove_channel(connection_id, topic)
+        if previous is not None:
+            announce_leave(self.store, self.api, previous)
+
+    def _join(self, frame: Frame, payload: JoinPayload, connection: Connection
               ) -> tuple[Member, Subscription | None, str | None]:
         """Store the channel's membership and bindings, and answer the join (with the presence
         state when asked); returns them and why bindings were refused, if they were."""
         msg = frame.msg
         shown = echo(payload.config.postgres_changes)
-        connection = self._enter(frame)
+        if not self.store.spend(frame.connection_id, self.config.max_joins_per_second, time.time(), "join"):
+            raise ChannelError("ClientJoinRateLimitReached", "Too many joins per second")
+        member = self._member(frame, payload, connection)
+        if payload.config.broadcast.replay is not None and not member.sees_broadcast:
+            raise unauthorized_read(member.channel)
+        sub, failure = self._subscribe(payload.config.postgres_changes, member)
+        if sub is not None and payload.config.broadcast.replay_changes is not None:
+            sub.bindings = [replace(b, positions=True) for b in sub.bindings]
+        if failure is not None:
+            member = replace(member, refused=codec.dumps(payload.config.postgres_changes))
         try:
-            if not self.store.spend(frame.connection_id, self.config.max_joins_per_second, time.time(), "join"):
-                raise ChannelError("ClientJoinRateLimitReached", "Too many joins per second")
-            member = self._member(frame, payload, connection)
-            if payload.config.broadcast.replay is not None and not member.sees_broadcast:
-                raise unauthorized_read(member.channel)
-            sub, failure = self._subscribe(payload.config.postgres_changes, member)
-            if sub is not None and payload.config.broadcast.replay_changes is not None:
-                sub.bindings = [replace(b, positions=True) for b in sub.bindings]
-            if failure is not None:
-                member = replace(member, refused=codec.dumps(payload.config.postgres_changes))
             self.store.add_bindings(sub.bindings if sub else [], sub.indexed if sub else {},
                                     connection.expires_at)
             self.store.put_member(member, connection.expires_at)
         except Exception:
-            self.store.leave_channel(frame.connection_id, msg.topic)
+            # Whatever was written before the failure goes: a later join of the topic, not
+            # finding it counted, would not look for it.
+            self.store.remove_channel(frame.connection_id, msg.topic)
             raise
         self.reply(frame, m.ok(msg, {"postgres_changes": sub.echo if sub else shown}))
         if payload.config.presence.enabled and member.sees_presence:
@@ -148,7 +168,7 @@ class Router(Context):
             self.send(frame.connection_id, member.vsn,
                       m.system(member.topic, "postgres_changes", "ok", "Subscribed to PostgreSQL", member.join_ref))
 
-    def _enter(self, frame: Frame) -> Connection:
+    def _enter(self, frame: Frame) -> Entered:
         try:
             return self.store.enter_channel(frame.connection_id, frame.msg.topic,
                                             self.config.max_channels_per_connection)

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ripple.store.bindings import Binding
-from ripple.store.connections import Connection
+from ripple.store.connections import Connection, Entered
 from ripple.store.members import Member
 
 
@@ -36,8 +36,9 @@ class Store(ABC):
         """When each connection was last heard from (epoch seconds); unknown ones are absent."""
 
     @abstractmethod
-    def enter_channel(self, connection_id: str, topic: str, limit: int) -> Connection:
-        """Count `topic` among the connection's channels and return the connection.
+    def enter_channel(self, connection_id: str, topic: str, limit: int) -> Entered:
+        """Count `topic` among the connection's channels; returns the connection and whether it
+        counted the topic already (a rejoin).
 
         Raises NoConnection if the connection is not registered, TooManyChannels past `limit`.
         """

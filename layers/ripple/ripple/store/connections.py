@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 
 @dataclass(frozen=True)
@@ -15,6 +16,15 @@ class Connection:
     expires_at: int
     # Epoch seconds the client was last heard from ($connect, then each heartbeat).
     last_seen: int | None = None
+
+
+class Entered(NamedTuple):
+    """A connection entering a channel (`Store.enter_channel`): the connection, and whether the
+    topic was already among its channels, i.e. whether an earlier channel of that topic may
+    still hold rows (a rejoin). A first join of a topic has nothing to replace."""
+
+    connection: Connection
+    rejoin: bool
 
 
 def last_heard(row: dict) -> float:

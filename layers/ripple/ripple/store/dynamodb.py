@@ -23,7 +23,7 @@ from ripple.aws import clients
 from ripple.config import settings
 from ripple.store.base import Store
 from ripple.store.bindings import REGISTRY_SK, Binding
-from ripple.store.connections import Connection, last_heard
+from ripple.store.connections import Connection, Entered, last_heard
 from ripple.store.exceptions import NoConnection, TooManyChannels
 from ripple.store.lean import LeanBatchGet, LeanReadFailed
 from ripple.store.members import PRESENCE_HOLDERS, TOPIC_PREFIX, Member, topic_key
@@ -104,8 +104,9 @@ class DynamoDBStore(Store):
                           connected_at=int(row["connected_at"]), expires_at=int(row["expires_at"]),
                           last_seen=int(row["last_seen"]) if "last_seen" in row else None)
 
-    def enter_channel(self, connection_id: str, topic: str, limit: int) -> Connection:
-        """Count `topic` among the connection's channels and return the connection.
+    def enter_channel(self, connection_id: str, topic: str, limit: int) -> Entered:
+        """Count `topic` among the connection's channels; returns the connection and whether the
+        topic was counted before (a rejoin), both from the one UpdateItem's old image.
 
         Raises NoConnection if the connection is not registered, TooManyChannels past `limit`.
         """
@@ -118,12 +119,14 @@ class DynamoDBStore(Store):
                                     " OR size(channels) < :max OR contains(channels, :one))",
                 ExpressionAttributeValues={":t": {"SS": [topic]}, ":one": {"S": topic},
                                            ":max": {"N": str(limit)}},
-                ReturnValues="ALL_NEW")["Attributes"]
+                # The row before the ADD: the update changes only `channels`.
+                ReturnValues="ALL_OLD")["Attributes"]
         except self.client.exceptions.ConditionalCheckFailedException:
             if self.get_connection(connection_id) is None:
                 raise NoConnection(connection_id) from None
             raise TooManyChannels(limit) from None
-        return self._connection(_plain(row))
+        before = _plain(row)
+        return Entered(self._connection(before), topic in before.get("channels", ()))
 
     def leave_channel(self, connection_id: str, topic: str) -> None:
         self.calls += 1

@@ -12,7 +12,7 @@ from typing import Any
 
 from ripple.store.base import Store
 from ripple.store.bindings import Binding
-from ripple.store.connections import Connection
+from ripple.store.connections import Connection, Entered
 from ripple.store.exceptions import NoConnection, TooManyChannels
 from ripple.store.members import Member
 
@@ -64,15 +64,16 @@ class MemoryStore(Store):
                 heard[cid] = float(seen) if seen is not None else row.connection.connected_at / 1000
         return heard
 
-    def enter_channel(self, connection_id: str, topic: str, limit: int) -> Connection:
+    def enter_channel(self, connection_id: str, topic: str, limit: int) -> Entered:
         self.calls += 1
         row = self._connections.get(connection_id)
         if row is None:
             raise NoConnection(connection_id)
-        if topic not in row.channels and len(row.channels) >= limit:
+        held = topic in row.channels
+        if not held and len(row.channels) >= limit:
             raise TooManyChannels(limit)
         row.channels.add(topic)
-        return row.connection
+        return Entered(row.connection, held)
 
     def leave_channel(self, connection_id: str, topic: str) -> None:
         self.calls += 1
