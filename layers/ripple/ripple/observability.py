@@ -52,7 +52,8 @@ class Invocation:
     metric's own, then `service`; every value in a list; at most 100 metrics and 100 values per
     metric in one document; nothing when POWERTOOLS_METRICS_DISABLED says so), built here from
     plain dicts: the fanout records a dozen values per wake-up, and Powertools' per-value
-    validation, formatting and bookkeeping cost more CPU than the drained batch's own planning.
+    validation, formatting and bookkeeping cost more CPU than the drained batch's own planning
+    (13 values recorded and flushed: 132 µs of CPU through EphemeralMetrics, 51 µs here).
     """
 
     function: str
