@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -15,10 +14,10 @@ import pytest
 from ripple.catalog import TableInfo
 from ripple.config import Settings
 from ripple.gateway import ConnectionsApi
-from ripple.local.aws import MotoServer
-from ripple.local.stack import BINDINGS_TABLE, CONNECTIONS_TABLE, REGION, create_tables
+from ripple.local.stack import BINDINGS_TABLE, CONNECTIONS_TABLE, REGION
 from ripple.router.router import Router
 from ripple.store import Connection, DynamoDBStore, table_key
+from tests.integration.test_lean_batch_get import moto  # noqa: F401  (fixture: moto with the stack's tables)
 from tests.unit.conftest import UNIT_SECRET, RecordingClient, StaticCatalog
 from tests.unit.router.test_router import TODOS, frame
 
@@ -41,18 +40,6 @@ class CountingClient:
             self.requests[name + (f"@{kwargs['IndexName']}" if "IndexName" in kwargs else "")] += 1
             return attr(**kwargs)
         return counted
-
-
-@pytest.fixture(scope="module")
-def moto() -> Iterator[str]:
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("AWS_ACCESS_KEY_ID", "local")
-        env.setenv("AWS_SECRET_ACCESS_KEY", "local")
-        server = MotoServer()
-        server.start()
-        create_tables(server.url)
-        yield server.url
-        server.stop()
 
 
 @pytest.fixture
