@@ -105,6 +105,9 @@ language sql immutable set search_path = '' as $$
 $$;
 
 -- The outbox ids the drain has not delivered: gaps of `settled`, then everything above it.
+-- Scans of a range bound both ends with coalesce(lower/upper, the bigint limits), so both are
+-- index conditions: a gap's scan stops at its upper end instead of filtering every kept row
+-- above it.
 create or replace function realtime.undelivered() returns setof int8range
 language sql stable set search_path = '' as $$
   select g.r from realtime.log_state s, unnest('{(,)}'::int8multirange - s.settled) g(r)
@@ -142,7 +145,7 @@ language sql stable set search_path = '' as $$
     cross join lateral (
       select o.* from realtime.outbox o
       where o.id >= coalesce(lower(g.r), -9223372036854775808)
-        and (upper_inf(g.r) or o.id < upper(g.r))
+        and o.id < coalesce(upper(g.r), 9223372036854775807)
         and o.kind <> 'notification'
       order by o.id
       limit room.n
@@ -233,7 +236,7 @@ begin
     cross join lateral (
       select o.id from realtime.outbox o
       where o.id >= coalesce(lower(g.r), -9223372036854775808)
-        and o.id <= final and (upper_inf(g.r) or o.id < upper(g.r))
+        and o.id <= final and o.id < coalesce(upper(g.r), 9223372036854775807)
         and o.kind <> 'notification'
       order by o.id limit 1
     ) o
@@ -312,7 +315,7 @@ create or replace view realtime.outbox_pending as
   cross join lateral (
     select o.* from realtime.outbox o
     where o.id >= coalesce(lower(g.r), -9223372036854775808)
-      and (upper_inf(g.r) or o.id < upper(g.r)) and o.kind <> 'notification'
+      and o.id < coalesce(upper(g.r), 9223372036854775807) and o.kind <> 'notification'
   ) o;
 revoke all on realtime.outbox_pending from public;
 
@@ -506,7 +509,7 @@ begin
                       or exists (select 1 from realtime.undelivered() g(r) cross join lateral (
                         select 1 from realtime.%1$I o
                         where o.id >= coalesce(lower(g.r), -9223372036854775808)
-                          and (upper_inf(g.r) or o.id < upper(g.r)) limit 1) x)$q$,
+                          and o.id < coalesce(upper(g.r), 9223372036854775807) limit 1) x)$q$,
                    part.relname) into queued;
     continue when queued;
     begin
