@@ -23,6 +23,8 @@ Run it from the repository root:
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import sys
 import tempfile
 import time
@@ -34,6 +36,9 @@ from harness import configure, counts, free_port, percentile, print_header
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = (("off", "0"), ("on", "72"))
+# Every batch committed in order; then with one writer's transaction open below the batches for
+# the whole round, as a slow writer leaves a gap the drain must read past without slowing.
+SCENARIOS = ("writers committing in order", "a writer in flight below the batches")
 # What each line measures, in the order printed.
 STATEMENTS = (
     ("writer", "writer INSERT (capture trigger), commit"),
@@ -94,15 +99,23 @@ def drain(conn: psycopg.Connection, batch: int, flip: bool, into: dict) -> int:
 
 
 def round_(conn: psycopg.Connection, batch: int, batches: int, setting: tuple[str, str], first: int,
-           into: dict) -> None:
+           into: dict, in_flight: psycopg.Connection | None = None) -> None:
+    """One round; with `in_flight`, a writer's transaction on it holds one row uncommitted
+    below all the round's batches (a gap the drain reads past every time) until they are
+    drained, then commits it and drains it untimed."""
     _, retention = setting
     conn.execute("update realtime.settings set value = %s where key = 'log_retention_hours'", (retention,))
     conn.execute("truncate public.bench_log")
+    if in_flight is not None:
+        in_flight.execute("insert into public.bench_log values (%s, 'in flight')", (-1 - first,))
     write(conn, batch, batches, first, into)
     conn.execute("analyze realtime.outbox")
     flip = False
     while drain(conn, batch, flip, into):
         flip = not flip
+    if in_flight is not None:
+        in_flight.commit()
+        drain(conn, batch, flip, defaultdict(list))
 
 
 def cells(ms: list[float], batch: int) -> str:
@@ -110,9 +123,10 @@ def cells(ms: list[float], batch: int) -> str:
     return f"{percentile(ms, 50):7.2f} {percentile(ms, 99):7.2f} {1000 * percentile(ms, 50) / batch:6.1f}"
 
 
-def report(batch: int, samples: dict[str, dict[str, list[float]]]) -> None:
+def report(batch: int, scenario: str, samples: dict[str, dict[str, list[float]]]) -> None:
     count = len(samples["off"]["ack"])
-    print(f"\nbatch of {batch} changes, {count} batches per setting; ms per batch (µs per change)")
+    print(f"\nbatch of {batch} changes, {scenario}, {count} batches per setting; "
+          "ms per batch (µs per change)")
     print(f"{'':42} | {'log off: p50     p99  µs/ch':>27} | {'log on: p50     p99  µs/ch':>27} | on/off p50")
     for key, label in STATEMENTS:
         off, on = samples["off"][key], samples["on"][key]
@@ -186,14 +200,18 @@ def main() -> int:
             with psycopg.connect(pg.url, autocommit=True) as conn:
                 conn.execute(TABLE)
                 first = 0
-                for batch in args.batch_sizes:
+                for batch, scenario in itertools.product(args.batch_sizes, SCENARIOS):
                     samples: dict[str, dict[str, list[float]]] = {
                         label: defaultdict(list) for label, _ in SETTINGS}
                     for _ in range(args.rounds):
                         for setting in SETTINGS:
-                            round_(conn, batch, args.batches, setting, first, samples[setting[0]])
+                            with contextlib.ExitStack() as held:
+                                in_flight = (held.enter_context(psycopg.connect(pg.url))
+                                             if scenario == SCENARIOS[1] else None)
+                                round_(conn, batch, args.batches, setting, first,
+                                       samples[setting[0]], in_flight)
                             first += batch * args.batches
-                    report(batch, samples)
+                    report(batch, scenario, samples)
                 log_size(conn, args.per_second)
                 replays(conn)
         finally:
