@@ -205,9 +205,8 @@ def main() -> int:
                         label: defaultdict(list) for label, _ in SETTINGS}
                     for _ in range(args.rounds):
                         for setting in SETTINGS:
-                            with contextlib.ExitStack() as held:
-                                in_flight = (held.enter_context(psycopg.connect(pg.url))
-                                             if scenario == SCENARIOS[1] else None)
+                            with (psycopg.connect(pg.url) if scenario == SCENARIOS[1]
+                                  else contextlib.nullcontext()) as in_flight:
                                 round_(conn, batch, args.batches, setting, first,
                                        samples[setting[0]], in_flight)
                             first += batch * args.batches
