@@ -104,6 +104,24 @@ def _proc_stats() -> dict[int, tuple[int, str, float]]:
     return stats
 
 
+def machine_ticks() -> tuple[int, int]:
+    """The machine's (busy, total) CPU ticks so far, all cores, from /proc/stat; (0, 0) without it."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except OSError:
+        return 0, 0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle and iowait
+    total = sum(fields[:8])  # guest time is already counted in user
+    return total - idle, total
+
+
+def busy_cores(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """How many of the machine's cores were busy on average between two machine_ticks()."""
+    total = after[1] - before[1]
+    return (after[0] - before[0]) / total * (os.cpu_count() or 1) if total > 0 else float("nan")
+
+
 def workers_cpu(exclude: set[int]) -> dict[int, float]:
     """CPU seconds so far of this process's live descendants, Postgres and `exclude` (the
     clients' process) left out: the fanout's poster processes, when it has any."""
@@ -223,6 +241,8 @@ class Result:
     single_last_ms: list[float] = field(default_factory=list)
     burst_deliveries: int = 0
     burst_seconds: float = 0.0
+    # Cores of the whole machine busy during the burst (every process: server, clients, Postgres).
+    burst_busy: float = float("nan")
     fanout_cpu: float = 0.0
     process_cpu: float = 0.0
     changes: int = 0
@@ -313,10 +333,12 @@ class Round:
                     r.single_last_ms.append(latencies[-1])
             self._idle()
             committed: dict[int, float] = {}
+            ticks = machine_ticks()
             for j in range(self.burst):
                 row_id, at = self._commit(conn, j)
                 committed[row_id] = at
             arrivals = self._collect(committed)
+            r.burst_busy = busy_cores(ticks, machine_ticks())
             if arrivals:
                 r.burst_deliveries = len(arrivals)
                 r.burst_seconds = max(a for _, _, a in arrivals) - min(committed.values())
@@ -369,7 +391,7 @@ def prepare_peer_table(db_url: str) -> None:
 
 def render(results: list[Result]) -> str:
     header = ("| way | subscribers | K | delivered / expected | one change p50 ms | p99 ms | last ms "
-              "| sustained deliveries/s | fanout CPU µs / delivery | process CPU µs / delivery "
+              f"| sustained deliveries/s | machine busy, cores of {os.cpu_count()} | fanout CPU µs / delivery | process CPU µs / delivery "
               "| DynamoDB calls / change | PG round trips / change | posts / change |")
     lines = [header, "|" + "---|" * header.count(" | ") + "---|"]
     for r in results:
@@ -380,7 +402,7 @@ def render(results: list[Result]) -> str:
         pg = f"{r.postgres / per:.2f}" if r.way == "ripple" else "-"
         lines.append(
             f"| {r.way} | {r.subscribers} | {r.shards if r.way == 'ripple' else '-'} | {delivered} | {percentile(r.single_ms, 50):.1f} "
-            f"| {percentile(r.single_ms, 99):.1f} | {last:.1f} | {rate:.0f} "
+            f"| {percentile(r.single_ms, 99):.1f} | {last:.1f} | {rate:.0f} | {r.burst_busy:.2f} "
             f"| {r.fanout_cpu / max(r.received, 1) * 1e6:.0f} | {r.process_cpu / max(r.received, 1) * 1e6:.0f} "
             f"| {r.dynamodb / per:.2f} | {pg} | {r.posts / per:.2f} |")
     return "\n".join(lines)

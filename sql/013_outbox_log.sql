@@ -197,6 +197,22 @@ language sql stable set search_path = '' as $$
   order by p.n
 $$;
 
+-- The drain's read: the drain lock, then realtime.pending_positioned, in one round trip. The
+-- read is a statement of its own after the lock inside a volatile function, so it runs on a
+-- snapshot taken once the lock is held: it sees the ack of the drain that held the lock while
+-- this one waited (one statement calling both would read from before the wait and take that
+-- batch again).
+create or replace function realtime.drain_pending(max_rows integer default 500)
+returns table (id bigint, kind text, schema_name text, table_name text, op text, record jsonb,
+               old_record jsonb, payload jsonb, captured_at timestamptz, columns jsonb,
+               "position" bigint)
+language plpgsql volatile set search_path = '' as $$
+begin
+  perform pg_advisory_xact_lock(hashtext('realtime.drain'));
+  return query select * from realtime.pending_positioned(max_rows);
+end
+$$;
+
 -- The drain's ack: `delivered` are the outbox ids of the batch, which pending handed out in id
 -- order, so the n-th of them takes the n-th next position; `owed` the owed frames delivered or
 -- owed again (their ids, positive); `broadcasts` which delivered ids are `realtime.send`

@@ -3,6 +3,9 @@ DynamoDB API (moto's server): the same signature, the same answer, and boto3 whe
 from __future__ import annotations
 
 import datetime
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from unittest import mock
 
@@ -91,3 +94,49 @@ def test_the_store_reads_versions_lean_and_falls_back_to_boto3(client) -> None:
 
 def test_a_test_double_gets_no_lean_reader() -> None:
     assert LeanBatchGet.for_client(object()) is None
+
+
+def test_the_read_keeps_its_connection_and_opens_it_again_once_the_server_closed_it(client) -> None:
+    """Batch after batch the read goes out on one kept connection; when the server has closed it
+    while it was idle, the read goes out once more on a new one and is answered."""
+    answer = b'{"Responses": {"t": []}, "UnprocessedKeys": {}}'
+    accepted: list[int] = []
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(5)
+
+    def answer_one(conn: socket.socket) -> None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += conn.recv(65536)
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length")))
+        while len(body) < length:
+            body += conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.0\r\n"
+                     b"Content-Length: " + str(len(answer)).encode() + b"\r\n\r\n" + answer)
+
+    def serve() -> None:
+        # The first connection answers two requests, the second one; each is then closed by the
+        # server without saying so (no Connection: close): the client learns on its next request.
+        for requests in (2, 1):
+            conn, _ = listener.accept()
+            accepted.append(requests)
+            with conn:
+                conn.settimeout(5)
+                for _ in range(requests):
+                    answer_one(conn)
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    port = listener.getsockname()[1]
+    reader = LeanBatchGet(f"http://127.0.0.1:{port}", Signer(client._request_signer._credentials, REGION, "dynamodb"))
+    request = {"t": {"Keys": [{"pk": {"S": "a"}, "sk": {"S": VERSION_SK}}]}}
+    assert reader.batch_get_item(request) == codec.loads(answer)
+    assert reader.batch_get_item(request) == codec.loads(answer)
+    assert len(accepted) == 1  # the second read went out on the first one's connection
+    time.sleep(0.1)  # the server has closed it
+    assert reader.batch_get_item(request) == codec.loads(answer)
+    server.join(timeout=5)
+    listener.close()
+    assert len(accepted) == 2

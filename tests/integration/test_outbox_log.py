@@ -8,6 +8,8 @@ stack's own drain waits and every step is the test's."""
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -299,3 +301,52 @@ def test_the_one_argument_ack_of_earlier_functions_acks_batches_and_notification
     entries = db.execute("select position from realtime.log_entries where table_name = %s order by position",
                          (table,)).fetchall()
     assert [p for (p,) in entries] == [p for _, p in rows]
+
+
+# What the drain's read must not be: the lock and the read as statements of one stable function,
+# which share the snapshot taken when it was called, before the wait for the lock.
+STALE_READ = """
+create function pg_temp.stale_pending() returns table (id bigint) language sql stable as $$
+  select pg_advisory_xact_lock(hashtext('realtime.drain'));
+  select id from realtime.pending_positioned(500);
+$$"""
+
+
+def test_a_drain_that_waited_for_the_lock_reads_after_the_ack_it_waited_for(stack, db, table):
+    """drain_pending takes the lock, then reads: a drain that queued behind another reads the
+    outbox as that one's ack left it. The control, a read on the snapshot from before the wait,
+    takes the acked batch again."""
+    step(stack, db)
+
+    def queued(sql: str, setup: str | None, out: dict, name: str) -> None:
+        with psycopg.connect(stack.db_url) as conn:
+            if setup:
+                conn.execute(setup)
+            out[f"{name}_pid"] = conn.info.backend_pid
+            out[name] = [i for (i, *_) in conn.execute(sql).fetchall()]
+            conn.rollback()
+
+    out: dict = {}
+    with drain_lock(stack) as first:
+        db.execute(f"insert into public.{table} select g, 'x' from generate_series(1, 3) g")
+        taken = drain(first)
+        assert len(ours(taken, db, table)) == 3
+        threads = [threading.Thread(target=queued, args=("select * from realtime.drain_pending(500)", None, out, "drain")),
+                   threading.Thread(target=queued, args=("select * from pg_temp.stale_pending()", STALE_READ, out, "stale"))]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            pids = [out.get("drain_pid"), out.get("stale_pid")]
+            if None not in pids and db.execute(
+                    "select count(*) from pg_locks where locktype = 'advisory' and not granted and pid = any(%s)",
+                    (pids,)).fetchone()[0] == 2:
+                break
+            time.sleep(0.02)
+        else:
+            pytest.fail("the two reads never queued for the drain lock")
+    for thread in threads:
+        thread.join(timeout=10)
+    mine = {i for i, _, _ in taken}
+    assert mine & set(out["stale"]) == set(ours(taken, db, table))  # the control reads them again
+    assert not mine & set(out["drain"])

@@ -134,7 +134,7 @@ class _Exchange(asyncio.Protocol):
                 self.close()  # talking while idle: nothing we asked for, never reused
             return
         try:
-            answer = _response(self.buffer, eof=False)
+            answer = parse_response(self.buffer, eof=False)
         except BadResponse as exc:
             self.waiter.set_exception(exc)
             return
@@ -151,7 +151,7 @@ class _Exchange(asyncio.Protocol):
             return
         try:
             # A response without a length ends with the connection.
-            answer = _response(self.buffer, eof=True)
+            answer = parse_response(self.buffer, eof=True)
         except BadResponse as error:
             waiter.set_exception(error)
             return
@@ -177,7 +177,7 @@ class _Exchange(asyncio.Protocol):
             self.transport.close()
 
 
-def _response(buffer: bytearray, eof: bool) -> Answer | None:
+def parse_response(buffer: bytearray, eof: bool) -> Answer | None:
     """The complete response at the start of `buffer` as (status, error type, reusable, body), or
     None while more bytes are needed. Raises BadResponse for what is not HTTP/1.x."""
     end = buffer.find(b"\r\n\r\n")
@@ -190,7 +190,7 @@ def _response(buffer: bytearray, eof: bool) -> Answer | None:
     if 100 <= status < 200:
         # An interim response (we never ask for one): the final one follows.
         del buffer[:start]
-        return _response(buffer, eof)
+        return parse_response(buffer, eof)
     reusable = headers.get("connection", "").lower() != "close" and version != "HTTP/1.0"
     error_type = headers.get(ERROR_TYPE_HEADER, "").split(":")[0]
     if status in (204, 304):

@@ -3,23 +3,26 @@ makes (the warm buckets' versions, store.warm).
 
 botocore spends several milliseconds of CPU on one small call (parameter validation, event
 hooks, serialization, its own signing); this is the same request and answer, in the JSON wire
-format botocore sends, through the lean poster's HTTP client (a keep-alive pool of its own to
-DynamoDB, on the poster's background loop). Any failure (throttling, a
-server error, no answer) raises `LeanReadFailed`, and the caller asks again through boto3,
-whose retries and error types then apply.
+format botocore sends, signed as the lean poster signs, on one kept-alive blocking socket per
+thread: the drain sends it and reads the answer itself (0.3-0.5 ms of CPU a read locally,
+against about 0.9 ms through the posters' event loop, which pays a hop each way). Any failure
+(throttling, a server error, no answer) raises `LeanReadFailed`, and the caller asks again
+through boto3, whose retries and error types then apply.
 
     reader = LeanBatchGet.for_client(boto3.client("dynamodb"))
     answer = reader.batch_get_item({"bindings": {"Keys": [...], "ConsistentRead": True}})
 """
 from __future__ import annotations
 
-import asyncio
+import socket
+import ssl
+import threading
 from typing import Any
 from urllib.parse import urlsplit
 
 from ripple import codec
 from ripple.aws import Call, observed, report
-from ripple.poster import KeepAlivePool, background_loop
+from ripple.poster import Answer, BadResponse, parse_response
 from ripple.sigv4 import Signer
 
 TARGET = "DynamoDB_20120810.BatchGetItem"
@@ -43,7 +46,8 @@ class LeanBatchGet:
         self._host = hostname if parts.port in (None, default) else f"{hostname}:{parts.port}"
         self._path = parts.path or "/"
         self._address = (parts.scheme, hostname, parts.port or default)
-        self._pool: tuple[asyncio.AbstractEventLoop, KeepAlivePool] | None = None
+        self._local = threading.local()
+        self._ssl: ssl.SSLContext | None = None
 
     @classmethod
     def for_client(cls, client: Any) -> LeanBatchGet | None:
@@ -72,8 +76,7 @@ class LeanBatchGet:
                                                               signed=signed).items()),
                 f"Content-Length: {len(body)}\r\n\r\n"]
         try:
-            status, error_type, answer = background_loop().run(
-                self._request("\r\n".join(head).encode() + body))
+            status, error_type, answer = self._exchange("\r\n".join(head).encode() + body)
         except Exception as exc:  # noqa: BLE001 - any failure: the caller asks through boto3
             raise LeanReadFailed(type(exc).__name__) from exc
         if status != 200:
@@ -84,9 +87,57 @@ class LeanBatchGet:
             raise LeanReadFailed("the answer is not JSON") from exc
         return parsed
 
-    async def _request(self, data: bytes) -> tuple[int, str, bytes]:
-        loop = asyncio.get_running_loop()
-        if self._pool is None or self._pool[0] is not loop:
-            scheme, host, port = self._address
-            self._pool = (loop, KeepAlivePool(scheme, host, port, limit=16, timeout=self.timeout))
-        return await self._pool[1].request(data)
+    def _exchange(self, request: bytes) -> tuple[int, str, bytes]:
+        """Send `request` on this thread's kept-alive connection and read the whole response,
+        blocking: one read a batch, made by the drain itself, costs less CPU this way than a hop
+        to the posters' event loop. A kept connection the server closed while idle is opened
+        again once (the read is safe to repeat)."""
+        for attempt in (1, 2):
+            sock = getattr(self._local, "sock", None)
+            fresh = sock is None
+            try:
+                if sock is None:
+                    sock = self._local.sock = self._connect()
+                sock.sendall(request)
+                status, error_type, reusable, body = _read_response(sock)
+            except (OSError, BadResponse):
+                self._drop()
+                if fresh or attempt == 2:
+                    raise
+                continue
+            if not reusable:
+                self._drop()
+            return status, error_type, body
+        raise AssertionError("unreachable")
+
+    def _connect(self) -> socket.socket:
+        scheme, host, port = self._address
+        sock = socket.create_connection((host, port), timeout=self.timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if scheme == "https":
+            if self._ssl is None:
+                self._ssl = ssl.create_default_context()
+            sock = self._ssl.wrap_socket(sock, server_hostname=host)
+        return sock
+
+    def _drop(self) -> None:
+        sock = getattr(self._local, "sock", None)
+        self._local.sock = None
+        if sock is not None:
+            sock.close()
+
+
+def _read_response(sock: socket.socket) -> Answer:
+    """One whole HTTP/1.1 response from a blocking socket."""
+    buffer = bytearray()
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            answer = parse_response(buffer, eof=True)
+            if answer is None:
+                raise ConnectionResetError("connection closed before the response")
+            return answer
+        buffer += chunk
+        answer = parse_response(buffer, eof=False)
+        if answer is not None:
+            return answer
