@@ -103,6 +103,7 @@ bench: $(PY_STAMP)
 	$(PY) bench/rls.py
 	$(PY) bench/broadcast.py
 	$(PY) bench/retention.py
+	$(PY) bench/cold.py
 
 # `make smoke` explains itself; `make smoke ARGS="--local"` checks `make dev`; docs/deploy.md
 # shows the call against a deployed stack.

@@ -122,6 +122,33 @@ def busy_cores(before: tuple[int, int], after: tuple[int, int]) -> float:
     return (after[0] - before[0]) / total * (os.cpu_count() or 1) if total > 0 else float("nan")
 
 
+def parts_cpu(server: int, gateway: int | None, clients: int) -> dict[str, float]:
+    """CPU seconds so far of the run's parts: this process with its poster processes (the
+    fanout, moto, the bridge), the gateway's process, the clients' process, and Postgres."""
+    stats = _proc_stats()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in stats.items():
+        children.setdefault(ppid, []).append(pid)
+    parts = {"server": 0.0, "gateway": 0.0, "clients": 0.0, "postgres": 0.0}
+
+    def add(part: str, pid: int) -> None:
+        todo = [pid]
+        while todo:
+            current = todo.pop()
+            if current not in stats or stats[current][1].startswith("postgres"):
+                continue
+            parts[part] += stats[current][2]
+            todo.extend(p for p in children.get(current, ()) if p not in (gateway, clients))
+
+    # Postgres runs as its own user, detached from the stack's process tree: found by name.
+    parts["postgres"] = sum(cpu for _, name, cpu in stats.values() if name.startswith("postgres"))
+    add("server", server)
+    if gateway:
+        add("gateway", gateway)
+    add("clients", clients)
+    return parts
+
+
 def workers_cpu(exclude: set[int]) -> dict[int, float]:
     """CPU seconds so far of this process's live descendants, Postgres and `exclude` (the
     clients' process) left out: the fanout's poster processes, when it has any."""
@@ -241,8 +268,10 @@ class Result:
     single_last_ms: list[float] = field(default_factory=list)
     burst_deliveries: int = 0
     burst_seconds: float = 0.0
-    # Cores of the whole machine busy during the burst (every process: server, clients, Postgres).
+    # Cores of the whole machine busy during the burst (every process: server, clients, Postgres),
+    # and per part of the run (parts_cpu).
     burst_busy: float = float("nan")
+    burst_parts: dict[str, float] = field(default_factory=dict)
     fanout_cpu: float = 0.0
     process_cpu: float = 0.0
     changes: int = 0
@@ -268,6 +297,9 @@ class Round:
         # counts in the process column only.
         self.gateway_pid = getattr(stack.gateway, "pid", None)
         self.exclude = {clients.process.pid} | ({self.gateway_pid} if self.gateway_pid else set())
+
+    def _parts(self) -> dict[str, float]:
+        return parts_cpu(os.getpid(), self.gateway_pid, self.clients.process.pid)
 
     def _gateway_cpu(self) -> float:
         return _proc_stats().get(self.gateway_pid, (0, "", 0.0))[2] if self.gateway_pid else 0.0
@@ -334,11 +366,14 @@ class Round:
             self._idle()
             committed: dict[int, float] = {}
             ticks = machine_ticks()
+            parts0, burst0 = self._parts(), time.monotonic()
             for j in range(self.burst):
                 row_id, at = self._commit(conn, j)
                 committed[row_id] = at
             arrivals = self._collect(committed)
             r.burst_busy = busy_cores(ticks, machine_ticks())
+            elapsed = max(time.monotonic() - burst0, 1e-9)
+            r.burst_parts = {k: (v - parts0.get(k, 0.0)) / elapsed for k, v in self._parts().items()}
             if arrivals:
                 r.burst_deliveries = len(arrivals)
                 r.burst_seconds = max(a for _, _, a in arrivals) - min(committed.values())
@@ -405,6 +440,18 @@ def render(results: list[Result]) -> str:
             f"| {percentile(r.single_ms, 99):.1f} | {last:.1f} | {rate:.0f} | {r.burst_busy:.2f} "
             f"| {r.fanout_cpu / max(r.received, 1) * 1e6:.0f} | {r.process_cpu / max(r.received, 1) * 1e6:.0f} "
             f"| {r.dynamodb / per:.2f} | {pg} | {r.posts / per:.2f} |")
+    return "\n".join(lines)
+
+
+def render_parts(results: list[Result]) -> str:
+    """Where the bursts' CPU went: cores busy on average per part of the run."""
+    lines = [f"| way | subscribers | K | server process, cores | gateway process | clients process "
+             f"| Postgres | machine, of {os.cpu_count()} |", "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        parts = r.burst_parts
+        lines.append(f"| {r.way} | {r.subscribers} | {r.shards if r.way == 'ripple' else '-'} | "
+                     + " | ".join(f"{parts.get(k, float('nan')):.2f}" for k in ("server", "gateway", "clients", "postgres"))
+                     + f" | {r.burst_busy:.2f} |")
     return "\n".join(lines)
 
 
@@ -523,6 +570,8 @@ def main() -> None:
                 worker.stop()
     print()
     print(render(results))
+    print()
+    print(render_parts(results))
     print()
     for line in ratios(results):
         print(line)

@@ -29,12 +29,16 @@ class Expired(NamedTuple):
     exp: int
 
 
-def drop_channel(store: Store, api: ConnectionsApi, connection_id: str, topic: str) -> None:
-    """Remove the channel's rows, if it has any, and announce its presence leave."""
+def drop_channel(store: Store, api: ConnectionsApi, connection_id: str, topic: str,
+                 keep_place: bool = False) -> None:
+    """Remove the channel's rows, if it has any, and announce its presence leave. With
+    `keep_place` the topic stays counted against the connection's channel limit: a rejoin of
+    the topic takes the place over."""
     member = store.remove_channel(connection_id, topic)
     if member is None:
         return
-    store.leave_channel(connection_id, topic)
+    if not keep_place:
+        store.leave_channel(connection_id, topic)
     announce_leave(store, api, member)
 
 

@@ -27,7 +27,7 @@ from ripple.changes.subscription import (
 )
 from ripple.channels.closing import drop_channel
 from ripple.channels.context import Context, Frame
-from ripple.channels.lifecycle import announce_leave, depart
+from ripple.channels.lifecycle import depart
 from ripple.channels.window import window
 from ripple.config import settings
 from ripple.db import Database, database
@@ -91,7 +91,7 @@ class Router(Context):
                 # rejoin that then fails leaves nothing subscribed, and its tracked presence is
                 # announced gone. The topic stays counted: this join holds it now. A topic the
                 # connection never counted has no channel to end, and costs no lookup.
-                self._end_previous(frame.connection_id, msg.topic)
+                drop_channel(self.store, self.api, frame.connection_id, msg.topic, keep_place=True)
             payload = JoinPayload.parse(msg.payload)
             wants = payload.config.broadcast
             replaying = wants.replay is not None or wants.replay_changes is not None
@@ -118,13 +118,6 @@ class Router(Context):
             # The bindings are stored with consistent writes: the next change will find them.
             self.reply(frame, m.system(msg.topic, "system", "ok", "Replication connection established",
                                        msg.join_ref))
-
-    def _end_previous(self, connection_id: str, topic: str) -> None:
-        """Remove the rows of the connection's earlier channel on `topic`, and announce its
-        presence leave; its place in the channel count is kept for the joining channel."""
-        previous = self.store.remove_channel(connection_id, topic)
-        if previous is not None:
-            announce_leave(self.store, self.api, previous)
 
     def _join(self, frame: Frame, payload: JoinPayload, connection: Connection
               ) -> tuple[Member, Subscription | None, str | None]:
