@@ -505,6 +505,11 @@ def parse_args() -> argparse.Namespace:
                              "with RIPPLE_POSTER_SHARDS=K (default: as the environment says)")
     parser.add_argument("--concurrency", type=int, default=50,
                         help="subscribers connecting and joining at once (default: %(default)s)")
+    parser.add_argument("--warm-max-age", type=float, default=None, metavar="SECONDS",
+                        help="RIPPLE_WARM_MAX_AGE_SECONDS for the run (default: the setting's, 60): how "
+                             "long the fanout trusts a warm bucket whose version has not changed. At "
+                             "N = 10,000 each re-read is a Query of every binding, which costs moto "
+                             "1-2.5 ms of CPU per item; longer than the run keeps that out of it")
     parser.add_argument("--timeout", type=float, default=30.0,
                         help="give up waiting for deliveries after this many seconds without one "
                              "(default: %(default)s)")
@@ -513,6 +518,8 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    if args.warm_max_age is not None:
+        os.environ["RIPPLE_WARM_MAX_AGE_SECONDS"] = str(args.warm_max_age)
     configure()
     from ripple.config import settings
     from ripple.local.stack import CONNECTIONS_TABLE, REGION
@@ -522,6 +529,7 @@ def main() -> None:
     print_header(f"per N: {args.singles} single changes on an idle stack, then {args.burst} back to "
                  f"back, by each way ({', '.join(ways)}) to the same N sockets; latency = arrival at "
                  f"the client - commit returned; Ripple's poster: {os.environ.get('RIPPLE_POSTER', 'lean')}"
+                 f"; warm buckets re-read after {os.environ.get('RIPPLE_WARM_MAX_AGE_SECONDS', '60')} s"
                  f"{sample_cuts(args, ways)}")
     results: list[Result] = []
     started = time.monotonic()

@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     presence_timeout_seconds: int = 90
     drain_batch_size: int = 500
     max_posts_per_batch: int = 10_000
+    # A bucket's bindings kept warm are Queried again once this old even when its version has
+    # not changed (rows removed by DynamoDB's TTL bump no version; see store.warm).
+    warm_max_age_seconds: float = Field(default=60.0, gt=0)
     # A connection whose posts keep failing (throttled, API Gateway errors) has its frames kept
     # and retried at each drain; past this many seconds it is closed, and its client reconnects.
     owed_deadline_seconds: float = 120.0

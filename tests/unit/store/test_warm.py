@@ -32,3 +32,20 @@ def test_the_least_recently_used_bucket_goes_first() -> None:
     assert len(warm) == 2
     assert warm.get("b", "v1", now=100.0) is None
     assert warm.get("a", "v1", now=100.0) is not None and warm.get("c", "v1", now=100.0) is not None
+
+
+def test_the_fanouts_store_keeps_buckets_warm_as_long_as_the_setting_says(monkeypatch):
+    from ripple.config import settings
+    from ripple.store import DynamoDBStore
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    for value, expected in ((None, 60.0), ("900", 900.0)):
+        if value is None:
+            monkeypatch.delenv("RIPPLE_WARM_MAX_AGE_SECONDS", raising=False)
+        else:
+            monkeypatch.setenv("RIPPLE_WARM_MAX_AGE_SECONDS", value)
+        settings.cache_clear()
+        try:
+            assert DynamoDBStore.from_settings().warm.max_age == expected
+        finally:
+            settings.cache_clear()

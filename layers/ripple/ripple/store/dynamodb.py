@@ -61,7 +61,8 @@ class DynamoDBStore(Store):
     def from_settings(cls) -> DynamoDBStore:
         config = settings()
         client = clients().dynamodb
-        return cls(client, config.connections_table, config.bindings_table, lean=LeanBatchGet.for_client(client))
+        return cls(client, config.connections_table, config.bindings_table, lean=LeanBatchGet.for_client(client),
+                   warm=WarmBuckets(max_age=config.warm_max_age_seconds))
 
     # -- connections ----------------------------------------------------------------------------
     def put_connection(self, connection: Connection) -> None:
