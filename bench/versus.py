@@ -122,48 +122,42 @@ def busy_cores(before: tuple[int, int], after: tuple[int, int]) -> float:
     return (after[0] - before[0]) / total * (os.cpu_count() or 1) if total > 0 else float("nan")
 
 
+def _descendants(stats: dict[int, tuple[int, str, float]], pid: int, skip: set[int]) -> list[int]:
+    """The processes under `pid` (not itself), leaving out Postgres and the subtrees of `skip`."""
+    children: dict[int, list[int]] = {}
+    for child, (ppid, _, _) in stats.items():
+        children.setdefault(ppid, []).append(child)
+    found, todo = [], list(children.get(pid, ()))
+    while todo:
+        current = todo.pop()
+        if current in skip or stats[current][1].startswith("postgres"):
+            continue
+        found.append(current)
+        todo.extend(children.get(current, ()))
+    return found
+
+
 def parts_cpu(server: int, gateway: int | None, clients: int) -> dict[str, float]:
     """CPU seconds so far of the run's parts: this process with its poster processes (the
-    fanout, moto, the bridge), the gateway's process, the clients' process, and Postgres."""
+    fanout, moto, the bridge), the gateway's process, the clients' process, and Postgres (its
+    own user's processes, detached from the stack's process tree: found by name)."""
     stats = _proc_stats()
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _, _) in stats.items():
-        children.setdefault(ppid, []).append(pid)
-    parts = {"server": 0.0, "gateway": 0.0, "clients": 0.0, "postgres": 0.0}
 
-    def add(part: str, pid: int) -> None:
-        todo = [pid]
-        while todo:
-            current = todo.pop()
-            if current not in stats or stats[current][1].startswith("postgres"):
-                continue
-            parts[part] += stats[current][2]
-            todo.extend(p for p in children.get(current, ()) if p not in (gateway, clients))
+    def tree(pid: int | None, skip: set[int]) -> float:
+        if pid is None or pid not in stats:
+            return 0.0
+        return stats[pid][2] + sum(stats[p][2] for p in _descendants(stats, pid, skip))
 
-    # Postgres runs as its own user, detached from the stack's process tree: found by name.
-    parts["postgres"] = sum(cpu for _, name, cpu in stats.values() if name.startswith("postgres"))
-    add("server", server)
-    if gateway:
-        add("gateway", gateway)
-    add("clients", clients)
-    return parts
+    return {"server": tree(server, {gateway or -1, clients}), "gateway": tree(gateway, set()),
+            "clients": tree(clients, set()),
+            "postgres": sum(cpu for _, name, cpu in stats.values() if name.startswith("postgres"))}
 
 
 def workers_cpu(exclude: set[int]) -> dict[int, float]:
     """CPU seconds so far of this process's live descendants, Postgres and `exclude` (the
     clients' process) left out: the fanout's poster processes, when it has any."""
     stats = _proc_stats()
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _, _) in stats.items():
-        children.setdefault(ppid, []).append(pid)
-    found, todo = {}, list(children.get(os.getpid(), ()))
-    while todo:
-        pid = todo.pop()
-        if pid in exclude or stats[pid][1].startswith("postgres"):
-            continue
-        found[pid] = stats[pid][2]
-        todo.extend(children.get(pid, ()))
-    return found
+    return {pid: stats[pid][2] for pid in _descendants(stats, os.getpid(), exclude)}
 
 
 def cpu_since(before: dict[int, float], exclude: set[int]) -> float:

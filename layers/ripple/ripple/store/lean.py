@@ -47,7 +47,7 @@ class LeanBatchGet:
         self._path = parts.path or "/"
         self._address = (parts.scheme, hostname, parts.port or default)
         self._local = threading.local()
-        self._ssl: ssl.SSLContext | None = None
+        self._ssl = ssl.create_default_context() if parts.scheme == "https" else None
 
     @classmethod
     def for_client(cls, client: Any) -> LeanBatchGet | None:
@@ -92,33 +92,31 @@ class LeanBatchGet:
         blocking: one read a batch, made by the drain itself, costs less CPU this way than a hop
         to the posters' event loop. A kept connection the server closed while idle is opened
         again once (the read is safe to repeat)."""
-        for attempt in (1, 2):
-            sock = getattr(self._local, "sock", None)
-            fresh = sock is None
+        kept = getattr(self._local, "sock", None)
+        if kept is not None:
             try:
-                if sock is None:
-                    sock = self._local.sock = self._connect()
-                sock.sendall(request)
-                status, error_type, reusable, body = _read_response(sock)
+                return self._send(kept, request)
             except (OSError, BadResponse):
                 self._drop()
-                if fresh or attempt == 2:
-                    raise
-                continue
-            if not reusable:
-                self._drop()
-            return status, error_type, body
-        raise AssertionError("unreachable")
+        self._local.sock = self._connect()
+        try:
+            return self._send(self._local.sock, request)
+        except (OSError, BadResponse):
+            self._drop()
+            raise
+
+    def _send(self, sock: socket.socket, request: bytes) -> tuple[int, str, bytes]:
+        sock.sendall(request)
+        status, error_type, reusable, body = _read_response(sock)
+        if not reusable:
+            self._drop()
+        return status, error_type, body
 
     def _connect(self) -> socket.socket:
         scheme, host, port = self._address
         sock = socket.create_connection((host, port), timeout=self.timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if scheme == "https":
-            if self._ssl is None:
-                self._ssl = ssl.create_default_context()
-            sock = self._ssl.wrap_socket(sock, server_hostname=host)
-        return sock
+        return self._ssl.wrap_socket(sock, server_hostname=host) if self._ssl is not None else sock
 
     def _drop(self) -> None:
         sock = getattr(self._local, "sock", None)
