@@ -475,8 +475,13 @@ def ratios(results: list[Result]) -> list[str]:
         one = by_k.get(1)
         for k, r in sorted(by_k.items()):
             if k != 1 and one is not None and _rate(one):
+                # At K = 1's CPU per delivery (every process counted), the most any K can
+                # reach on this machine is all of its cores busy instead of K = 1's share.
+                ceiling = (os.cpu_count() or 1) / one.burst_busy if one.burst_busy > 0 else float("nan")
                 lines.append(f"N={n}: K={k} vs K=1 deliveries/s: {_rate(r) / _rate(one):.2f}x "
-                             f"({_rate(r):.0f} against {_rate(one):.0f})")
+                             f"({_rate(r):.0f} against {_rate(one):.0f}); the machine's ceiling at "
+                             f"K=1's CPU per delivery: {ceiling:.2f}x ({os.cpu_count()} cores "
+                             f"/ {one.burst_busy:.2f} busy at K=1)")
     return lines
 
 
