@@ -113,7 +113,7 @@ class LeanBatchGet:
         return status, error_type, body
 
     def _connect(self) -> socket.socket:
-        scheme, host, port = self._address
+        _, host, port = self._address
         sock = socket.create_connection((host, port), timeout=self.timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return self._ssl.wrap_socket(sock, server_hostname=host) if self._ssl is not None else sock
