@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
+import socket
+import ssl
 import threading
 import time
 from collections import defaultdict
@@ -19,7 +21,7 @@ from botocore.awsrequest import AWSRequest, AWSResponse
 from botocore.credentials import Credentials, RefreshableCredentials
 
 from ripple.gateway import ConnectionsApi, Delivery, Gone, Refused, Unreachable, lean_poster
-from ripple.poster import LeanPoster
+from ripple.poster import InlineSockets, LeanPoster
 from ripple.sigv4 import Signer
 
 pytestmark = pytest.mark.timeout(60)
@@ -122,8 +124,9 @@ class Endpoint:
     botocore (403 if wrong), answers each connection's scripted statuses in turn, then 200, and
     records the bodies it accepted per connection."""
 
-    def __init__(self, creds: Credentials):
+    def __init__(self, creds: Credentials, tls: ssl.SSLContext | None = None):
         self.creds = creds
+        self.tls = tls
         self.script: dict[str, list[int]] = defaultdict(list)
         self.accepted: dict[str, list[str]] = defaultdict(list)
         self.requests: dict[str, int] = defaultdict(int)
@@ -146,9 +149,10 @@ class Endpoint:
         app.router.add_route("*", "/prod/@connections/{connection_id}", self._handle)
         self.runner = web.AppRunner(app)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        site = web.TCPSite(self.runner, "127.0.0.1", 0, ssl_context=self.tls)
         await site.start()
-        self.url = f"http://127.0.0.1:{self.runner.addresses[0][1]}/prod"
+        scheme = "https" if self.tls else "http"
+        self.url = f"{scheme}://localhost:{self.runner.addresses[0][1]}/prod"
 
     def stop(self) -> None:
         asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(timeout=10)
@@ -205,10 +209,21 @@ def endpoint() -> Iterator[Endpoint]:
     server.stop()
 
 
+# Every round through the event loop, or every round from the calling thread first (what the
+# drain does for small rounds): the same answers must mean the same outcome either way.
+WAYS = {"loop": 0, "inline": 1000}
+
+
+@pytest.fixture(params=list(WAYS))
+def inline_max(request) -> int:
+    return WAYS[request.param]
+
+
 @pytest.fixture
-def api(endpoint: Endpoint) -> ConnectionsApi:
+def api(endpoint: Endpoint, inline_max: int) -> ConnectionsApi:
     poster = LeanPoster(endpoint.url, Signer(CREDS, REGION, "execute-api"), limit=64)
-    return ConnectionsApi(poster, concurrency=64, base_backoff=0.001, max_backoff=0.005)
+    return ConnectionsApi(poster, concurrency=64, base_backoff=0.001, max_backoff=0.005,
+                          inline_max=inline_max)
 
 
 def frames(connection_id: str, count: int) -> list[str]:
@@ -282,11 +297,11 @@ def test_post_send_and_close_answer_as_before(endpoint: Endpoint, api: Connectio
     assert endpoint.bad_signatures == 0
 
 
-def test_no_answer_at_all_is_unreachable_and_owed(endpoint: Endpoint) -> None:
+def test_no_answer_at_all_is_unreachable_and_owed(endpoint: Endpoint, inline_max: int) -> None:
     url = endpoint.url
     endpoint.stop()  # the port now refuses connections
     poster = LeanPoster(url, Signer(CREDS, REGION, "execute-api"))
-    api = ConnectionsApi(poster, base_backoff=0.001, max_backoff=0.002)
+    api = ConnectionsApi(poster, base_backoff=0.001, max_backoff=0.002, inline_max=inline_max)
     outcome = api.deliver([Delivery("a", frames("a", 2))])
     assert outcome.owed == [Delivery("a", frames("a", 2))]
     assert (outcome.delivered, api.posts) == (0, 5)
@@ -304,6 +319,60 @@ def test_the_default_poster_signs_with_the_provider_chain(endpoint: Endpoint, mo
     assert endpoint.bad_signatures == 0 and endpoint.accepted["a"] == ["one", "two"]
 
 
+def test_the_inline_round_keeps_its_sockets_and_retries_through_the_loop(endpoint: Endpoint) -> None:
+    """A small round goes out from the calling thread on sockets it keeps for the next round; a
+    frame throttled there is retried through the loop, still ahead of that connection's later
+    frames, with the first try counted."""
+    poster = LeanPoster(endpoint.url, Signer(CREDS, REGION, "execute-api"))
+    api = ConnectionsApi(poster, base_backoff=0.001, max_backoff=0.002, inline_max=8)
+    assert api.deliver([Delivery(c, frames(c, 2)) for c in "ab"]).delivered == 4
+    kept = list(poster._inline._kept())
+    assert len(kept) == 2
+    endpoint.script["a"] = [429, 429]
+    outcome = api.deliver([Delivery("a", frames("a", 3)[1:]), Delivery("b", ["last"])])
+    assert (outcome.delivered, outcome.retries, outcome.owed) == (3, 2, [])
+    assert endpoint.accepted["a"] == frames("a", 2) + frames("a", 3)[1:]
+    assert endpoint.requests["a"] == 2 + 2 + 2
+    assert any(sock in [k for k, _ in poster._inline._kept()] for sock, _ in kept)
+    assert poster._pool is not None  # the retries went through the loop's pool
+    assert endpoint.bad_signatures == 0
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory) -> Iterator[tuple[ssl.SSLContext, str]]:
+    """A server context for `localhost` and the CA that signed it, as a PEM file."""
+    import trustme
+
+    ca = trustme.CA()
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server)
+    pem = tmp_path_factory.mktemp("ca") / "ca.pem"
+    ca.cert_pem.write_to_path(str(pem))
+    yield server, str(pem)
+
+
+def test_both_ways_post_over_tls_and_refuse_an_untrusted_server(tls, inline_max: int, monkeypatch) -> None:
+    """API Gateway is HTTPS: the frames go out over TLS with the certificate verified, either way;
+    a server whose certificate the system does not trust gets nothing (owed, not sent)."""
+    server_context, ca_file = tls
+    endpoint = Endpoint(CREDS, tls=server_context).start()
+    try:
+        untrusted = ConnectionsApi(LeanPoster(endpoint.url, Signer(CREDS, REGION, "execute-api")),
+                                   attempts=1, inline_max=inline_max)
+        assert untrusted.deliver([Delivery("a", ["x"])]).owed == [Delivery("a", ["x"])]
+        monkeypatch.setenv("SSL_CERT_FILE", ca_file)  # what create_default_context trusts
+        poster = LeanPoster(endpoint.url, Signer(CREDS, REGION, "execute-api"))
+        api = ConnectionsApi(poster, inline_max=inline_max)
+        for round_ in range(2):
+            outcome = api.deliver([Delivery(c, [f"{c}{round_}-1", f"{c}{round_}-2"]) for c in "abc"])
+            assert (outcome.delivered, outcome.owed, outcome.failed) == (6, [], 0)
+        assert endpoint.accepted["a"] == ["a0-1", "a0-2", "a1-1", "a1-2"]
+        assert endpoint.bad_signatures == 0
+        assert bool(poster._inline._kept()) == bool(inline_max)
+    finally:
+        endpoint.stop()
+
+
 # -- the keep-alive pool against raw HTTP/1.1 answers ----------------------------------------
 
 class RawServer:
@@ -311,10 +380,13 @@ class RawServer:
     connection when the script says None; after an HTTP/1.0 or `Connection: close` answer too),
     and counts the connections it accepted."""
 
-    def __init__(self, answers: list[bytes | None]):
+    def __init__(self, answers: list[bytes | None], close_idle: bool = False):
         self.answers = answers
         self.connections = 0
         self.requests: list[bytes] = []
+        # Close each connection right after its first answer, without a word: as a server
+        # ending an idle keep-alive connection does.
+        self.close_idle = close_idle
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -329,11 +401,36 @@ class RawServer:
                     break
                 writer.write(answer)
                 await writer.drain()
-                if answer.startswith(b"HTTP/1.0") or b"Connection: close" in answer:
+                if answer.startswith(b"HTTP/1.0") or b"Connection: close" in answer or self.close_idle:
                     break
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         writer.close()
+
+
+REQUEST = b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi"
+
+
+def _inline_exchange(answers: list[bytes | None], requests: int, close_idle: bool = False
+                     ) -> tuple[list[tuple[int, str]], RawServer]:
+    """The requests one at a time through InlineSockets, the server on a thread of its own."""
+    server = RawServer(answers, close_idle=close_idle)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    listening = asyncio.run_coroutine_threadsafe(
+        asyncio.start_server(server._serve, "127.0.0.1", 0), loop).result(timeout=5)
+    port = listening.sockets[0].getsockname()[1]
+    sockets = InlineSockets("http", "127.0.0.1", port, timeout=2)
+    results = []
+    for _ in range(requests):
+        results.extend(sockets.exchange_all([REQUEST]))
+        time.sleep(0.05)  # idle between rounds, as the drain is between wake-ups
+    sockets.close()
+    loop.call_soon_threadsafe(listening.close)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(timeout=5)
+    return results, server
 
 
 def _exchange(answers: list[bytes | None], requests: int
@@ -349,7 +446,7 @@ def _exchange(answers: list[bytes | None], requests: int
         results: list[tuple[int, str, bytes] | tuple[int, str]] = []
         for _ in range(requests):
             try:
-                results.append(await pool.request(b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi"))
+                results.append(await pool.request(REQUEST))
             except Exception as exc:  # noqa: BLE001 - the test looks at which
                 results.append((0, type(exc).__name__))
         pool.close()
@@ -386,3 +483,50 @@ def test_the_pool_opens_a_new_connection_after_close_and_fails_on_garbage() -> N
     assert results[3] == (0, "BadResponse")
     assert results[4] == (200, "", b"")
     assert server.connections == 5
+
+
+def test_inline_sockets_reuse_a_connection_and_read_every_body_shape() -> None:
+    results, server = _inline_exchange([
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 410 Gone\r\nx-amzn-ErrorType: GoneException:http://internal.amazon.com/\r\n"
+        b"Content-Length: 17\r\n\r\n{\"message\": null}",
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 429 Too Many\r\nTransfer-Encoding: chunked\r\n"
+        b"x-amzn-ErrorType: LimitExceededException\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        b"HTTP/1.1 204 No Content\r\n\r\n",
+    ], 4)
+    assert results == [(200, ""), (410, "GoneException"), (429, "LimitExceededException"), (204, "")]
+    assert server.connections == 1 and len(server.requests) == 4
+
+
+def test_inline_sockets_open_a_new_connection_after_close_and_fail_on_garbage() -> None:
+    results, server = _inline_exchange([
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.0 200 OK\r\n\r\nbody to the end",  # no length: read to the close
+        None,  # closed without an answer
+        b"SSH-2.0-OpenSSH\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+    ], 5)
+    assert results == [(200, ""), (200, ""), (0, "ConnectionResetError"), (0, "BadResponse"), (200, "")]
+    assert server.connections == 5
+
+
+def test_inline_sockets_do_not_reuse_a_connection_the_server_closed_while_idle() -> None:
+    """A kept socket the server ended between rounds is left, not written to: the next round
+    opens a new one and gets its answer instead of a reset."""
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+    results, server = _inline_exchange([ok, ok, ok], 3, close_idle=True)
+    assert results == [(200, "")] * 3
+    assert server.connections == 3
+
+
+def test_inline_sockets_time_out_a_server_that_never_answers() -> None:
+    """No answer within the timeout: status 0, TimeoutError, and the socket is not kept."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    try:
+        sockets = InlineSockets("http", "127.0.0.1", listener.getsockname()[1], timeout=0.2)
+        started = time.monotonic()
+        assert sockets.exchange_all([REQUEST, REQUEST]) == [(0, "TimeoutError")] * 2
+        assert time.monotonic() - started < 2
+        assert sockets._kept() == []
+    finally:
+        listener.close()

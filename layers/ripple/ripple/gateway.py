@@ -8,7 +8,10 @@ come back as `owed`, in order, for the caller to keep and retry later.
 Posts go out through a poster: the lean one (`ripple.poster`, SigV4-signed HTTP/1.1 requests
 on keep-alive connections, `RIPPLE_POSTER=lean`, the default) or boto3's `apigatewaymanagementapi` (`RIPPLE_POSTER=boto3`).
 Either way they run on one background event loop, many connections at once
-(`RIPPLE_POST_CONCURRENCY`), each connection's frames one after another.
+(`RIPPLE_POST_CONCURRENCY`), each connection's frames one after another. A small round through
+the lean poster (`RIPPLE_POST_INLINE_MAX` connections at most) is first posted by the calling
+thread itself, in waves of one frame per connection; only frames that need a retry go on to
+the loop, that first try counted.
 """
 from __future__ import annotations
 
@@ -138,6 +141,10 @@ class ConnectionsApi:
     # take_owing(): a connection that owes frames is not posted to again until they are taken,
     # so its frames keep their order. Without it (replies, live relays) they are logged, dropped.
     keep_owed: bool = False
+    # A round to at most this many connections through the lean poster is posted by the
+    # calling thread itself (LeanPoster.post_now), without the hop to the event loop; only what
+    # needs retrying goes on to the loop. 0: every round goes through the loop.
+    inline_max: int = 32
     owing: dict[str, list[str]] = field(default_factory=dict, repr=False)
     _poster: tuple[Any, Poster] | None = field(default=None, repr=False)
 
@@ -171,8 +178,47 @@ class ConnectionsApi:
 
     def _post_round(self, deliveries: list[Delivery], outcome: Outcome) -> None:
         """Post a round of deliveries (none to a connection that owes frames), adding what
-        happened to `outcome`; here, from this process's background loop."""
+        happened to `outcome`: from this process's background loop, or for a small round from
+        this thread (`_post_inline`), then from the loop what that left to retry."""
+        poster = self.poster
+        if len(deliveries) <= self.inline_max and isinstance(poster, LeanPoster):
+            deliveries = self._post_inline(poster, deliveries, outcome)
+            if deliveries:
+                background_loop().run(self._deliver(deliveries, outcome, tried=1))
+            return
         background_loop().run(self._deliver(deliveries, outcome))
+
+    def _post_inline(self, poster: LeanPoster, deliveries: list[Delivery], outcome: Outcome) -> list[Delivery]:
+        """Post every delivery once from this thread, in waves: each wave sends the next frame of
+        every connection still going, all at once, and waits for their answers, so a
+        connection's frames stay in order. Returns, per connection whose frame could not get
+        through (no answer, throttled, a server error), that frame and the ones after it: to
+        retry, that first try counted."""
+        left: list[Delivery] = []
+        at = [0] * len(deliveries)
+        going = list(range(len(deliveries)))
+        while going:
+            posts = [(deliveries[i].connection_id, deliveries[i].frames[at[i]].encode()) for i in going]
+            self.posts += len(posts)
+            answers = poster.post_now(posts)
+            still = []
+            for i, (connection_id, data), (status, error_type) in zip(going, posts, answers):
+                try:
+                    _check(status, error_type, connection_id, len(data))
+                    outcome.delivered += 1
+                except Gone:
+                    outcome.gone.append(connection_id)
+                    continue
+                except Refused:
+                    outcome.failed += 1
+                except Unreachable:
+                    left.append(Delivery(connection_id, deliveries[i].frames[at[i]:]))
+                    continue
+                at[i] += 1
+                if at[i] < len(deliveries[i].frames):
+                    still.append(i)
+            going = still
+        return left
 
     def take_owing(self) -> dict[str, list[str]]:
         """The frames owed per connection since the last call, in order; posting to those
@@ -180,15 +226,16 @@ class ConnectionsApi:
         owing, self.owing = self.owing, {}
         return owing
 
-    async def _deliver(self, deliveries: list[Delivery], outcome: Outcome) -> None:
-        """Post `deliveries`, adding what happened to `outcome`, connection by connection in order."""
+    async def _deliver(self, deliveries: list[Delivery], outcome: Outcome, tried: int = 0) -> None:
+        """Post `deliveries`, adding what happened to `outcome`, connection by connection in
+        order; each delivery's first frame has already failed `tried` times."""
         results: list[Outcome] = [Outcome()] * len(deliveries)
         pending = iter(enumerate(deliveries))
 
         async def serve() -> None:
             # Workers share one iterator: each takes the next connection once its last is done.
             for index, delivery in pending:
-                results[index] = await self._post_all(delivery)
+                results[index] = await self._post_all(delivery, tried)
 
         await asyncio.gather(*(serve() for _ in range(min(self.concurrency, len(deliveries)))))
         for result in results:
@@ -198,11 +245,12 @@ class ConnectionsApi:
             outcome.gone.extend(result.gone)
             outcome.owed.extend(result.owed)
 
-    async def _post_all(self, delivery: Delivery) -> Outcome:
+    async def _post_all(self, delivery: Delivery, tried: int = 0) -> Outcome:
         result = Outcome()
         for index, frame in enumerate(delivery.frames):
             try:
-                result.retries += await self._post_retrying(delivery.connection_id, frame)
+                result.retries += await self._post_retrying(delivery.connection_id, frame,
+                                                            tried if index == 0 else 0)
                 result.delivered += 1
             except Gone:
                 result.gone.append(delivery.connection_id)
@@ -214,19 +262,21 @@ class ConnectionsApi:
                 break
         return result
 
-    async def _post_retrying(self, connection_id: str, frame: str) -> int:
-        """Post one frame, retrying while it is Unreachable; returns how many retries it took."""
+    async def _post_retrying(self, connection_id: str, frame: str, tried: int = 0) -> int:
+        """Post one frame, retrying while it is Unreachable, `tried` failed tries already made;
+        returns how many retries it took (those included)."""
         data = frame.encode()
-        for attempt in range(self.attempts):
+        for attempt in range(tried, self.attempts):
+            if attempt:
+                # Full jitter: a throttled burst spreads out instead of retrying in lockstep.
+                await asyncio.sleep(random.uniform(0, min(self.max_backoff, self.base_backoff * 2 ** (attempt - 1))))
             try:
                 await self._post(connection_id, data)
                 return attempt
             except Unreachable:
-                if attempt + 1 == self.attempts:
+                if attempt + 1 >= self.attempts:
                     raise
-                # Full jitter: a throttled burst spreads out instead of retrying in lockstep.
-                await asyncio.sleep(random.uniform(0, min(self.max_backoff, self.base_backoff * 2 ** attempt)))
-        raise AssertionError("unreachable")
+        raise Unreachable(f"{tried} tries made")
 
     async def _post(self, connection_id: str, data: bytes) -> None:
         self.posts += 1
@@ -241,7 +291,8 @@ class ConnectionsApi:
             raise RuntimeError("RIPPLE_CONNECTIONS_ENDPOINT is not set")
         if config.poster == "boto3":
             return cls(clients().connections_api(endpoint), concurrency=config.post_concurrency)
-        return cls(lean_poster(endpoint, limit=config.post_concurrency), concurrency=config.post_concurrency)
+        return cls(lean_poster(endpoint, limit=config.post_concurrency), concurrency=config.post_concurrency,
+                   inline_max=config.post_inline_max)
 
     def post(self, connection_id: str, data: str) -> None:
         """Send one text frame once; raises Gone (410), Refused (another 4xx) or Unreachable."""

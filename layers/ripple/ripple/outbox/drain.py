@@ -42,6 +42,10 @@ PENDING = "select * from realtime.drain_pending(%s)"
 ACK = "select realtime.ack(%s::int8multirange, %s::bigint[], %s::bigint[])"
 OWE = "select realtime.owe(%s::jsonb)"
 AUTHORIZE = "select * from realtime.authorize(%s::jsonb)"
+# The counters of a wake worth an INFO line: connections lost or closed, posts that failed or
+# were retried, frames owed, shards that failed, policies that raised, log partitions dropped.
+NOTABLE = ("gone", "failed", "retries", "owed", "closed", "shard_failures", "policy_errors",
+           "expired_partitions")
 # Kept back from the invocation's remaining time: the batch in hand posts, acks and returns in it.
 BUDGET_MARGIN_SECONDS = 10.0
 
@@ -362,7 +366,12 @@ def on_wake(wake: WakeEvent, context: Any = None) -> dict:
     counters of what was done."""
     stats = fanout().run(wake, budget(context, margin=BUDGET_MARGIN_SECONDS, default=50.0))
     record_fanout(stats)
-    # An idle wake (a sweep that found nothing) is routine; only work done is worth an INFO line.
     counters = stats.as_dict()
-    (logger.info if stats.batches else logger.debug)("fanout", extra=counters)
+    # Every wake that drained is on record in its EMF document (the same counters, one line of
+    # the log); an INFO line is added only for what an operator may have to act on. A routine
+    # wake's JSON line would cost more CPU than planning its batch, once per change at low rates.
+    if any(getattr(stats, name) for name in NOTABLE):
+        logger.info("fanout", extra=counters)
+    else:
+        logger.debug("fanout", extra=counters)
     return counters

@@ -72,6 +72,6 @@ def connections_api_from_settings() -> ConnectionsApi:
     api = ConnectionsApi.from_settings()
     if config.poster_shards < 2:
         return api
-    return ShardedApi(api.client, concurrency=api.concurrency, transport=transport_from_settings(config.poster_shards),
+    return ShardedApi(api.client, concurrency=api.concurrency, inline_max=api.inline_max, transport=transport_from_settings(config.poster_shards),
                       shards=config.poster_shards, threshold=config.shard_threshold,
                       timeout=config.shard_timeout_seconds)

@@ -51,7 +51,7 @@ def on_shard(event: Any) -> dict[str, Any]:
         return {"error": {"type": "InvalidShard", "message": problems}}
     shared = _container_api()
     # Its own counter per invocation: `posts` is this shard's even when posters share a process.
-    api = ConnectionsApi(shared.client, concurrency=shared.concurrency)
+    api = ConnectionsApi(shared.client, concurrency=shared.concurrency, inline_max=shared.inline_max)
     answer = post_shard(api, {"deliveries": [list(pair) for pair in shard.deliveries]})
     record_shard(answer)
     logger.info("poster", extra={k: v if isinstance(v, int) else len(v) for k, v in answer.items()})
