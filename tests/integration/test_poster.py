@@ -21,7 +21,8 @@ from botocore.awsrequest import AWSRequest, AWSResponse
 from botocore.credentials import Credentials, RefreshableCredentials
 
 from ripple.gateway import ConnectionsApi, Delivery, Gone, Refused, Unreachable, lean_poster
-from ripple.poster import InlineSockets, LeanPoster
+from ripple.http1 import InlineSockets
+from ripple.poster import LeanPoster
 from ripple.sigv4 import Signer
 
 pytestmark = pytest.mark.timeout(60)

@@ -66,8 +66,9 @@ class Settings(BaseSettings):
     post_concurrency: int = 192
     poster: Literal["lean", "boto3"] = "lean"
     # A round of posts to at most this many connections is sent by the calling thread itself
-    # on sockets of its own (no hop to the event loop); 0 sends every round through the loop.
-    post_inline_max: int = Field(default=32, ge=0)
+    # on sockets it keeps (no hop to the event loop); 0 sends every round through the loop. A
+    # round waits for its slowest answer before the next frames go: wide rounds are the loop's.
+    post_inline_max: int = Field(default=32, ge=0, le=256)
     # Sharded posting: a round of at least `shard_threshold` deliveries is split by a stable hash
     # of the connection id across `poster_shards` posters (K) that post in parallel; the drain
     # acks once every shard has answered. `process`: worker processes over pipes (one per vCPU

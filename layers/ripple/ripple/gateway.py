@@ -181,7 +181,7 @@ class ConnectionsApi:
         happened to `outcome`: from this process's background loop, or for a small round from
         this thread (`_post_inline`), then from the loop what that left to retry."""
         poster = self.poster
-        if len(deliveries) <= self.inline_max and isinstance(poster, LeanPoster):
+        if len(deliveries) <= min(self.inline_max, self.concurrency) and isinstance(poster, LeanPoster):
             deliveries = self._post_inline(poster, deliveries, outcome)
             if deliveries:
                 background_loop().run(self._deliver(deliveries, outcome, tried=1))
@@ -291,8 +291,8 @@ class ConnectionsApi:
             raise RuntimeError("RIPPLE_CONNECTIONS_ENDPOINT is not set")
         if config.poster == "boto3":
             return cls(clients().connections_api(endpoint), concurrency=config.post_concurrency)
-        return cls(lean_poster(endpoint, limit=config.post_concurrency), concurrency=config.post_concurrency,
-                   inline_max=config.post_inline_max)
+        return cls(lean_poster(endpoint, limit=config.post_concurrency, inline=config.post_inline_max),
+                   concurrency=config.post_concurrency, inline_max=config.post_inline_max)
 
     def post(self, connection_id: str, data: str) -> None:
         """Send one text frame once; raises Gone (410), Refused (another 4xx) or Unreachable."""
@@ -319,7 +319,7 @@ class ConnectionsApi:
             pass
 
 
-def lean_poster(endpoint: str, limit: int = 256) -> LeanPoster:
+def lean_poster(endpoint: str, limit: int = 256, inline: int = 32) -> LeanPoster:
     """A LeanPoster for `endpoint`, signing with credentials from botocore's provider chain and
     the region it resolves (else the endpoint's, `{api}.execute-api.{region}.amazonaws.com`)."""
     import botocore.session
@@ -331,7 +331,7 @@ def lean_poster(endpoint: str, limit: int = 256) -> LeanPoster:
     host = (urlsplit(endpoint).hostname or "").split(".")
     region = session.get_config_variable("region") or (
         host[2] if len(host) > 3 and host[1] == "execute-api" else "us-east-1")
-    return LeanPoster(endpoint, Signer(credentials, region, "execute-api"), limit=limit)
+    return LeanPoster(endpoint, Signer(credentials, region, "execute-api"), limit=limit, inline=inline)
 
 
 @lru_cache(maxsize=1)

@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[3] / "layers" / "ripple" / "ripple"
 # Lowest first. A unit may import from its own layer's shared modules and from any lower layer;
 # units of one feature layer (changes, broadcast, presence, notify) never import each other.
 LAYERS: list[set[str]] = [
-    {"codec", "config", "log", "observability", "metrics", "budget", "sigv4"},
+    {"codec", "config", "log", "observability", "metrics", "budget", "sigv4", "http1"},
     {"aws", "poster", "protocol", "auth", "events"},
     {"db", "gateway", "store"},
     {"shards"},

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from ripple import codec
 from ripple.aws import Call, observed, report
-from ripple.poster import Answer, BadResponse, parse_response
+from ripple.http1 import Answer, BadResponse, parse_response
 from ripple.sigv4 import Signer
 
 TARGET = "DynamoDB_20120810.BatchGetItem"
