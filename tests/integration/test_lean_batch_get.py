@@ -140,3 +140,24 @@ def test_the_read_keeps_its_connection_and_opens_it_again_once_the_server_closed
     server.join(timeout=5)
     listener.close()
     assert len(accepted) == 2
+
+
+def test_the_local_stacks_moto_keeps_the_connection_as_aws_does(client) -> None:
+    """The local DynamoDB answers on a kept-alive connection, as the real one does: read after
+    read goes out on the socket the first one opened (an answer with `Connection: close`
+    would make the reader open a new one for each)."""
+    reader = LeanBatchGet.for_client(client)
+    assert reader is not None
+    request = {BINDINGS_TABLE: {"Keys": [{"pk": {"S": "public.kept"}, "sk": {"S": VERSION_SK}}],
+                                "ConsistentRead": True}}
+    reader.batch_get_item(request)
+    first = reader._local.sock
+    assert first is not None
+    for _ in range(3):
+        assert reader.batch_get_item(request)["Responses"] == {BINDINGS_TABLE: []}
+        assert reader._local.sock is first
+    # boto3's own calls too: one connection for call after call.
+    http = client._endpoint.http_session._manager.connection_from_url(client.meta.endpoint_url)
+    for _ in range(3):
+        client.describe_table(TableName=BINDINGS_TABLE)
+    assert http.num_connections == 1

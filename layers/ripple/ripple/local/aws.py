@@ -1,17 +1,23 @@
 """moto's server mode on a loopback port, bound in the caller's thread so that a busy port is
-an immediate error (moto's own ThreadedMotoServer waits forever when its thread fails to bind)."""
+an immediate error (moto's own ThreadedMotoServer waits forever when its thread fails to bind).
+
+Served by waitress rather than werkzeug's development server (what ThreadedMotoServer uses),
+for keep-alive: werkzeug answers every request with `Connection: close`, so each AWS call of
+the stack opened a TCP connection and a server thread of its own; AWS's endpoints keep the
+connection for the next call, and so does this server (idle connections hold no thread).
+"""
 from __future__ import annotations
 
 import logging
 import socket
 import threading
 
-from moto.moto_server.werkzeug_app import (
-    DomainDispatcherApplication,
-    MotoRequestHandler,
-    create_backend_app,
-)
-from werkzeug.serving import BaseWSGIServer, make_server
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+from waitress.server import BaseWSGIServer, create_server
+
+# Request threads: moto holds the interpreter lock for most of a call, so a few suffice; more
+# let a slow call (a Scan of a big table) not hold up the small ones behind it.
+THREADS = 8
 
 
 class MotoServer:
@@ -28,25 +34,25 @@ class MotoServer:
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> None:
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per AWS call otherwise
+        logging.getLogger("waitress").setLevel(logging.WARNING)  # "Serving on ..." otherwise
         app = DomainDispatcherApplication(create_backend_app)
-        # Bound here: werkzeug binding a busy port prints a message and calls sys.exit().
         listener = socket.create_server((self.host, self.port))
-        try:
-            self._server = make_server(self.host, self.port, app, threaded=True,
-                                       request_handler=MotoRequestHandler, fd=listener.fileno())
-        finally:
-            listener.close()  # the server holds its own duplicate of the socket
-        self.port = self._server.port
-        self._thread = threading.Thread(target=self._server.serve_forever, name="ripple-moto",
-                                        daemon=True)
+        self.port = listener.getsockname()[1]
+        # An AWS call can wait on a Lambda handler that makes AWS calls of its own: no limit
+        # on connections, and no idle timeout shorter than a handler's run.
+        self._server = create_server(app, sockets=[listener], threads=THREADS, channel_timeout=900,
+                                     connection_limit=100_000, ident="moto")
+        self._thread = threading.Thread(target=self._server.run, name="ripple-moto", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        server, self._server = self._server, None
+        if server is not None:
+            server.task_dispatcher.shutdown()
+            # Every channel (the listener and each client connection) closed: the loop, with
+            # nothing left to watch, returns.
+            for channel in list(server._map.values()):
+                channel.close()
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None

@@ -9,7 +9,7 @@ Routes: `GET /` (the page, refreshing itself), `GET /api/messages` (newest first
 `to` and `channel` filters), `DELETE /api/messages` (forget everything sent), `GET /health`.
 
 The mailbox reads moto's in-process stores, so moto must run in this process, as the local
-stack's `ThreadedMotoServer` does. What moto keeps, and so what the mailbox can show:
+stack's `MotoServer` (`local/aws.py`) does. What moto keeps, and so what the mailbox can show:
 - SESv2 `Content.Simple`: sender, destinations, subject and one body: the HTML part when there
   is one, else the text part. The other part, `Headers` and `ConfigurationSetName` are dropped,
   so an HTML email has `text: null` and `headers: {}`.
