@@ -461,57 +461,44 @@ def _exchange(answers: list[bytes | None], requests: int
     return asyncio.run(run()), server
 
 
-def test_the_pool_reuses_a_connection_and_reads_every_body_shape() -> None:
-    results, server = _exchange([
-        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
-        b"HTTP/1.1 410 Gone\r\nx-amzn-ErrorType: GoneException:http://internal.amazon.com/\r\n"
-        b"Content-Length: 17\r\n\r\n{\"message\": null}",
-        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 429 Too Many\r\nTransfer-Encoding: chunked\r\n"
-        b"x-amzn-ErrorType: LimitExceededException\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
-        b"HTTP/1.1 204 No Content\r\n\r\n",
-    ], 4)
-    assert results == [(200, "", b""), (410, "GoneException", b'{"message": null}'),
-                       (429, "LimitExceededException", b"abc"), (204, "", b"")]
+# Every shape of body an answer may have, on one kept connection.
+BODY_SHAPES: list[bytes | None] = [
+    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 410 Gone\r\nx-amzn-ErrorType: GoneException:http://internal.amazon.com/\r\n"
+    b"Content-Length: 17\r\n\r\n{\"message\": null}",
+    b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 429 Too Many\r\nTransfer-Encoding: chunked\r\n"
+    b"x-amzn-ErrorType: LimitExceededException\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    b"HTTP/1.1 204 No Content\r\n\r\n",
+]
+# Each of these ends its connection: the next request needs a new one.
+CLOSINGS: list[bytes | None] = [
+    b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.0 200 OK\r\n\r\nbody to the end",  # no length: read to the close
+    None,  # closed without an answer
+    b"SSH-2.0-OpenSSH\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+]
+EXCHANGES = {"pool": lambda answers, requests: _exchange(answers, requests),
+             "inline": lambda answers, requests: _inline_exchange(answers, requests)}
+
+
+@pytest.mark.parametrize("way", list(EXCHANGES))
+def test_a_connection_is_reused_and_every_body_shape_read(way: str) -> None:
+    results, server = EXCHANGES[way](list(BODY_SHAPES), 4)
+    assert [r[:2] for r in results] == [(200, ""), (410, "GoneException"), (429, "LimitExceededException"),
+                                        (204, "")]
+    if way == "pool":  # the pool hands the body back too
+        assert [r[2] for r in results] == [b"", b'{"message": null}', b"abc", b""]  # type: ignore[misc]
     assert server.connections == 1 and len(server.requests) == 4
 
 
-def test_the_pool_opens_a_new_connection_after_close_and_fails_on_garbage() -> None:
-    results, server = _exchange([
-        b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
-        b"HTTP/1.0 200 OK\r\n\r\nbody to the end",  # no length: read to the close
-        None,  # closed without an answer
-        b"SSH-2.0-OpenSSH\r\n\r\n",
-        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
-    ], 5)
-    assert results[:2] == [(200, "", b""), (200, "", b"body to the end")]
-    assert results[2] == (0, "ConnectionResetError")
-    assert results[3] == (0, "BadResponse")
-    assert results[4] == (200, "", b"")
-    assert server.connections == 5
-
-
-def test_inline_sockets_reuse_a_connection_and_read_every_body_shape() -> None:
-    results, server = _inline_exchange([
-        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
-        b"HTTP/1.1 410 Gone\r\nx-amzn-ErrorType: GoneException:http://internal.amazon.com/\r\n"
-        b"Content-Length: 17\r\n\r\n{\"message\": null}",
-        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 429 Too Many\r\nTransfer-Encoding: chunked\r\n"
-        b"x-amzn-ErrorType: LimitExceededException\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
-        b"HTTP/1.1 204 No Content\r\n\r\n",
-    ], 4)
-    assert results == [(200, ""), (410, "GoneException"), (429, "LimitExceededException"), (204, "")]
-    assert server.connections == 1 and len(server.requests) == 4
-
-
-def test_inline_sockets_open_a_new_connection_after_close_and_fail_on_garbage() -> None:
-    results, server = _inline_exchange([
-        b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
-        b"HTTP/1.0 200 OK\r\n\r\nbody to the end",  # no length: read to the close
-        None,  # closed without an answer
-        b"SSH-2.0-OpenSSH\r\n\r\n",
-        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
-    ], 5)
-    assert results == [(200, ""), (200, ""), (0, "ConnectionResetError"), (0, "BadResponse"), (200, "")]
+@pytest.mark.parametrize("way", list(EXCHANGES))
+def test_a_new_connection_follows_a_close_and_garbage_fails(way: str) -> None:
+    results, server = EXCHANGES[way](list(CLOSINGS), 5)
+    assert [r[:2] for r in results] == [(200, ""), (200, ""), (0, "ConnectionResetError"), (0, "BadResponse"),
+                                        (200, "")]
+    if way == "pool":
+        assert results[1] == (200, "", b"body to the end")
     assert server.connections == 5
 
 
