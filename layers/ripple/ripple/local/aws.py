@@ -35,6 +35,8 @@ class MotoServer:
 
     def start(self) -> None:
         logging.getLogger("waitress").setLevel(logging.WARNING)  # "Serving on ..." otherwise
+        # "Task queue depth is N": calls waiting for a thread, routine under a benchmark's load.
+        logging.getLogger("waitress.queue").setLevel(logging.ERROR)
         app = DomainDispatcherApplication(create_backend_app)
         listener = socket.create_server((self.host, self.port))
         self.port = listener.getsockname()[1]
