@@ -261,6 +261,8 @@ class Fanout:
         """Post each connection's owed frames, in order, once per drain. A connection unreachable
         for longer than owed_deadline_seconds is closed and departs: its client reconnects."""
         frames, since = _owed(rows)
+        if not frames:
+            return  # nothing owed in this batch: nothing to post, and no deadline to check
         for cid in set(frames) & retried:
             self.api.owing.setdefault(cid, []).extend(frames.pop(cid))
         retried.update(frames)
