@@ -151,11 +151,10 @@ def test_the_local_stacks_moto_keeps_the_connection_as_aws_does(client) -> None:
     request = {BINDINGS_TABLE: {"Keys": [{"pk": {"S": "public.kept"}, "sk": {"S": VERSION_SK}}],
                                 "ConsistentRead": True}}
     reader.batch_get_item(request)
-    first = reader._local.sock
-    assert first is not None
+    [(first, _)] = reader._sockets._kept()
     for _ in range(3):
         assert reader.batch_get_item(request)["Responses"] == {BINDINGS_TABLE: []}
-        assert reader._local.sock is first
+        assert [sock for sock, _ in reader._sockets._kept()] == [first]
     # boto3's own calls too: one connection for call after call.
     http = client._endpoint.http_session._manager.connection_from_url(client.meta.endpoint_url)
     for _ in range(3):

@@ -142,11 +142,11 @@ class InlineSockets:
         sock.settimeout(self.timeout)
         return sock
 
-    def exchange_all(self, requests: list[bytes]) -> list[tuple[int, str]]:
+    def exchange_all(self, requests: list[bytes]) -> list[tuple[int, str, bytes]]:
         """Send every request, each on a socket of its own, and return their (status, error
-        type) in order; status 0 for one that got no answer by the timeout (error type
+        type, body) in order; status 0 for one that got no answer by the timeout (error type
         TimeoutError), could not connect or send, or was answered with what is not HTTP."""
-        results: list[tuple[int, str]] = [(0, "TimeoutError")] * len(requests)
+        results: list[tuple[int, str, bytes]] = [(0, "TimeoutError", b"")] * len(requests)
         deadline = time.monotonic() + self.timeout
         waiting = self._send_all(requests, results, deadline)
         poller = select.poll()
@@ -164,7 +164,7 @@ class InlineSockets:
             sock.close()  # no answer in time: its result stays TimeoutError
         return results
 
-    def _send_all(self, requests: list[bytes], results: list[tuple[int, str]], deadline: float
+    def _send_all(self, requests: list[bytes], results: list[tuple[int, str, bytes]], deadline: float
                   ) -> dict[int, tuple[int, socket.socket, bytearray]]:
         """Send each request on a kept socket or a new one: the sockets awaiting an answer, by
         file descriptor, with the request's index; a request that could not go is noted in
@@ -177,30 +177,30 @@ class InlineSockets:
                 sock = spare.pop() if spare else self._connect(deadline)
                 sock.sendall(request)
             except (OSError, ValueError) as exc:
-                results[index] = (0, type(exc).__name__)
+                results[index] = (0, type(exc).__name__, b"")
                 if sock is not None:
                     sock.close()
                 continue
             waiting[sock.fileno()] = (index, sock, bytearray())
         return waiting
 
-    def _answer(self, sock: socket.socket, buffer: bytearray) -> tuple[int, str] | None:
-        """Read from a readable socket: its answer's (status, error type) once complete (the
-        socket kept for the next round when it may carry one), None while more is to come."""
+    def _answer(self, sock: socket.socket, buffer: bytearray) -> tuple[int, str, bytes] | None:
+        """Read from a readable socket: its answer's (status, error type, body) once complete
+        (the socket kept for the next round when it may carry one), None while more is to come."""
         try:
             answer = _read_some(sock, buffer)
         except (OSError, BadResponse) as exc:
             sock.close()
-            return 0, type(exc).__name__
+            return 0, type(exc).__name__, b""
         if answer is None:
             return None
-        status, error_type, reusable, _ = answer
+        status, error_type, reusable, body = answer
         kept = self._kept()
         if reusable and len(kept) < self.keep:
             kept.append((sock, time.monotonic()))
         else:
             sock.close()
-        return status, error_type
+        return status, error_type, body
 
     def close(self) -> None:
         """Close this thread's kept sockets."""

@@ -270,7 +270,8 @@ class LeanPoster:
         (no event loop; for a small round): their (status, error type) in order, status 0 where
         no answer came. One post per connection: a connection's next frame waits for this one's
         answer."""
-        return self._inline.exchange_all([self._signed("POST", cid, body) for cid, body in posts])
+        answers = self._inline.exchange_all([self._signed("POST", cid, body) for cid, body in posts])
+        return [(status, error_type) for status, error_type, _ in answers]
 
     def _signed(self, method: str, connection_id: str, body: bytes) -> bytes:
         """The whole request, head and body, signed."""

@@ -4,7 +4,7 @@ makes (the warm buckets' versions, store.warm).
 botocore spends several milliseconds of CPU on one small call (parameter validation, event
 hooks, serialization, its own signing); this is the same request and answer, in the JSON wire
 format botocore sends, signed as the lean poster signs, on one kept-alive blocking socket per
-thread: the drain sends it and reads the answer itself (0.3-0.5 ms of CPU a read locally,
+thread (`ripple.http1.InlineSockets`): the drain sends it and reads the answer itself (0.3-0.5 ms of CPU a read locally,
 against about 0.9 ms through the posters' event loop, which pays a hop each way). Any failure
 (throttling, a server error, no answer) raises `LeanReadFailed`, and the caller asks again
 through boto3, whose retries and error types then apply.
@@ -14,15 +14,12 @@ through boto3, whose retries and error types then apply.
 """
 from __future__ import annotations
 
-import socket
-import ssl
-import threading
 from typing import Any
 from urllib.parse import urlsplit
 
 from ripple import codec
 from ripple.aws import Call, observed, report
-from ripple.http1 import Answer, BadResponse, parse_response
+from ripple.http1 import InlineSockets
 from ripple.sigv4 import Signer
 
 TARGET = "DynamoDB_20120810.BatchGetItem"
@@ -45,9 +42,7 @@ class LeanBatchGet:
         hostname = parts.hostname or ""
         self._host = hostname if parts.port in (None, default) else f"{hostname}:{parts.port}"
         self._path = parts.path or "/"
-        self._address = (parts.scheme, hostname, parts.port or default)
-        self._local = threading.local()
-        self._ssl = ssl.create_default_context() if parts.scheme == "https" else None
+        self._sockets = InlineSockets(parts.scheme, hostname, parts.port or default, keep=1, timeout=timeout)
 
     @classmethod
     def for_client(cls, client: Any) -> LeanBatchGet | None:
@@ -75,10 +70,7 @@ class LeanBatchGet:
                 *(f"{k}: {v}" for k, v in self.signer.headers("POST", self._host, self._path, body,
                                                               signed=signed).items()),
                 f"Content-Length: {len(body)}\r\n\r\n"]
-        try:
-            status, error_type, answer = self._exchange("\r\n".join(head).encode() + body)
-        except Exception as exc:  # noqa: BLE001 - any failure: the caller asks through boto3
-            raise LeanReadFailed(type(exc).__name__) from exc
+        status, error_type, answer = self._exchange("\r\n".join(head).encode() + body)
         if status != 200:
             raise LeanReadFailed(f"{status} {error_type}")
         try:
@@ -88,54 +80,13 @@ class LeanBatchGet:
         return parsed
 
     def _exchange(self, request: bytes) -> tuple[int, str, bytes]:
-        """Send `request` on this thread's kept-alive connection and read the whole response,
+        """Send `request` on this thread's kept-alive connection and read the whole answer,
         blocking: one read a batch, made by the drain itself, costs less CPU this way than a hop
-        to the posters' event loop. A kept connection the server closed while idle is opened
-        again once (the read is safe to repeat)."""
-        kept = getattr(self._local, "sock", None)
-        if kept is not None:
-            try:
-                return self._send(kept, request)
-            except (OSError, BadResponse):
-                self._drop()
-        self._local.sock = self._connect()
-        try:
-            return self._send(self._local.sock, request)
-        except (OSError, BadResponse):
-            self._drop()
-            raise
-
-    def _send(self, sock: socket.socket, request: bytes) -> tuple[int, str, bytes]:
-        sock.sendall(request)
-        status, error_type, reusable, body = _read_response(sock)
-        if not reusable:
-            self._drop()
-        return status, error_type, body
-
-    def _connect(self) -> socket.socket:
-        _, host, port = self._address
-        sock = socket.create_connection((host, port), timeout=self.timeout)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return self._ssl.wrap_socket(sock, server_hostname=host) if self._ssl is not None else sock
-
-    def _drop(self) -> None:
-        sock = getattr(self._local, "sock", None)
-        self._local.sock = None
-        if sock is not None:
-            sock.close()
-
-
-def _read_response(sock: socket.socket) -> Answer:
-    """One whole HTTP/1.1 response from a blocking socket."""
-    buffer = bytearray()
-    while True:
-        chunk = sock.recv(65536)
-        if not chunk:
-            answer = parse_response(buffer, eof=True)
-            if answer is None:
-                raise ConnectionResetError("connection closed before the response")
-            return answer
-        buffer += chunk
-        answer = parse_response(buffer, eof=False)
-        if answer is not None:
-            return answer
+        to the posters' event loop. One that got no answer is sent once more, on a new
+        connection (the read is safe to repeat); a second failure raises LeanReadFailed."""
+        status, error_type, answer = self._sockets.exchange_all([request])[0]
+        if status == 0:
+            status, error_type, answer = self._sockets.exchange_all([request])[0]
+        if status == 0:
+            raise LeanReadFailed(error_type)
+        return status, error_type, answer
