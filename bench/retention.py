@@ -68,7 +68,7 @@ def write(conn: psycopg.Connection, batch: int, batches: int, first: int, into: 
 def drain(conn: psycopg.Connection, batch: int, flip: bool, into: dict) -> int:
     """One drain transaction as the fanout runs it, timed into `into` unless it found nothing;
     returns how many rows it acked."""
-    from ripple.outbox.drain import ACK, _ack_arguments
+    from ripple.outbox.drain import _ack_statement
     reads = [("pending", "select id from realtime.pending(%s)"),
              ("pending_positioned", "select id, kind from realtime.pending_positioned(%s)")]
     ids: list[int] = []
@@ -85,7 +85,7 @@ def drain(conn: psycopg.Connection, batch: int, flip: bool, into: dict) -> int:
             batch_rows = [{"id": r[0], "kind": r[1]} for r in rows]
     lsn = conn.execute("select pg_current_wal_insert_lsn()").fetchone()[0]
     started = time.perf_counter()
-    conn.execute(ACK, _ack_arguments(batch_rows))
+    conn.execute(_ack_statement(batch_rows))
     times["ack"] = elapsed_ms(started)
     times["ack_wal"] = float(conn.execute("select pg_wal_lsn_diff(pg_current_wal_insert_lsn(), %s)",
                                           (lsn,)).fetchone()[0])

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 import psycopg
 import pytest
 
-from ripple.outbox.drain import ACK, _ack_arguments
+from ripple.outbox.drain import _ack_statement
 
 DRAIN_LOCK = "select pg_advisory_xact_lock(hashtext('realtime.drain'))"
 # A notification wake-up as realtime's notifications write it (for a notification that is gone:
@@ -48,7 +48,7 @@ def drain(drainer: psycopg.Connection) -> list[tuple[int, str, int | None]]:
     """pending_positioned, then the ack of all of it as the fanout sends it; returns (id, kind,
     position) of each row."""
     rows = drainer.execute("select id, kind, position from realtime.pending_positioned(500)").fetchall()
-    drainer.execute(ACK, _ack_arguments([{"id": i, "kind": kind} for i, kind, _ in rows]))
+    drainer.execute(_ack_statement([{"id": i, "kind": kind} for i, kind, _ in rows]))
     return rows
 
 
@@ -79,7 +79,7 @@ def test_an_ack_settles_ids_and_records_the_batch_copying_no_row(stack, db, tabl
         ids = [i for i, _, _ in rows]
         acks_before = drainer.execute("select count(*) from realtime.log_acks").fetchone()[0]
         logged_before = drainer.execute("select count(*) from realtime.log").fetchone()[0]
-        drainer.execute(ACK, _ack_arguments([{"id": i, "kind": "change"} for i in ids]))
+        drainer.execute(_ack_statement([{"id": i, "kind": "change"} for i in ids]))
         # One row for the batch: its ids (one run), from the first position pending gave.
         first, taken, acked = drainer.execute(
             "select first_position, taken, ids::text from realtime.log_acks "

@@ -1,8 +1,8 @@
 """Drain the outbox: committed changes and `realtime.send` messages, delivered in outbox order.
 
-Per drained batch: three Postgres statements (the pending rows, read under the drain lock; one
-batched authorization of every distinct principal against every row image it would receive;
-the ack), besides the transaction's BEGIN and COMMIT. Each run of rows of
+Per drained batch: three Postgres round trips (the pending rows, read under the drain lock, with
+the transaction's BEGIN; one batched authorization of every distinct principal against every row
+image it would receive; the ack, with the COMMIT). Each run of rows of
 one kind goes to its feature: changes to `changes.plan` + `changes.delivery`, broadcasts to
 `broadcast.outbound`. A crash before the ack redelivers the batch (at-least-once).
 """
@@ -38,8 +38,10 @@ from ripple.store import DynamoDBStore, Store
 # The drain lock, then realtime.pending with each row's log position; and its ack
 # (sql/013_outbox_log.sql): the delivered outbox ids as runs, the owed frames' ids, and which ids
 # are `realtime.send` messages.
-PENDING = "select * from realtime.drain_pending(%s)"
-ACK = "select realtime.ack(%s::int8multirange, %s::bigint[], %s::bigint[])"
+# Both ride with the transaction's BEGIN and COMMIT (Database.riding), so their arguments are
+# written in, integers only: the limit, and the ids of _ack_statement.
+PENDING = "select * from realtime.drain_pending(%d)"
+ACK = "select realtime.ack('{runs}'::int8multirange, '{{{owed}}}'::bigint[], '{{{broadcasts}}}'::bigint[])"
 OWE = "select realtime.owe(%s::jsonb)"
 AUTHORIZE = "select * from realtime.authorize(%s::jsonb)"
 # The counters of a wake worth an INFO line: connections lost or closed, posts that failed or
@@ -193,9 +195,10 @@ class Fanout:
     def _batch(self, limit: int, stats: Stats, retried: set[str]) -> tuple[int, list | None]:
         """One drain transaction: pending rows under the lock, deliver, owe, ack. Returns how many rows
         were taken and the rows read (None when the outbox was empty)."""
-        with self.db.transaction() as conn:
-            rows = self.db.execute(conn, PENDING, (limit,))
+        with self.db.riding() as conn:
+            rows = self.db.begin_with(conn, PENDING % int(limit))
             if not rows:
+                conn.execute("commit")
                 return 0, None
 
             def authorize(request: dict[str, Any], conn: Any = conn) -> list[dict[str, Any]]:
@@ -212,7 +215,7 @@ class Fanout:
             if owing:
                 self.db.execute(conn, OWE, (codec.dumps(_owed_entries(rows, owing)),))
                 stats.owed += sum(len(frames) for frames in owing.values())
-            self.db.execute(conn, ACK, _ack_arguments(rows[:taken]))
+            self.db.commit_with(conn, _ack_statement(rows[:taken]))
         return taken, rows
 
     def _deliver(self, rows: list[dict[str, Any]], stats: Stats, authorize: Authorizer,
@@ -301,6 +304,15 @@ def _owed(rows: list[dict[str, Any]]) -> tuple[dict[str, list[str]], dict[str, f
     return frames, since
 
 
+def _ack_statement(rows: list[dict[str, Any]]) -> str:
+    """The `realtime.ack` call for the delivered prefix of a pending batch, its arguments
+    written in: the statement rides with the COMMIT, which takes no parameters. Every value in
+    it is an integer (outbox ids), formatted by int()."""
+    runs, owed, broadcasts = _ack_arguments(rows)
+    return ACK.format(runs=runs, owed=",".join(str(int(i)) for i in owed),
+                      broadcasts=",".join(str(int(i)) for i in broadcasts))
+
+
 def _ack_arguments(rows: list[dict[str, Any]]) -> tuple[str, list[int], list[int]]:
     """What `realtime.ack` takes for the delivered prefix of a pending batch. Pending hands
     outbox rows out in id order, so their ids are sent as runs (a multirange literal, usually
@@ -320,10 +332,10 @@ def _ack_arguments(rows: list[dict[str, Any]]) -> tuple[str, list[int], list[int
             previous = row_id
             continue
         if start:
-            runs.append(f"[{start},{previous + 1})")
+            runs.append(f"[{int(start)},{int(previous) + 1})")
         start = previous = row_id
     if start:
-        runs.append(f"[{start},{previous + 1})")
+        runs.append(f"[{int(start)},{int(previous) + 1})")
     return "{" + ",".join(runs) + "}", owed, broadcasts
 
 
