@@ -587,6 +587,27 @@ def test_stop_closes_every_socket_and_runs_each_disconnect(make_stack) -> None:
         assert len(stack.backend.disconnects_of(connection_id)) == 1
 
 
+def test_stop_waits_for_disconnects_only_so_long(make_stack, monkeypatch) -> None:
+    """Ten thousand $disconnects outlast any stop; past STOP_SECONDS the gateway stops anyway."""
+    from ripple.local import gateway as module
+
+    monkeypatch.setattr(module, "STOP_SECONDS", 0.5)
+    stack = make_stack()
+    stack.backend.disconnect_gate = threading.Barrier(2)  # its only $disconnect waits (10 s)
+    ws, connection_id = stack.client()
+    started = time.monotonic()
+    try:
+        stack.run(stack.gateway.stop())
+        elapsed = time.monotonic() - started
+        assert closed_code(ws) == 1001
+        assert 0.4 < elapsed < 3.0
+        assert stack.backend.disconnects_of(connection_id) == []  # still running when it stopped
+        with pytest.raises(urllib.error.URLError):
+            http(stack.gateway.url + "/health")
+    finally:
+        stack.backend.disconnect_gate.abort()
+
+
 def test_health_follows_readiness(make_stack) -> None:
     state = {"ready": False}
     stack = make_stack(ready=lambda: state["ready"])

@@ -70,6 +70,8 @@ from ripple.local.management import ManagementApi, Tap
 __all__ = ["Gateway", "Handler", "LambdaContext", "Limits", "Routes", "new_id"]
 
 logger = logging.getLogger("ripple.local.gateway")
+# How long a stopping gateway waits for the $disconnects of the sockets it closed.
+STOP_SECONDS = 30.0
 
 
 @dataclass
@@ -133,19 +135,28 @@ class Gateway:
     async def start(self) -> None:
         """Bind and serve; with port 0 the OS picks a free port, then stored in `port`."""
         # No access log: the request line carries the apikey JWT in its query string.
-        self._runner = web.AppRunner(self.app, access_log=None)
+        # `stop` has waited for the $disconnects already; a handler still running then gets
+        # one more second (aiohttp's default is a minute).
+        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         await web.TCPSite(self._runner, self.host, self.port).start()
         self.port = self._runner.addresses[0][1]
         logger.info("gateway listening on %s", self.url)
 
     async def stop(self) -> None:
-        """Close every socket with 1001, wait for each $disconnect, then stop the server."""
+        """Close every socket with 1001, wait for each $disconnect (at most STOP_SECONDS in all:
+        ten thousand of them take longer, and a stopping stack keeps none of their rows), then
+        stop the server."""
         self._stopping = True
-        while self._connections:
+        deadline = time.monotonic() + STOP_SECONDS
+        while self._connections and time.monotonic() < deadline:
             connections = list(self._connections.values())
             await asyncio.gather(*(c.close(1001) for c in connections), return_exceptions=True)
-            await asyncio.gather(*(c.finished.wait() for c in connections))
+            try:
+                await asyncio.wait_for(asyncio.gather(*(c.finished.wait() for c in connections)),
+                                       max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                logger.warning("gateway stopping with %d $disconnect(s) still running", len(self._connections))
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

@@ -33,10 +33,12 @@ from pathlib import Path
 from typing import IO, Any
 
 from ripple.local.connection import Limits
+from ripple.local.gateway import STOP_SECONDS as DISCONNECT_SECONDS
 
 LAYER = Path(__file__).resolve().parents[2]  # the directory that holds the `ripple` package
 ANNOUNCE_SECONDS = 60.0
-STOP_SECONDS = 30.0
+# The child's own stop waits at most DISCONNECT_SECONDS for $disconnects; it gets a little more.
+STOP_SECONDS = DISCONNECT_SECONDS + 5.0
 KILL_SECONDS = 5.0
 
 

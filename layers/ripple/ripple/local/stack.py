@@ -24,7 +24,8 @@ import jwt as pyjwt
 from ripple.local.aws import MotoServer
 from ripple.local.bridge import Bridge
 from ripple.local.gateway import Gateway, Limits, Routes
-from ripple.local.gatewayd import GatewayFailed, GatewayProcess
+from ripple.local.gatewayd import KILL_SECONDS, GatewayFailed, GatewayProcess
+from ripple.local.gatewayd import STOP_SECONDS as GATEWAY_STOP_SECONDS
 from ripple.local.http import http_route
 from ripple.local.inspector.activity import Activity, observed
 from ripple.local.inspector.server import Inspector, Settings
@@ -43,6 +44,9 @@ BINDINGS_TABLE = "ripple-bindings"
 MAIL_DOMAIN = "ripple.test"
 # The poster function's name, as the fanout invokes it with RIPPLE_SHARD_TRANSPORT=lambda.
 POSTER_FUNCTION = "ripple-poster"
+# A stopping stack waits for its gateway's bounded stop (the $disconnects, then SIGTERM and
+# SIGKILL for its process) and a little more, so the parts after it always get to stop too.
+STOP_SECONDS = GATEWAY_STOP_SECONDS + KILL_SECONDS + 10.0
 # The browser bundle the Inspector and the demo page load, installed by `make dev` (web/).
 SUPABASE_JS = ROOT / "web" / "node_modules" / "@supabase" / "supabase-js" / "dist" / "umd" / "supabase.js"
 
@@ -176,24 +180,27 @@ class Stack:
         return self
 
     def stop(self) -> None:
-        """Stop every part that is running; safe to call on a partly started stack."""
+        """Stop every part that is running; safe to call on a partly started stack. A part that
+        fails to stop does not keep the others running: its error is raised after they stop."""
         try:
             if self._loop is not None:
                 try:
-                    asyncio.run_coroutine_threadsafe(self._stop_async(), self._loop).result(timeout=30)
+                    asyncio.run_coroutine_threadsafe(self._stop_async(), self._loop).result(timeout=STOP_SECONDS)
                 finally:
                     self._loop.call_soon_threadsafe(self._loop.stop)
                     if self._thread is not None:
                         self._thread.join(timeout=10)
                     self._loop = None
-            if self._moto is not None:
-                self._moto.stop()
-                self._moto = None
         finally:
-            if isinstance(self.gateway, GatewayProcess):
-                self.gateway.kill()  # a no-op once stopped; else the child must not outlive us
-            if self.postgres is not None:
-                self.postgres.stop()
+            try:
+                if self._moto is not None:
+                    self._moto.stop()
+                    self._moto = None
+            finally:
+                if isinstance(self.gateway, GatewayProcess):
+                    self.gateway.kill()  # a no-op once stopped; else the child must not outlive us
+                if self.postgres is not None:
+                    self.postgres.stop()
 
     @property
     def ws_url(self) -> str:
@@ -311,16 +318,16 @@ class Stack:
             raise
 
     async def _stop_async(self) -> None:
-        if self.bridge is not None:
-            await self.bridge.stop()
-        if self.gateway is not None:
-            await self.gateway.stop()
-        if self.functions is not None:
-            await self.functions.stop()
-        if self.mailbox is not None:
-            await self.mailbox.stop()
-        if self.inspector is not None:
-            await self.inspector.stop()
+        failed: list[Exception] = []
+        for part in (self.bridge, self.gateway, self.functions, self.mailbox, self.inspector):
+            if part is None:
+                continue
+            try:
+                await part.stop()
+            except Exception as exc:  # the next parts still stop
+                failed.append(exc)
+        if failed:
+            raise failed[0]
 
     def _ready(self) -> bool:
         return self.bridge is not None and self.bridge.listening.is_set()
