@@ -98,9 +98,7 @@ class Database:
             with conn.transaction():
                 yield conn
         except psycopg.OperationalError as exc:
-            # Told apart from a failing statement: this connection is gone, a new one may work.
-            exc.connection_lost = conn.closed or conn.broken  # type: ignore[attr-defined]
-            conn.close()
+            _flag_lost(conn, exc)
             raise
 
     @contextmanager
@@ -113,8 +111,7 @@ class Database:
         try:
             yield conn
         except psycopg.OperationalError as exc:
-            exc.connection_lost = conn.closed or conn.broken  # type: ignore[attr-defined]
-            conn.close()
+            _flag_lost(conn, exc)
             raise
         except BaseException:
             _roll_back(conn)
@@ -139,8 +136,7 @@ class Database:
             cur = conn.execute(sql, prepare=False)
             if last:
                 cur.nextset()
-            result = cur.pgresult
-            return cur.fetchall() if result is not None and result.status == TUPLES_OK and result.nfields else []
+            return _rows(cur)
 
     def unit(self, work: Callable[[psycopg.Connection], T]) -> T:
         """Run `work` in one transaction; if the connection turns out dead (a failover, a
@@ -177,11 +173,22 @@ class Database:
         """Run one statement and return its rows, counting the round trip."""
         self.round_trips += 1
         with subsegment("postgres"):
-            cur = conn.execute(sql, params)
-            # The result's status, not `cur.description`, which builds a Column per column only
-            # to be tested for truth (the row factory has already made its own).
-            result = cur.pgresult
-            return cur.fetchall() if result is not None and result.status == TUPLES_OK and result.nfields else []
+            return _rows(conn.execute(sql, params))
+
+
+def _rows(cur: psycopg.Cursor) -> list:
+    """The rows of the cursor's current result; none for a command. Told by the result's
+    status, not `cur.description`, which builds a Column per column only to be tested for truth
+    (the row factory has already made its own)."""
+    result = cur.pgresult
+    return cur.fetchall() if result is not None and result.status == TUPLES_OK and result.nfields else []
+
+
+def _flag_lost(conn: psycopg.Connection, exc: psycopg.OperationalError) -> None:
+    """Tell a lost connection apart from a failing statement (this connection is gone, a new
+    one may work), and close it so the next use opens another."""
+    exc.connection_lost = conn.closed or conn.broken  # type: ignore[attr-defined]
+    conn.close()
 
 
 def _roll_back(conn: psycopg.Connection) -> None:

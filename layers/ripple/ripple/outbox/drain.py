@@ -41,7 +41,7 @@ from ripple.store import DynamoDBStore, Store
 # Both ride with the transaction's BEGIN and COMMIT (Database.riding), so their arguments are
 # written in, integers only: the limit, and the ids of _ack_statement.
 PENDING = "select * from realtime.drain_pending(%d)"
-ACK = "select realtime.ack('{runs}'::int8multirange, '{{{owed}}}'::bigint[], '{{{broadcasts}}}'::bigint[])"
+ACK = "select realtime.ack('{{{runs}}}'::int8multirange, '{{{owed}}}'::bigint[], '{{{broadcasts}}}'::bigint[])"
 OWE = "select realtime.owe(%s::jsonb)"
 AUTHORIZE = "select * from realtime.authorize(%s::jsonb)"
 # The counters of a wake worth an INFO line: connections lost or closed, posts that failed or
@@ -305,38 +305,30 @@ def _owed(rows: list[dict[str, Any]]) -> tuple[dict[str, list[str]], dict[str, f
 
 
 def _ack_statement(rows: list[dict[str, Any]]) -> str:
-    """The `realtime.ack` call for the delivered prefix of a pending batch, its arguments
-    written in: the statement rides with the COMMIT, which takes no parameters. Every value in
-    it is an integer (outbox ids), formatted by int()."""
-    runs, owed, broadcasts = _ack_arguments(rows)
-    return ACK.format(runs=runs, owed=",".join(str(int(i)) for i in owed),
-                      broadcasts=",".join(str(int(i)) for i in broadcasts))
-
-
-def _ack_arguments(rows: list[dict[str, Any]]) -> tuple[str, list[int], list[int]]:
-    """What `realtime.ack` takes for the delivered prefix of a pending batch. Pending hands
-    outbox rows out in id order, so their ids are sent as runs (a multirange literal, usually
-    one range): a few bytes instead of an array of every id to encode and decode."""
+    """The `realtime.ack` call for the delivered prefix of a pending batch. Pending hands outbox
+    rows out in id order, so their ids are sent as runs (a multirange literal, usually one
+    range): a few bytes instead of an array of every id. The statement rides with the COMMIT,
+    which takes no parameters, so its arguments are written in: integers only (outbox ids)."""
     runs: list[str] = []
     start = previous = 0
-    owed: list[int] = []
-    broadcasts: list[int] = []
+    owed: list[str] = []
+    broadcasts: list[str] = []
     for row in rows:
-        row_id = row["id"]
+        row_id = int(row["id"])
         if row["kind"] == "owed":
-            owed.append(-row_id)
+            owed.append(str(-row_id))
             continue
         if row["kind"] == "broadcast":
-            broadcasts.append(row_id)
+            broadcasts.append(str(row_id))
         if start and row_id == previous + 1:
             previous = row_id
             continue
         if start:
-            runs.append(f"[{int(start)},{int(previous) + 1})")
+            runs.append(f"[{start},{previous + 1})")
         start = previous = row_id
     if start:
-        runs.append(f"[{int(start)},{int(previous) + 1})")
-    return "{" + ",".join(runs) + "}", owed, broadcasts
+        runs.append(f"[{start},{previous + 1})")
+    return ACK.format(runs=",".join(runs), owed=",".join(owed), broadcasts=",".join(broadcasts))
 
 
 def _owed_entries(rows: list[dict[str, Any]], owing: dict[str, list[str]]) -> list[dict[str, Any]]:
